@@ -1,0 +1,1 @@
+//! plex-emulator: a PMS-compatible server for tests and the local demo.

@@ -1,0 +1,2 @@
+//! plex-emulator binary.
+fn main() {}

@@ -1,0 +1,2 @@
+//! plexburst binary.
+fn main() {}
