@@ -1,1 +1,4 @@
-//! plexburst library.
+//! plexburst: run Plex's full scan and Sonic analysis of a big library on a short-lived machine.
+
+pub mod plex;
+pub mod remote;

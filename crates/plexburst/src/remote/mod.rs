@@ -1,0 +1,129 @@
+//! The one chokepoint for every process plexburst starts: on this machine or on an SSH host.
+//!
+//! Every command is a shell script run by `sh -c` on the target, so local and SSH targets behave
+//! identically. Secrets are never put on a command line: pass them through `stdin` or `env`, and
+//! list them in `secrets` so the log line and any error text redact them.
+
+use std::time::Duration;
+
+/// What to run on the target.
+#[derive(Debug, Clone)]
+pub struct Cmd {
+    /// A POSIX shell script, run as `sh -c SCRIPT` on the target.
+    pub script: String,
+    /// Bytes fed to the script's standard input (closed after writing).
+    pub stdin: Option<Vec<u8>>,
+    /// Extra environment for the script. Values may be secrets: they never reach a log.
+    pub env: Vec<(String, String)>,
+    /// Kill the command (and report `RemoteError::Timeout`) after this long.
+    pub timeout: Duration,
+    /// Strings that must be replaced by `***` wherever this command is logged or quoted in an error.
+    pub secrets: Vec<String>,
+}
+
+impl Cmd {
+    /// A script with a 60 s timeout, no stdin, no extra env.
+    pub fn new(script: impl Into<String>) -> Self {
+        Cmd {
+            script: script.into(),
+            stdin: None,
+            env: Vec::new(),
+            timeout: Duration::from_secs(60),
+            secrets: Vec::new(),
+        }
+    }
+    pub fn timeout(mut self, t: Duration) -> Self {
+        self.timeout = t;
+        self
+    }
+    pub fn stdin(mut self, bytes: impl Into<Vec<u8>>) -> Self {
+        self.stdin = Some(bytes.into());
+        self
+    }
+    pub fn env(mut self, key: impl Into<String>, value: impl Into<String>) -> Self {
+        self.env.push((key.into(), value.into()));
+        self
+    }
+    pub fn secret(mut self, s: impl Into<String>) -> Self {
+        let s = s.into();
+        if !s.is_empty() {
+            self.secrets.push(s);
+        }
+        self
+    }
+}
+
+/// A finished command. `status` is the exit code (a signal death is reported as 128 + signal).
+#[derive(Debug, Clone)]
+pub struct Output {
+    pub status: i32,
+    pub stdout: Vec<u8>,
+    pub stderr: Vec<u8>,
+}
+
+impl Output {
+    pub fn stdout_str(&self) -> String {
+        String::from_utf8_lossy(&self.stdout).into_owned()
+    }
+}
+
+/// Callers branch on these: a transport failure is retried after a reconnect, a failed command is not.
+#[derive(Debug, thiserror::Error)]
+pub enum RemoteError {
+    #[error("cannot reach {target}: {detail}")]
+    Transport { target: String, detail: String },
+    #[error("`{cmd}` on {target} exited with status {status}: {stderr}")]
+    Failed {
+        target: String,
+        cmd: String,
+        status: i32,
+        stderr: String,
+    },
+    #[error("`{cmd}` on {target} did not finish within {secs} s")]
+    Timeout { target: String, cmd: String, secs: u64 },
+    #[error("{0}")]
+    Io(String),
+}
+
+/// A port on the target's loopback made reachable from this machine.
+pub trait Forward: Send {
+    /// `127.0.0.1:PORT` on this machine.
+    fn local_addr(&self) -> std::net::SocketAddr;
+}
+
+/// A host we can run commands on. Implementations: `local` (this machine) and `ssh`.
+pub trait Remote: Send + Sync {
+    /// A human name for logs and errors, e.g. `local` or `ssh plex@10.0.0.5:22`.
+    fn describe(&self) -> String;
+    /// Run a command and return its output whatever its exit status (the caller decides).
+    fn exec(&self, cmd: &Cmd) -> Result<Output, RemoteError>;
+    /// Write a file on the target atomically with the given mode (e.g. 0o600 for credentials).
+    fn put_file(&self, path: &str, contents: &[u8], mode: u32) -> Result<(), RemoteError>;
+    /// Read a whole file from the target.
+    fn get_file(&self, path: &str) -> Result<Vec<u8>, RemoteError>;
+    /// Make `127.0.0.1:remote_port` on the target reachable from this machine.
+    fn forward(&self, remote_port: u16) -> Result<Box<dyn Forward>, RemoteError>;
+
+    /// Run a command and turn a non-zero exit into `RemoteError::Failed` carrying its stderr.
+    fn run(&self, cmd: &Cmd) -> Result<Output, RemoteError> {
+        let out = self.exec(cmd)?;
+        if out.status != 0 {
+            return Err(RemoteError::Failed {
+                target: self.describe(),
+                cmd: redact(&cmd.script, &cmd.secrets),
+                status: out.status,
+                stderr: redact(String::from_utf8_lossy(&out.stderr).trim(), &cmd.secrets),
+            });
+        }
+        Ok(out)
+    }
+}
+
+/// Replace every secret in `text` with `***`.
+pub fn redact(text: &str, secrets: &[String]) -> String {
+    let mut out = text.to_string();
+    for s in secrets.iter().filter(|s| !s.is_empty()) {
+        out = out.replace(s.as_str(), "***");
+    }
+    out
+}
