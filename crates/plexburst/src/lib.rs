@@ -1,4 +1,17 @@
 //! plexburst: run Plex's full scan and Sonic analysis of a big library on a short-lived machine.
 
+pub mod app;
+pub mod cli;
+pub mod config;
+pub mod export;
+pub mod host;
+pub mod monitor;
+pub mod pipeline;
+pub mod plan;
 pub mod plex;
+pub mod progress;
 pub mod remote;
+pub mod report;
+pub mod runtime;
+pub mod state;
+pub mod storage;

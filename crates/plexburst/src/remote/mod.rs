@@ -4,6 +4,9 @@
 //! identically. Secrets are never put on a command line: pass them through `stdin` or `env`, and
 //! list them in `secrets` so the log line and any error text redact them.
 
+pub mod local;
+pub mod ssh;
+
 use std::time::Duration;
 
 /// What to run on the target.

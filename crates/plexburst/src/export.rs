@@ -1,0 +1,1 @@
+//! Export of the Plex data folder: tar | zstd, checksum, verification, manifest.

@@ -1,0 +1,1 @@
+//! Samples (DB counts, activities, CPU) -> progress lines/bars and phase verdicts.

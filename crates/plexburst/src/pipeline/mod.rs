@@ -1,0 +1,1 @@
+//! The pipeline: phase order, persistence of each phase in the run state, resume.

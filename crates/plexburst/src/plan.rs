@@ -1,0 +1,1 @@
+//! Config -> Plan: everything the run will do, as plain data (no I/O).

@@ -1,0 +1,1 @@
+//! Remote implementation for this machine: sh -c through std::process.

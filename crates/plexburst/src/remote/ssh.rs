@@ -1,0 +1,1 @@
+//! Remote implementation over the system ssh client with a ControlMaster socket.

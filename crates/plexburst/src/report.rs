@@ -1,0 +1,1 @@
+//! The run report: runs/<run-id>/report.json and report.md.

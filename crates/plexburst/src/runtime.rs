@@ -1,0 +1,1 @@
+//! How the Plex server process is started, stopped and restarted on the target: docker or command.
