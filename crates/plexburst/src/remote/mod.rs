@@ -54,6 +54,23 @@ impl Cmd {
         }
         self
     }
+    /// Every string to hide when this command is logged or quoted: `secrets` and the values of
+    /// `env` (any of them may be a token). Env values shorter than 4 characters are left out:
+    /// they cannot be secrets, and replacing every `1` in an error message would garble it.
+    pub fn redactions(&self) -> Vec<String> {
+        let mut all = self.secrets.clone();
+        all.extend(
+            self.env
+                .iter()
+                .filter(|(_, v)| v.len() >= 4)
+                .map(|(_, v)| v.clone()),
+        );
+        all
+    }
+    /// The script as it may appear in a log line or an error: redacted.
+    pub fn log_text(&self) -> String {
+        redact(&self.script, &self.redactions())
+    }
 }
 
 /// A finished command. `status` is the exit code (a signal death is reported as 128 + signal).
@@ -83,7 +100,11 @@ pub enum RemoteError {
         stderr: String,
     },
     #[error("`{cmd}` on {target} did not finish within {secs} s")]
-    Timeout { target: String, cmd: String, secs: u64 },
+    Timeout {
+        target: String,
+        cmd: String,
+        secs: u64,
+    },
     #[error("{0}")]
     Io(String),
 }
@@ -113,9 +134,12 @@ pub trait Remote: Send + Sync {
         if out.status != 0 {
             return Err(RemoteError::Failed {
                 target: self.describe(),
-                cmd: redact(&cmd.script, &cmd.secrets),
+                cmd: cmd.log_text(),
                 status: out.status,
-                stderr: redact(String::from_utf8_lossy(&out.stderr).trim(), &cmd.secrets),
+                stderr: redact(
+                    String::from_utf8_lossy(&out.stderr).trim(),
+                    &cmd.redactions(),
+                ),
             });
         }
         Ok(out)
