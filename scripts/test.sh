@@ -1,0 +1,29 @@
+#!/usr/bin/env bash
+# THE test command (README, .ci/run): installs dependencies, starts dockerd, checks formatting and
+# lints, builds the plex-emulator image, then runs every test of the workspace.
+# Run as root on Debian 12 (a fresh machine is fine): `bash scripts/test.sh`.
+# Extra arguments go to `cargo test` (e.g. `bash scripts/test.sh -- image`).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+step() { echo "==> $*" >&2; }
+
+step "install dependencies"
+bash scripts/install-deps.sh
+step "start dockerd"
+bash scripts/start-dockerd.sh
+
+step "cargo fmt --check"
+cargo fmt --all -- --check
+step "cargo clippy"
+cargo clippy --workspace --all-targets --locked -- -D warnings
+
+# The image is built from the same debug binary `cargo test` uses, so the image test (and any
+# test running the docker runtime) finds it up to date instead of rebuilding it mid-run.
+step "build the plex-emulator image"
+cargo build -p plex-emulator --bin plex-emulator --locked
+target_dir="$(cargo metadata --no-deps --format-version 1 | sed -n 's/.*"target_directory":"\([^"]*\)".*/\1/p')"
+bash crates/plex-emulator/docker/build-image.sh "$target_dir/debug/plex-emulator" >/dev/null
+
+step "cargo test"
+cargo test --workspace --locked "$@"
