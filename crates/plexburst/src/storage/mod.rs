@@ -1,1 +1,350 @@
-//! Where the media comes from: a path already on the target, or an rclone mount of S3.
+//! Where the media library lives and how Plex reaches it: a path already on the target, or an
+//! S3 bucket mounted with `rclone mount` (see `rclone.rs`). The pipeline only talks to `Storage`.
+
+pub mod rclone;
+
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use serde::{Deserialize, Serialize};
+
+use crate::remote::{Cmd, Remote};
+use crate::runtime::Volume;
+
+/// `[storage]` in plexburst.toml.
+// One value per run: the size difference between the variants costs nothing.
+#[allow(clippy::large_enum_variant)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "lowercase")]
+pub enum StorageConfig {
+    /// The library is already at `path` on the target (a local disk, or a mount the user made).
+    Path { path: String },
+    /// The library is an S3 bucket mounted with rclone.
+    Rclone(rclone::RcloneConfig),
+}
+
+impl StorageConfig {
+    /// Every problem with this section, as (field path, "problem; fix"). Empty means valid.
+    pub fn validate(&self) -> Vec<(String, String)> {
+        match self {
+            StorageConfig::Path { path } => {
+                let mut errs = Vec::new();
+                if !path.starts_with('/') {
+                    errs.push((
+                        "storage.path".to_string(),
+                        format!("{path:?} is not an absolute path; write the full path on the target, e.g. \"/data/media\""),
+                    ));
+                }
+                errs
+            }
+            StorageConfig::Rclone(c) => c.validate(),
+        }
+    }
+
+    /// The storage the pipeline drives. `profile` (lite/standard/power/superpower) picks the rclone
+    /// defaults; `work_dir` is plexburst's own directory on the target (rclone config, cache, logs).
+    /// Secrets named by the config are read from this process's environment here.
+    pub fn build(&self, profile: &str, work_dir: &str) -> Storage {
+        match self {
+            StorageConfig::Path { path } => Storage::Path { path: path.clone() },
+            StorageConfig::Rclone(c) => Storage::Rclone(rclone::Rclone::new(c, profile, work_dir)),
+        }
+    }
+
+    /// The directory Plex sees the library under (inside and outside the container).
+    pub fn media_root(&self) -> &str {
+        match self {
+            StorageConfig::Path { path } => path,
+            StorageConfig::Rclone(c) => &c.mount_point,
+        }
+    }
+}
+
+/// The verdict of one health probe.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Health {
+    Healthy,
+    /// The mount cannot be trusted (hang, read error, dead FUSE endpoint); the reason says which.
+    Degraded(String),
+}
+
+/// The outcome of reading the first 64 KiB of a list of files.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WarmReport {
+    /// Files read successfully.
+    pub ok: u64,
+    /// Files that do not exist (ENOENT): the DB and the bucket disagree.
+    pub missing: Vec<String>,
+    /// Files that exist but could not be read, with the error text.
+    pub failed: Vec<(String, String)>,
+}
+
+/// How long a health probe may take before the mount counts as hung.
+pub const HEALTH_TIMEOUT: Duration = Duration::from_secs(20);
+
+/// The library storage of one run.
+#[allow(clippy::large_enum_variant)] // one value per run
+#[derive(Debug)]
+pub enum Storage {
+    Path { path: String },
+    Rclone(rclone::Rclone),
+}
+
+impl Storage {
+    /// Push configuration and check the target can mount (rclone kind); nothing for a path.
+    pub fn prepare(&self, r: &dyn Remote) -> anyhow::Result<()> {
+        match self {
+            Storage::Path { .. } => Ok(()),
+            Storage::Rclone(rc) => rc.prepare(r),
+        }
+    }
+
+    /// Make the library readable at `media_root()`, and prove it by reading a real file.
+    pub fn mount(&self, r: &dyn Remote) -> anyhow::Result<()> {
+        match self {
+            Storage::Path { path } => {
+                let file = first_file(r, path, HEALTH_TIMEOUT)?;
+                let Some(file) = file else {
+                    bail!(
+                        "storage.path {path:?} on {} contains no file; put the library there or fix storage.path",
+                        r.describe()
+                    );
+                };
+                read_probe(r, &[file], HEALTH_TIMEOUT)
+                    .map_err(|e| anyhow::anyhow!(e))
+                    .with_context(|| {
+                        format!("storage.path {path:?} lists but a file under it does not read")
+                    })
+            }
+            Storage::Rclone(rc) => rc.mount(r),
+        }
+    }
+
+    /// Fill the directory cache before the scan (rclone); nothing for a path.
+    pub fn prewarm(&self, r: &dyn Remote) -> anyhow::Result<()> {
+        match self {
+            Storage::Path { .. } => Ok(()),
+            Storage::Rclone(rc) => rc.prewarm(r),
+        }
+    }
+
+    /// A timed listing and read. `Err` only when the probe itself could not run (target unreachable).
+    pub fn health(&self, r: &dyn Remote) -> anyhow::Result<Health> {
+        match self {
+            Storage::Path { path } => match first_file(r, path, HEALTH_TIMEOUT) {
+                Err(e) => Ok(Health::Degraded(format!("listing {path} failed: {e:#}"))),
+                Ok(None) => Ok(Health::Degraded(format!("{path} lists no file"))),
+                Ok(Some(f)) => Ok(match read_probe(r, &[f], HEALTH_TIMEOUT) {
+                    Ok(()) => Health::Healthy,
+                    Err(reason) => Health::Degraded(reason),
+                }),
+            },
+            Storage::Rclone(rc) => rc.health(r),
+        }
+    }
+
+    /// Bring a degraded mount back (unmount, remount, re-probe). A path cannot be recovered by us.
+    pub fn recover(&self, r: &dyn Remote) -> anyhow::Result<()> {
+        match self {
+            Storage::Path { path } => match self.health(r)? {
+                Health::Healthy => Ok(()),
+                Health::Degraded(why) => bail!(
+                    "storage.path {path:?} is unhealthy ({why}) and plexburst does not manage it; fix the path on the target"
+                ),
+            },
+            Storage::Rclone(rc) => rc.recover(r),
+        }
+    }
+
+    /// Read the first 64 KiB of each file, bounded parallel, on the target.
+    pub fn warm_files(&self, r: &dyn Remote, files: &[String]) -> anyhow::Result<WarmReport> {
+        let (dir, parallel) = match self {
+            Storage::Path { .. } => ("/tmp".to_string(), 8),
+            Storage::Rclone(rc) => (rc.work_dir().to_string(), rc.settings().warm_parallel),
+        };
+        warm_files(r, &dir, files, parallel)
+    }
+
+    /// Unmount (rclone); nothing for a path.
+    pub fn unmount(&self, r: &dyn Remote) -> anyhow::Result<()> {
+        match self {
+            Storage::Path { .. } => Ok(()),
+            Storage::Rclone(rc) => rc.unmount(r),
+        }
+    }
+
+    /// The binds a Plex container needs to see the library at the same path as the host.
+    pub fn container_volumes(&self) -> Vec<Volume> {
+        match self {
+            // A plain directory: a read-only bind. (rslave needs a shared or slave source mount,
+            // and a user's own directory usually sits on a private one, where Docker refuses it.)
+            Storage::Path { path } => vec![Volume {
+                host: path.clone(),
+                container: path.clone(),
+                options: "ro".to_string(),
+            }],
+            Storage::Rclone(rc) => rc.container_volumes(),
+        }
+    }
+
+    /// The directory Plex sees the library under.
+    pub fn media_root(&self) -> &str {
+        match self {
+            Storage::Path { path } => path,
+            Storage::Rclone(rc) => rc.mount_point(),
+        }
+    }
+}
+
+/// Quote one word for `sh`.
+pub(crate) fn sh_quote(s: &str) -> String {
+    shell_escape::unix::escape(s.into()).into_owned()
+}
+
+/// The first regular file under `dir` (depth-first as `find` walks), within `timeout`.
+pub(crate) fn first_file(
+    r: &dyn Remote,
+    dir: &str,
+    timeout: Duration,
+) -> anyhow::Result<Option<String>> {
+    let script = format!(
+        "timeout -k 2 {secs} find {d} -type f -print -quit",
+        secs = timeout.as_secs().max(1),
+        d = sh_quote(dir)
+    );
+    let out = r
+        .run(&Cmd::new(script).timeout(timeout + Duration::from_secs(5)))
+        .with_context(|| format!("listing {dir} on {}", r.describe()))?;
+    let line = out.stdout_str().lines().next().unwrap_or("").to_string();
+    Ok((!line.is_empty()).then_some(line))
+}
+
+/// Stat and read the first 4 KiB of each file through the target's filesystem, with a deadline.
+/// `Err` carries the reason the files are not trustworthy (a hang, an error text).
+pub(crate) fn read_probe(
+    r: &dyn Remote,
+    files: &[String],
+    timeout: Duration,
+) -> Result<(), String> {
+    if files.is_empty() {
+        return Ok(());
+    }
+    let secs = timeout.as_secs().max(1);
+    let list: Vec<String> = files.iter().map(|f| sh_quote(f)).collect();
+    // `timeout` kills a read stuck in the kernel's FUSE wait only if it is interruptible; the
+    // Remote's own timeout (a few seconds later) is the backstop for an uninterruptible hang.
+    let script = format!(
+        "for f in {list}; do timeout -k 2 {secs} stat -c %s -- \"$f\" >/dev/null || exit $?; \
+         timeout -k 2 {secs} dd if=\"$f\" of=/dev/null bs=4096 count=1 status=none || exit $?; done",
+        list = list.join(" ")
+    );
+    match r.exec(&Cmd::new(script).timeout(timeout + Duration::from_secs(5))) {
+        Ok(out) if out.status == 0 => Ok(()),
+        Ok(out) if out.status == 124 || out.status == 137 => Err(format!(
+            "reading {} hung for more than {secs} s",
+            files.join(", ")
+        )),
+        Ok(out) => Err(format!(
+            "reading {} failed: {}",
+            files.join(", "),
+            String::from_utf8_lossy(&out.stderr).trim()
+        )),
+        Err(crate::remote::RemoteError::Timeout { .. }) => Err(format!(
+            "reading {} hung for more than {secs} s",
+            files.join(", ")
+        )),
+        Err(e) => Err(format!("probe could not run: {e}")),
+    }
+}
+
+/// Read the first 64 KiB of every file with `parallel` readers: one remote command over a
+/// NUL-separated list put on the target, so a 100,000-file section is one round trip.
+pub(crate) fn warm_files(
+    r: &dyn Remote,
+    dir: &str,
+    files: &[String],
+    parallel: u32,
+) -> anyhow::Result<WarmReport> {
+    if files.is_empty() {
+        return Ok(WarmReport::default());
+    }
+    let list_path = format!(
+        "{}/warm-{}.list",
+        dir.trim_end_matches('/'),
+        uuid::Uuid::new_v4()
+    );
+    let mut list = Vec::new();
+    for f in files {
+        list.extend_from_slice(f.as_bytes());
+        list.push(0);
+    }
+    r.put_file(&list_path, &list, 0o600)
+        .with_context(|| format!("writing the warm list to {list_path} on {}", r.describe()))?;
+    // Each record is NUL-terminated: "o", or "m" + path, or "f" + path + "\t" + error.
+    // `head -c` reads through the mount, so a miss in the VFS cache fetches from the bucket.
+    let worker = r#"for f; do
+  if err=$(head -c 65536 -- "$f" 2>&1 >/dev/null); then printf 'o\0';
+  elif [ ! -e "$f" ] && [ ! -L "$f" ]; then printf 'm%s\0' "$f";
+  else printf 'f%s\t%s\0' "$f" "$(printf %s "$err" | tr '\n\0' '  ')"; fi
+done"#;
+    let script = format!(
+        "xargs -0 -n 32 -P {p} sh -c {w} sh < {l}; rc=$?; rm -f {l}; exit $rc",
+        p = parallel.max(1),
+        w = sh_quote(worker),
+        l = sh_quote(&list_path)
+    );
+    // Budget: a generous 50 ms per file per reader on top of a fixed minute.
+    let budget = Duration::from_secs(60)
+        + Duration::from_millis(50 * files.len() as u64 / u64::from(parallel.max(1)));
+    let out = r
+        .run(&Cmd::new(script).timeout(budget))
+        .with_context(|| format!("warming {} files on {}", files.len(), r.describe()))?;
+    Ok(parse_warm(&out.stdout))
+}
+
+fn parse_warm(stdout: &[u8]) -> WarmReport {
+    let mut rep = WarmReport::default();
+    for rec in stdout.split(|b| *b == 0).filter(|r| !r.is_empty()) {
+        let text = String::from_utf8_lossy(&rec[1..]).into_owned();
+        match rec[0] {
+            b'o' => rep.ok += 1,
+            b'm' => rep.missing.push(text),
+            _ => {
+                let (path, err) = text.split_once('\t').unwrap_or((text.as_str(), ""));
+                rep.failed.push((path.to_string(), err.trim().to_string()));
+            }
+        }
+    }
+    rep
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn storage_config_reads_both_kinds_from_toml() {
+        let p: StorageConfig = toml::from_str("kind = \"path\"\npath = \"/data/media\"").unwrap();
+        assert_eq!(
+            p,
+            StorageConfig::Path {
+                path: "/data/media".into()
+            }
+        );
+        assert!(p.validate().is_empty());
+        let rel: StorageConfig = toml::from_str("kind = \"path\"\npath = \"data\"").unwrap();
+        assert_eq!(rel.validate()[0].0, "storage.path");
+    }
+
+    #[test]
+    fn warm_records_split_missing_from_failed() {
+        let out = b"o\0m/a b/x.flac\0f/c.flac\tInput/output error\0o\0";
+        let rep = parse_warm(out);
+        assert_eq!(rep.ok, 2);
+        assert_eq!(rep.missing, vec!["/a b/x.flac".to_string()]);
+        assert_eq!(
+            rep.failed,
+            vec![("/c.flac".to_string(), "Input/output error".to_string())]
+        );
+    }
+}

