@@ -1,1 +1,491 @@
 //! Pure progress maths over samples: rate, ETA, stable-for-N, stall and timeout verdicts.
+//!
+//! The monitor feeds one [`Observation`] per poll into a [`Tracker`] and acts on the [`Verdict`].
+//! No clock and no I/O here: `elapsed` comes from the caller, so every rule is unit-tested with
+//! made-up timelines.
+//!
+//! Rules, in the order they are checked:
+//! 1. **Done** — Plex is idle (`busy == false`) and `done` has kept the same value in the last
+//!    `stable_samples` observations, *and* either the work is complete (`done >= total`) or the
+//!    tracker has seen work happen (`busy` once, or `done` moving). The second half keeps a phase
+//!    from ending in the seconds between "start the analysis" and Plex reporting it busy.
+//!    A Done phase may still have `done < total` (Plex skipped items); the caller reports that.
+//! 2. **TimedOut** — `elapsed >= timeout`.
+//! 3. **Stalled** — neither `done` nor `cpu_ticks` changed for `stall_window` while work remains
+//!    (`busy`, or `done < total`). Moving CPU alone keeps a phase alive: Plex can spend minutes
+//!    on one big file without a count changing. A stall is not final: progress turns it back into
+//!    Working, and the caller decides when to give up.
+//! 4. otherwise **Working**.
+
+use std::collections::VecDeque;
+use std::time::Duration;
+
+/// How much history the rate looks at. Long enough to smooth Plex's bursty commits (it writes in
+/// transactions of many items), short enough to follow a change of pace.
+pub const RATE_WINDOW: Duration = Duration::from_secs(120);
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TrackerConfig {
+    /// Idle observations with an unchanged count needed to call the phase done.
+    pub stable_samples: u32,
+    /// How long counts and CPU may stay still while work remains before the phase is stalled.
+    pub stall_window: Duration,
+    /// The phase's deadline, measured on `Observation::elapsed`.
+    pub timeout: Duration,
+}
+
+/// One poll of a phase.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Observation {
+    /// Time since the phase started.
+    pub elapsed: Duration,
+    /// Items processed so far (scanned items, analysed tracks, thumbnailed photos).
+    pub done: i64,
+    /// Items to process, when known.
+    pub total: Option<i64>,
+    /// Cumulative CPU ticks of Plex's processes, when the sample could read them.
+    pub cpu_ticks: Option<u64>,
+    /// Plex reports work in progress (a section refreshing, an activity, a scanner process).
+    pub busy: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Verdict {
+    Working,
+    Done,
+    Stalled,
+    TimedOut,
+}
+
+#[derive(Debug, Clone)]
+pub struct Tracker {
+    cfg: TrackerConfig,
+    /// (elapsed, done) points inside the rate window.
+    window: VecDeque<(Duration, i64)>,
+    last: Option<Observation>,
+    /// Consecutive idle observations with the same count, including the latest.
+    stable: u32,
+    /// When `done` or the CPU last moved (or the first observation).
+    last_progress: Duration,
+    last_cpu: Option<u64>,
+    saw_work: bool,
+}
+
+impl Tracker {
+    pub fn new(cfg: TrackerConfig) -> Tracker {
+        Tracker {
+            cfg,
+            window: VecDeque::new(),
+            last: None,
+            stable: 0,
+            last_progress: Duration::ZERO,
+            last_cpu: None,
+            saw_work: false,
+        }
+    }
+
+    pub fn config(&self) -> &TrackerConfig {
+        &self.cfg
+    }
+
+    /// Take one observation and say where the phase stands.
+    pub fn observe(&mut self, o: Observation) -> Verdict {
+        let prev = self.last;
+        let count_moved = prev.is_some_and(|p| p.done != o.done);
+        // CPU counts as moving only when two readings exist and differ; a failed read says nothing.
+        let cpu_moved = match (self.last_cpu, o.cpu_ticks) {
+            (Some(a), Some(b)) => a != b,
+            _ => false,
+        };
+        if let Some(c) = o.cpu_ticks {
+            self.last_cpu = Some(c);
+        }
+        if prev.is_none() || count_moved || cpu_moved {
+            self.last_progress = o.elapsed;
+        }
+        if o.busy || count_moved {
+            self.saw_work = true;
+        }
+        self.stable = if o.busy || count_moved {
+            0
+        } else {
+            self.stable.saturating_add(1)
+        };
+
+        self.window.push_back((o.elapsed, o.done));
+        // Drop points older than the window, but keep two so a slow poll still yields a rate.
+        while self.window.len() > 2
+            && self
+                .window
+                .front()
+                .is_some_and(|(t, _)| o.elapsed.saturating_sub(*t) > RATE_WINDOW)
+        {
+            self.window.pop_front();
+        }
+        self.last = Some(o);
+
+        let complete = o.total.is_some_and(|t| o.done >= t);
+        if self.stable >= self.cfg.stable_samples.max(1) && (complete || self.saw_work) {
+            return Verdict::Done;
+        }
+        if o.elapsed >= self.cfg.timeout {
+            return Verdict::TimedOut;
+        }
+        let work_remains = o.busy || o.total.is_some_and(|t| o.done < t);
+        if work_remains && o.elapsed.saturating_sub(self.last_progress) >= self.cfg.stall_window {
+            return Verdict::Stalled;
+        }
+        Verdict::Working
+    }
+
+    /// Items per second over the last [`RATE_WINDOW`]; `None` before two observations.
+    pub fn rate_per_sec(&self) -> Option<f64> {
+        let (t0, d0) = *self.window.front()?;
+        let (t1, d1) = *self.window.back()?;
+        let dt = t1.checked_sub(t0)?.as_secs_f64();
+        if dt <= 0.0 {
+            return None;
+        }
+        Some((d1 - d0) as f64 / dt)
+    }
+
+    /// Time left at the current rate; zero when the work is complete, `None` when the total is
+    /// unknown or nothing is moving.
+    pub fn eta(&self) -> Option<Duration> {
+        let o = self.last?;
+        let remaining = o.total? - o.done;
+        if remaining <= 0 {
+            return Some(Duration::ZERO);
+        }
+        let rate = self.rate_per_sec()?;
+        if rate <= 0.0 {
+            return None;
+        }
+        Duration::try_from_secs_f64(remaining as f64 / rate).ok()
+    }
+
+    /// How long neither the count nor the CPU has moved, as of the last observation.
+    pub fn still_for(&self) -> Duration {
+        self.last
+            .map(|o| o.elapsed.saturating_sub(self.last_progress))
+            .unwrap_or_default()
+    }
+
+    pub fn last(&self) -> Option<&Observation> {
+        self.last.as_ref()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const CFG: TrackerConfig = TrackerConfig {
+        stable_samples: 3,
+        stall_window: Duration::from_secs(60),
+        timeout: Duration::from_secs(3600),
+    };
+
+    fn obs(secs: u64, done: i64, total: Option<i64>, cpu: Option<u64>, busy: bool) -> Observation {
+        Observation {
+            elapsed: Duration::from_secs(secs),
+            done,
+            total,
+            cpu_ticks: cpu,
+            busy,
+        }
+    }
+
+    /// Feed (secs, done, cpu, busy) with a fixed total; return every verdict.
+    fn run(
+        cfg: TrackerConfig,
+        total: Option<i64>,
+        steps: &[(u64, i64, Option<u64>, bool)],
+    ) -> Vec<Verdict> {
+        let mut t = Tracker::new(cfg);
+        steps
+            .iter()
+            .map(|&(s, d, c, b)| t.observe(obs(s, d, total, c, b)))
+            .collect()
+    }
+
+    use Verdict::*;
+
+    #[test]
+    fn done_after_n_idle_samples_with_the_same_count() {
+        let v = run(
+            CFG,
+            Some(100),
+            &[
+                (0, 0, Some(0), true),
+                (10, 50, Some(10), true),
+                (20, 100, Some(20), true),
+                (30, 100, Some(21), false),
+                (40, 100, Some(21), false),
+                (50, 100, Some(21), false),
+            ],
+        );
+        assert_eq!(v, vec![Working, Working, Working, Working, Working, Done]);
+    }
+
+    #[test]
+    fn idle_but_count_still_rising_is_not_done() {
+        // Plex's activity ended but the last transactions are still landing.
+        let v = run(
+            CFG,
+            None,
+            &[
+                (0, 10, None, true),
+                (10, 20, None, false),
+                (20, 30, None, false),
+                (30, 40, None, false),
+                (40, 40, None, false),
+                (50, 40, None, false),
+                (60, 40, None, false),
+            ],
+        );
+        assert_eq!(
+            v,
+            vec![Working, Working, Working, Working, Working, Working, Done]
+        );
+    }
+
+    #[test]
+    fn busy_resets_the_stable_streak() {
+        let v = run(
+            CFG,
+            None,
+            &[
+                (0, 5, None, true),
+                (10, 5, None, false),
+                (20, 5, None, false),
+                (30, 5, None, true),
+                (40, 5, None, false),
+                (50, 5, None, false),
+                (60, 5, None, false),
+            ],
+        );
+        assert_eq!(
+            v,
+            vec![Working, Working, Working, Working, Working, Working, Done]
+        );
+    }
+
+    #[test]
+    fn not_done_before_the_work_has_started() {
+        // Analysis was just triggered: Plex is not busy yet and nothing moved.
+        let v = run(
+            CFG,
+            Some(9),
+            &[
+                (0, 0, Some(5), false),
+                (1, 0, Some(5), false),
+                (2, 0, Some(5), false),
+                (3, 0, Some(5), false),
+                (4, 0, Some(6), true),
+                (5, 9, Some(9), false),
+                (6, 9, Some(9), false),
+                (7, 9, Some(9), false),
+                (8, 9, Some(9), false),
+            ],
+        );
+        // Four idle, unchanged samples at the start are not Done: no work was seen yet.
+        assert_eq!(&v[..4], &[Working; 4]);
+        assert_eq!(&v[4..8], &[Working; 4]);
+        assert_eq!(v[8], Done);
+    }
+
+    #[test]
+    fn already_complete_work_is_done_without_seeing_it_happen() {
+        // A resumed run: every track was analysed before the restart.
+        let v = run(
+            CFG,
+            Some(9),
+            &[
+                (0, 9, Some(1), false),
+                (10, 9, Some(1), false),
+                (20, 9, Some(1), false),
+            ],
+        );
+        assert_eq!(v, vec![Working, Working, Done]);
+    }
+
+    #[test]
+    fn stall_when_count_and_cpu_stop_with_work_remaining() {
+        let v = run(
+            CFG,
+            Some(100),
+            &[
+                (0, 0, Some(0), true),
+                (10, 40, Some(50), true),
+                (20, 40, Some(50), true),
+                (69, 40, Some(50), true),
+                (70, 40, Some(50), true),
+                (80, 41, Some(50), true),
+            ],
+        );
+        // Last movement at t=10; the window of 60 s is reached at t=70; a new item un-stalls it.
+        assert_eq!(
+            v,
+            vec![Working, Working, Working, Working, Stalled, Working]
+        );
+    }
+
+    #[test]
+    fn cpu_moving_with_a_frozen_count_is_not_stalled() {
+        let mut t = Tracker::new(CFG);
+        let mut verdicts = Vec::new();
+        for i in 0..30u64 {
+            verdicts.push(t.observe(obs(i * 10, 7, Some(100), Some(i * 100), true)));
+        }
+        assert!(verdicts.iter().all(|v| *v == Working), "{verdicts:?}");
+        assert_eq!(t.still_for(), Duration::ZERO);
+    }
+
+    #[test]
+    fn unknown_cpu_does_not_count_as_movement() {
+        let v = run(
+            CFG,
+            Some(10),
+            &[
+                (0, 1, Some(100), true),
+                (30, 1, None, true),
+                (60, 1, Some(100), true),
+            ],
+        );
+        assert_eq!(v, vec![Working, Working, Stalled]);
+    }
+
+    #[test]
+    fn idle_with_work_remaining_stalls_when_it_has_not_started() {
+        // Nothing ever happened after the trigger: the stall window catches it.
+        let v = run(
+            CFG,
+            Some(10),
+            &[
+                (0, 0, Some(3), false),
+                (30, 0, Some(3), false),
+                (60, 0, Some(3), false),
+            ],
+        );
+        assert_eq!(v, vec![Working, Working, Stalled]);
+    }
+
+    #[test]
+    fn no_stall_without_remaining_work() {
+        // Unknown total and Plex idle: there is nothing to be stalled on (but not done either,
+        // as no work was seen; the timeout ends it).
+        let cfg = TrackerConfig {
+            timeout: Duration::from_secs(500),
+            ..CFG
+        };
+        let v = run(
+            cfg,
+            None,
+            &[
+                (0, 0, None, false),
+                (100, 0, None, false),
+                (200, 0, None, false),
+                (500, 0, None, false),
+            ],
+        );
+        assert_eq!(v, vec![Working, Working, Working, TimedOut]);
+    }
+
+    #[test]
+    fn timeout_wins_over_stall_but_not_over_done() {
+        let cfg = TrackerConfig {
+            stable_samples: 2,
+            stall_window: Duration::from_secs(10),
+            timeout: Duration::from_secs(30),
+        };
+        let v = run(
+            cfg,
+            Some(5),
+            &[
+                (0, 1, Some(1), true),
+                (20, 1, Some(1), true),
+                (30, 1, Some(1), true),
+            ],
+        );
+        assert_eq!(v, vec![Working, Stalled, TimedOut]);
+        let v = run(
+            cfg,
+            Some(5),
+            &[
+                (0, 1, None, true),
+                (20, 5, None, false),
+                (29, 5, None, false),
+                (30, 5, None, false),
+            ],
+        );
+        assert_eq!(v, vec![Working, Working, Working, Done]);
+    }
+
+    #[test]
+    fn stable_samples_zero_behaves_like_one() {
+        let cfg = TrackerConfig {
+            stable_samples: 0,
+            ..CFG
+        };
+        let v = run(cfg, None, &[(0, 3, None, true), (10, 3, None, false)]);
+        assert_eq!(v, vec![Working, Done]);
+    }
+
+    #[test]
+    fn rate_and_eta_from_the_window() {
+        let mut t = Tracker::new(CFG);
+        assert_eq!(t.rate_per_sec(), None);
+        assert_eq!(t.eta(), None);
+        t.observe(obs(0, 0, Some(1000), None, true));
+        assert_eq!(t.rate_per_sec(), None);
+        t.observe(obs(10, 100, Some(1000), None, true));
+        assert_eq!(t.rate_per_sec(), Some(10.0));
+        assert_eq!(t.eta(), Some(Duration::from_secs(90)));
+        t.observe(obs(20, 300, Some(1000), None, true));
+        assert_eq!(t.rate_per_sec(), Some(15.0));
+        let eta = t.eta().unwrap().as_secs_f64();
+        assert!((eta - 700.0 / 15.0).abs() < 1e-6, "{eta}");
+    }
+
+    #[test]
+    fn rate_forgets_points_older_than_the_window() {
+        let mut t = Tracker::new(CFG);
+        // Fast at first (100/s), then slow (1/s) for longer than the window.
+        t.observe(obs(0, 0, None, None, true));
+        t.observe(obs(10, 1000, None, None, true));
+        for s in (20..=400).step_by(10) {
+            t.observe(obs(s, 1000 + (s as i64 - 10), None, None, true));
+        }
+        let r = t.rate_per_sec().unwrap();
+        assert!((r - 1.0).abs() < 1e-9, "{r}");
+        // Unknown total: no ETA.
+        assert_eq!(t.eta(), None);
+    }
+
+    #[test]
+    fn rate_with_slow_polls_keeps_two_points() {
+        let mut t = Tracker::new(CFG);
+        t.observe(obs(0, 0, Some(10), None, true));
+        t.observe(obs(600, 6, Some(10), None, true));
+        assert_eq!(t.rate_per_sec(), Some(0.01));
+        assert_eq!(t.eta(), Some(Duration::from_secs(400)));
+    }
+
+    #[test]
+    fn eta_is_zero_when_complete_and_none_when_frozen_or_shrinking() {
+        let mut t = Tracker::new(CFG);
+        t.observe(obs(0, 10, Some(10), None, false));
+        assert_eq!(t.eta(), Some(Duration::ZERO));
+
+        let mut t = Tracker::new(CFG);
+        t.observe(obs(0, 5, Some(10), None, true));
+        t.observe(obs(10, 5, Some(10), None, true));
+        assert_eq!(t.rate_per_sec(), Some(0.0));
+        assert_eq!(t.eta(), None);
+        // Items went to the trash: a negative rate gives no ETA.
+        t.observe(obs(20, 3, Some(10), None, true));
+        assert!(t.rate_per_sec().unwrap() < 0.0);
+        assert_eq!(t.eta(), None);
+    }
+}

@@ -1,2 +1,334 @@
 //! Which preferences plexburst changes and why: every background task off during the run, only the
 //! analysis a section needs on during its turn, and the user's values restored at the end.
+//!
+//! Every function takes the server's current `GET /:/prefs` and only ever names ids the server has:
+//! Plex answers 400 to a `PUT /:/prefs` naming one unknown id and applies none of it (plex.md §3.1),
+//! and the set of ids depends on version and Plex Pass (plexapi gates `MusicAnalysisBehavior` on an
+//! active subscription, plex.md §3.2). Values are rendered the way `GET` returned them, so a bool
+//! read as `true`/`false` is written back as `false`, and one read as `1`/`0` as `0`.
+//! Only values that differ from the current ones are returned, so an already quiet server gets an
+//! empty list (the caller skips the PUT).
+//!
+//! What `background_off` turns off (plex.md §3.2, rclone-and-plex-ops.md "Plex-side settings"):
+//!
+//! | id | value | why |
+//! |---|---|---|
+//! | every `*Behavior` (`MusicAnalysisBehavior`, `LoudnessAnalysisBehavior`, `GenerateBIFBehavior`, `GenerateChapterThumbBehavior`, `GenerateIntroMarkerBehavior`, `GenerateCreditsMarkerBehavior`, `GenerateAdMarkerBehavior`, `GenerateVADBehavior`) | `never` | each `asap`/`scheduled` behaviour starts a full read of new media (plus CPU) as soon as the scan adds it, competing with the scan; analysis is started explicitly, one section at a time |
+//! | every bool `Butler*` (`ButlerTaskDeepMediaAnalysis`, `ButlerTaskUpgradeMediaAnalysis`, `ButlerTaskRefreshLibraries`, `ButlerTaskBackupDatabase`, `ButlerTaskOptimizeDatabase`, `ButlerTaskGenerateMediaIndexFiles`, ...) | `false` | maintenance tasks run inside the butler window and would rescan, re-read files or rewrite the DB mid-run; deep analysis is "a full read of every file" (animosity22) |
+//! | `autoEmptyTrash` | `false` | a mount that flaps makes files look missing; emptying the trash after a scan would delete those items for good (plex.md §7) |
+//! | `FSEventLibraryUpdatesEnabled`, `FSEventLibraryPartialScanEnabled`, `watchMusicSections` | `false` | inotify scans "will not work on network mounted filesystems" and would start partial scans beside ours |
+//! | `ScheduledLibraryUpdatesEnabled` | `false` | a periodic scan would start a second scan during the run |
+//! | `GenerateIndexFilesDuringAnalysis` | `false` | makes analysis also write BIF index files (another full read) |
+//! | `ScannerLowPriority` | `false` | nothing else runs on the box; a low-priority scanner only slows the scan |
+//!
+//! What `analysis_for` turns on: music (8) `MusicAnalysisBehavior=asap` — Sonic analysis; the pipeline
+//! then starts butler task [`butler_task_for`] = `MusicAnalysis`, since the behaviour alone did not
+//! analyse existing tracks in the field (plex.md §3.4). Photo (13): no preference is known to gate
+//! photo thumbnails (plex.md has none); they come from `PUT /library/sections/{id}/analyze`, so nothing
+//! is turned on. Movie and show: nothing (their analysis is not part of plexburst's job).
+
+use super::api::Pref;
+
+/// The `*Behavior` value that disables a behaviour, and the one that runs it on new media too.
+const NEVER: &str = "never";
+const ASAP: &str = "asap";
+
+/// Library-update and trash prefs turned off by `background_off` (bools).
+const OFF_BOOLS: &[&str] = &[
+    "autoEmptyTrash",
+    "FSEventLibraryUpdatesEnabled",
+    "FSEventLibraryPartialScanEnabled",
+    "watchMusicSections",
+    "ScheduledLibraryUpdatesEnabled",
+    "GenerateIndexFilesDuringAnalysis",
+    "ScannerLowPriority",
+];
+
+/// Section types as in `library_sections.section_type`.
+pub const SECTION_MUSIC: i64 = 8;
+pub const SECTION_PHOTO: i64 = 13;
+
+/// Whether plexburst ever changes this pref (and so restores it at the end).
+pub fn managed(p: &Pref) -> bool {
+    is_behavior(p) || is_butler_bool(p) || OFF_BOOLS.contains(&p.id.as_str())
+}
+
+/// Every background task off; see the module docs for each id and why.
+pub fn background_off(current: &[Pref]) -> Vec<(String, String)> {
+    current
+        .iter()
+        .filter_map(|p| {
+            let want = if is_behavior(p) {
+                NEVER.to_string()
+            } else if is_butler_bool(p) || (OFF_BOOLS.contains(&p.id.as_str()) && p.kind == "bool")
+            {
+                bool_like(p, false)
+            } else {
+                return None;
+            };
+            changed(p, want)
+        })
+        .collect()
+}
+
+/// The prefs to set before analysing a section of `section_type` (1 movie, 2 show, 8 music,
+/// 13 photo): only what that section needs.
+pub fn analysis_for(section_type: i64, current: &[Pref]) -> Vec<(String, String)> {
+    let wanted: &[(&str, &str)] = match section_type {
+        SECTION_MUSIC => &[("MusicAnalysisBehavior", ASAP)],
+        _ => &[],
+    };
+    wanted
+        .iter()
+        .filter_map(|(id, v)| {
+            let p = current.iter().find(|p| p.id == *id)?;
+            changed(p, v.to_string())
+        })
+        .collect()
+}
+
+/// The butler task that starts the analysis a section of `section_type` needs, if any
+/// (`POST /butler/{task}`).
+pub fn butler_task_for(section_type: i64) -> Option<&'static str> {
+    (section_type == SECTION_MUSIC).then_some("MusicAnalysis")
+}
+
+/// Put back the user's values of every pref plexburst manages that differs now; prefs the server no
+/// longer has are skipped, and prefs plexburst never touches are left as Plex has them (Plex itself
+/// updates some, e.g. `LastAutomaticMappedPort`, and an old value must not overwrite them).
+pub fn restore(saved: &[Pref], current: &[Pref]) -> Vec<(String, String)> {
+    saved
+        .iter()
+        .filter(|s| managed(s))
+        .filter_map(|s| {
+            let now = current.iter().find(|c| c.id == s.id)?;
+            changed(now, s.value.clone())
+        })
+        .collect()
+}
+
+fn is_behavior(p: &Pref) -> bool {
+    p.id.ends_with("Behavior") && p.kind == "text"
+}
+
+fn is_butler_bool(p: &Pref) -> bool {
+    p.id.starts_with("Butler") && p.kind == "bool"
+}
+
+/// `false`/`true`, unless the server renders this bool as `0`/`1`.
+fn bool_like(p: &Pref, on: bool) -> String {
+    let numeric = matches!(p.value.as_str(), "0" | "1");
+    match (numeric, on) {
+        (true, true) => "1",
+        (true, false) => "0",
+        (false, true) => "true",
+        (false, false) => "false",
+    }
+    .to_string()
+}
+
+fn changed(p: &Pref, want: String) -> Option<(String, String)> {
+    (!same_value(p, &p.value, &want)).then(|| (p.id.clone(), want))
+}
+
+/// Bools compare by meaning (`1` == `true`), everything else by text.
+fn same_value(p: &Pref, a: &str, b: &str) -> bool {
+    if p.kind == "bool" {
+        let truthy = |v: &str| matches!(v, "1" | "true");
+        truthy(a) == truthy(b)
+    } else {
+        a == b
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::Value;
+
+    /// The real `GET /:/prefs` dump, rendered as `api::Client::prefs` renders it.
+    fn real() -> Vec<Pref> {
+        let text = std::fs::read_to_string(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/tests/fixtures/real-pms-prefs.json"
+        ))
+        .unwrap();
+        let v: Value = serde_json::from_str(&text).unwrap();
+        let render = |v: &Value| match v {
+            Value::String(s) => s.clone(),
+            other => other.to_string(),
+        };
+        v["MediaContainer"]["Setting"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|s| Pref {
+                id: s["id"].as_str().unwrap().to_string(),
+                kind: s["type"].as_str().unwrap().to_string(),
+                value: render(&s["value"]),
+                default: render(&s["default"]),
+            })
+            .collect()
+    }
+
+    fn apply(prefs: &mut [Pref], changes: &[(String, String)]) {
+        for (k, v) in changes {
+            prefs.iter_mut().find(|p| &p.id == k).unwrap().value = v.clone();
+        }
+    }
+
+    fn get<'a>(changes: &'a [(String, String)], id: &str) -> Option<&'a str> {
+        changes
+            .iter()
+            .find(|(k, _)| k == id)
+            .map(|(_, v)| v.as_str())
+    }
+
+    #[test]
+    fn background_off_on_the_real_server() {
+        let prefs = real();
+        let off = background_off(&prefs);
+        // Only ids the server has, each once.
+        for (k, _) in &off {
+            assert!(prefs.iter().any(|p| &p.id == k), "unknown id {k}");
+        }
+        let mut ids: Vec<_> = off.iter().map(|(k, _)| k.clone()).collect();
+        ids.sort();
+        ids.dedup();
+        assert_eq!(ids.len(), off.len());
+
+        assert_eq!(get(&off, "autoEmptyTrash"), Some("false"));
+        assert_eq!(get(&off, "FSEventLibraryUpdatesEnabled"), Some("false"));
+        assert_eq!(get(&off, "ScheduledLibraryUpdatesEnabled"), Some("false"));
+        assert_eq!(get(&off, "ButlerTaskDeepMediaAnalysis"), Some("false"));
+        assert_eq!(get(&off, "ButlerTaskRefreshLibraries"), Some("false"));
+        assert_eq!(get(&off, "ScannerLowPriority"), Some("false"));
+        for b in [
+            "MusicAnalysisBehavior",
+            "LoudnessAnalysisBehavior",
+            "GenerateBIFBehavior",
+            "GenerateChapterThumbBehavior",
+            "GenerateIntroMarkerBehavior",
+        ] {
+            assert_eq!(get(&off, b), Some("never"), "{b}");
+        }
+        // Already off on this server: not sent.
+        assert_eq!(get(&off, "watchMusicSections"), None);
+        assert_eq!(get(&off, "ButlerTaskGenerateMediaIndexFiles"), None);
+        // Never touched: the butler window (ints), its update channel (text), unrelated prefs.
+        for untouched in [
+            "ButlerStartHour",
+            "ButlerUpdateChannel",
+            "ButlerDatabaseBackupPath",
+            "FriendlyName",
+            "allowMediaDeletion",
+        ] {
+            assert_eq!(get(&off, untouched), None, "{untouched}");
+        }
+        // The pufky-only behaviours are absent from this 2022 server, so they are not named.
+        assert_eq!(get(&off, "GenerateCreditsMarkerBehavior"), None);
+    }
+
+    #[test]
+    fn background_off_is_idempotent() {
+        let mut prefs = real();
+        let off = background_off(&prefs);
+        apply(&mut prefs, &off);
+        assert!(background_off(&prefs).is_empty());
+    }
+
+    #[test]
+    fn numeric_bools_stay_numeric() {
+        let prefs = vec![
+            Pref {
+                id: "autoEmptyTrash".into(),
+                kind: "bool".into(),
+                value: "1".into(),
+                default: "1".into(),
+            },
+            Pref {
+                id: "ButlerTaskBackupDatabase".into(),
+                kind: "bool".into(),
+                value: "0".into(),
+                default: "1".into(),
+            },
+        ];
+        assert_eq!(
+            background_off(&prefs),
+            vec![("autoEmptyTrash".to_string(), "0".to_string())]
+        );
+    }
+
+    #[test]
+    fn analysis_for_music_enables_sonic_only() {
+        let mut prefs = real();
+        apply(&mut prefs, &background_off(&real()));
+        let on = analysis_for(SECTION_MUSIC, &prefs);
+        assert_eq!(
+            on,
+            vec![("MusicAnalysisBehavior".to_string(), "asap".to_string())]
+        );
+        assert_eq!(butler_task_for(SECTION_MUSIC), Some("MusicAnalysis"));
+        for t in [1, 2, SECTION_PHOTO] {
+            assert!(analysis_for(t, &prefs).is_empty(), "type {t}");
+            assert_eq!(butler_task_for(t), None);
+        }
+    }
+
+    #[test]
+    fn analysis_for_music_without_the_pref_names_nothing() {
+        // A server without Plex Pass may not list MusicAnalysisBehavior (plex.md §3.2).
+        let prefs: Vec<Pref> = real()
+            .into_iter()
+            .filter(|p| p.id != "MusicAnalysisBehavior")
+            .collect();
+        assert!(analysis_for(SECTION_MUSIC, &prefs).is_empty());
+    }
+
+    #[test]
+    fn restore_round_trips_to_the_saved_values() {
+        let saved = real();
+        let mut now = saved.clone();
+        apply(&mut now, &background_off(&saved));
+        let on = analysis_for(SECTION_MUSIC, &now);
+        apply(&mut now, &on);
+        // Plex itself changed an unmanaged pref meanwhile: restore must not undo it.
+        apply(
+            &mut now,
+            &[("LastAutomaticMappedPort".into(), "41234".into())],
+        );
+
+        let back = restore(&saved, &now);
+        assert_eq!(get(&back, "autoEmptyTrash"), Some("true"));
+        assert_eq!(get(&back, "MusicAnalysisBehavior"), Some("scheduled"));
+        assert_eq!(get(&back, "LastAutomaticMappedPort"), None);
+        apply(&mut now, &back);
+        for s in &saved {
+            let n = now.iter().find(|p| p.id == s.id).unwrap();
+            if s.id != "LastAutomaticMappedPort" {
+                assert_eq!(n.value, s.value, "{}", s.id);
+            }
+        }
+        assert!(restore(&saved, &now).is_empty());
+    }
+
+    #[test]
+    fn restore_skips_ids_the_server_no_longer_has() {
+        let saved = real();
+        let now: Vec<Pref> = saved
+            .iter()
+            .filter(|p| p.id != "autoEmptyTrash")
+            .cloned()
+            .map(|mut p| {
+                if p.id == "GenerateBIFBehavior" {
+                    p.value = "never".into();
+                }
+                p
+            })
+            .collect();
+        assert_eq!(
+            restore(&saved, &now),
+            vec![("GenerateBIFBehavior".to_string(), "scheduled".to_string())]
+        );
+    }
+}
