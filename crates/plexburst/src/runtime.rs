@@ -1,6 +1,11 @@
 //! How the Plex server process is started, stopped and restarted on the target: docker or command.
 
+use std::time::Duration;
+
+use anyhow::{Context, bail};
 use serde::{Deserialize, Serialize};
+
+use crate::remote::{Cmd, Remote};
 
 /// A bind mount for the Plex container: `-v host:container:options`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -42,4 +47,289 @@ pub struct CommandSpec {
 pub enum Runtime {
     Docker(DockerSpec),
     Command(CommandSpec),
+}
+
+impl Runtime {
+    /// Start Plex. Idempotent: an already running server is left alone.
+    pub fn start(&self, r: &dyn Remote) -> anyhow::Result<()> {
+        match self {
+            Runtime::Docker(d) => d.start(r),
+            Runtime::Command(c) => c.start(r),
+        }
+        .with_context(|| format!("starting Plex ({}) on {}", self.describe(), r.describe()))
+    }
+
+    /// Stop Plex: SIGTERM (or `docker stop -t`), then SIGKILL after `grace`. Stopping a server
+    /// that is not running is fine.
+    pub fn stop(&self, r: &dyn Remote, grace: Duration) -> anyhow::Result<()> {
+        match self {
+            Runtime::Docker(d) => d.stop(r, grace),
+            Runtime::Command(c) => c.stop(r, grace),
+        }
+        .with_context(|| format!("stopping Plex ({}) on {}", self.describe(), r.describe()))
+    }
+
+    pub fn is_running(&self, r: &dyn Remote) -> anyhow::Result<bool> {
+        match self {
+            Runtime::Docker(d) => d.is_running(r),
+            Runtime::Command(c) => c.is_running(r),
+        }
+        .with_context(|| {
+            format!(
+                "checking whether Plex ({}) runs on {}",
+                self.describe(),
+                r.describe()
+            )
+        })
+    }
+
+    /// The last `lines` lines of the server's output (for error messages).
+    pub fn log_tail(&self, r: &dyn Remote, lines: usize) -> anyhow::Result<String> {
+        match self {
+            Runtime::Docker(d) => d.log_tail(r, lines),
+            Runtime::Command(c) => c.log_tail(r, lines),
+        }
+        .with_context(|| {
+            format!(
+                "reading the log of Plex ({}) on {}",
+                self.describe(),
+                r.describe()
+            )
+        })
+    }
+
+    /// Plex's port on the target's 127.0.0.1.
+    pub fn port(&self) -> u16 {
+        match self {
+            Runtime::Docker(d) => d.port,
+            Runtime::Command(c) => c.port,
+        }
+    }
+
+    fn describe(&self) -> String {
+        match self {
+            Runtime::Docker(d) => format!("docker container {}", d.name),
+            Runtime::Command(c) => format!("command with pid file {}", c.pid_file),
+        }
+    }
+}
+
+fn quote(s: &str) -> String {
+    shell_escape::unix::escape(s.into()).into_owned()
+}
+
+/// A command carrying `env` and `secret_env` in its environment, with the secrets redacted.
+fn with_env(mut cmd: Cmd, env: &[(String, String)], secret_env: &[(String, String)]) -> Cmd {
+    for (k, v) in env {
+        cmd = cmd.env(k, v);
+    }
+    for (k, v) in secret_env {
+        cmd = cmd.env(k, v).secret(v);
+    }
+    cmd
+}
+
+impl DockerSpec {
+    /// The `docker run` line. Secret values are not in it: `-e NAME` makes docker take the value
+    /// from its own environment, which the command gets through `Cmd.env`.
+    pub fn run_args(&self) -> Vec<String> {
+        let mut a: Vec<String> = vec![
+            "run".into(),
+            "-d".into(),
+            "--name".into(),
+            self.name.clone(),
+            "--restart".into(),
+            "no".into(),
+            "-p".into(),
+            format!("127.0.0.1:{}:32400", self.port),
+        ];
+        for (k, v) in &self.env {
+            a.push("-e".into());
+            a.push(format!("{k}={v}"));
+        }
+        for (k, _) in &self.secret_env {
+            a.push("-e".into());
+            a.push(k.clone());
+        }
+        for v in &self.volumes {
+            a.push("-v".into());
+            if v.options.is_empty() {
+                a.push(format!("{}:{}", v.host, v.container));
+            } else {
+                a.push(format!("{}:{}:{}", v.host, v.container, v.options));
+            }
+        }
+        a.extend(self.extra_args.iter().cloned());
+        a.push(self.image.clone());
+        a
+    }
+
+    /// `true`/`false` for an existing container, `None` when there is none.
+    fn state(&self, r: &dyn Remote) -> anyhow::Result<Option<bool>> {
+        let out = r.exec(&Cmd::new(format!(
+            "docker inspect -f '{{{{.State.Running}}}}' {}",
+            quote(&self.name)
+        )))?;
+        let stdout = out.stdout_str();
+        match (out.status, stdout.trim()) {
+            (0, "true") => Ok(Some(true)),
+            (0, "false") => Ok(Some(false)),
+            (_, _) if String::from_utf8_lossy(&out.stderr).contains("No such") => Ok(None),
+            _ => bail!(
+                "`docker inspect {}` failed with status {}: {}",
+                self.name,
+                out.status,
+                String::from_utf8_lossy(&out.stderr).trim()
+            ),
+        }
+    }
+
+    fn start(&self, r: &dyn Remote) -> anyhow::Result<()> {
+        match self.state(r)? {
+            Some(true) => return Ok(()),
+            // A stopped container keeps its old settings; recreate it from the spec.
+            Some(false) => {
+                r.run(&Cmd::new(format!("docker rm -f {}", quote(&self.name))))?;
+            }
+            None => {}
+        }
+        let line: Vec<String> = self.run_args().iter().map(|a| quote(a)).collect();
+        let cmd = with_env(
+            Cmd::new(format!("docker {}", line.join(" "))).timeout(Duration::from_secs(300)),
+            &[],
+            &self.secret_env,
+        );
+        r.run(&cmd)?;
+        Ok(())
+    }
+
+    fn stop(&self, r: &dyn Remote, grace: Duration) -> anyhow::Result<()> {
+        if self.state(r)?.is_none() {
+            return Ok(());
+        }
+        let name = quote(&self.name);
+        r.run(
+            &Cmd::new(format!(
+                "docker stop -t {} {name} >/dev/null && docker rm {name} >/dev/null",
+                grace.as_secs()
+            ))
+            .timeout(grace + Duration::from_secs(60)),
+        )?;
+        Ok(())
+    }
+
+    fn is_running(&self, r: &dyn Remote) -> anyhow::Result<bool> {
+        Ok(self.state(r)? == Some(true))
+    }
+
+    fn log_tail(&self, r: &dyn Remote, lines: usize) -> anyhow::Result<String> {
+        let out = r.run(&Cmd::new(format!(
+            "docker logs --tail {lines} {} 2>&1",
+            quote(&self.name)
+        )))?;
+        Ok(out.stdout_str())
+    }
+}
+
+/// Reads `/proc/$pid/stat`'s start time (field 22, counted after the command name, which may
+/// contain spaces and parentheses). Used by every Command-runtime script below.
+const START_TIME_FN: &str = r#"pb_start_time() { sed -n 's/^.*) //p' "/proc/$1/stat" 2>/dev/null | cut -d' ' -f20; }
+pb_alive() {
+  pid=$(cat "$PB_PID" 2>/dev/null) || return 1
+  want=$(cat "$PB_PID.start" 2>/dev/null) || return 1
+  [ -n "$pid" ] && [ -n "$want" ] || return 1
+  state=$(sed -n 's/^.*) //p' "/proc/$pid/stat" 2>/dev/null | cut -d' ' -f1)
+  [ -n "$state" ] && [ "$state" != Z ] && [ "$(pb_start_time "$pid")" = "$want" ]
+}
+"#;
+
+impl CommandSpec {
+    /// Shell prelude: the helper functions and the quoted file names.
+    fn prelude(&self) -> String {
+        format!(
+            "PB_PID={}\nPB_LOG={}\n{START_TIME_FN}",
+            quote(&self.pid_file),
+            quote(&self.log_file)
+        )
+    }
+
+    fn start(&self, r: &dyn Remote) -> anyhow::Result<()> {
+        if self.is_running(r)? {
+            return Ok(());
+        }
+        // The detached shell records its own pid and start time, then execs the command: the pid
+        // stays the same, and as a session leader (setsid) it also names the process group that
+        // stop() signals. Its output goes to the log file so nothing holds our pipes open.
+        let script = format!(
+            r#"{prelude}
+mkdir -p -- "$(dirname -- "$PB_PID")" "$(dirname -- "$PB_LOG")"
+rm -f -- "$PB_PID" "$PB_PID.start"
+setsid nohup sh -c '
+  pid=$$
+  sed -n "s/^.*) //p" "/proc/$pid/stat" | cut -d" " -f20 > "$1.start.tmp" && mv -f "$1.start.tmp" "$1.start"
+  echo "$pid" > "$1.tmp" && mv -f "$1.tmp" "$1"
+  exec sh -c "$2"' plexburst-runtime "$PB_PID" {command} </dev/null >>"$PB_LOG" 2>&1 &
+i=0
+while [ ! -s "$PB_PID" ]; do
+  i=$((i + 1))
+  if [ "$i" -gt 200 ]; then echo "the command did not write its pid file $PB_PID within 20 s" >&2; exit 1; fi
+  sleep 0.1
+done
+"#,
+            prelude = self.prelude(),
+            command = quote(&self.command),
+        );
+        let cmd = with_env(
+            Cmd::new(script).timeout(Duration::from_secs(60)),
+            &self.env,
+            &self.secret_env,
+        );
+        r.run(&cmd)?;
+        Ok(())
+    }
+
+    fn stop(&self, r: &dyn Remote, grace: Duration) -> anyhow::Result<()> {
+        let tenths = grace.as_millis().div_ceil(100);
+        // Signal the process group only after checking the pid is still our process: a stale pid
+        // file must never make us kill an unrelated process that reused the number.
+        let script = format!(
+            r#"{prelude}
+if pb_alive; then
+  pid=$(cat "$PB_PID")
+  kill -TERM "-$pid" 2>/dev/null || kill -TERM "$pid" 2>/dev/null
+  i=0
+  while pb_alive && [ "$i" -lt {tenths} ]; do i=$((i + 1)); sleep 0.1; done
+  if pb_alive; then echo "still running after {secs} s; sending SIGKILL" >&2; fi
+  kill -KILL "-$pid" 2>/dev/null || true
+  i=0
+  while pb_alive; do
+    i=$((i + 1))
+    if [ "$i" -gt 100 ]; then echo "process $pid survived SIGKILL" >&2; exit 1; fi
+    sleep 0.1
+  done
+fi
+rm -f -- "$PB_PID" "$PB_PID.start"
+"#,
+            prelude = self.prelude(),
+            secs = grace.as_secs_f64(),
+        );
+        r.run(&Cmd::new(script).timeout(grace + Duration::from_secs(30)))?;
+        Ok(())
+    }
+
+    fn is_running(&self, r: &dyn Remote) -> anyhow::Result<bool> {
+        let out = r.run(&Cmd::new(format!(
+            "{}\nif pb_alive; then echo yes; else echo no; fi",
+            self.prelude()
+        )))?;
+        Ok(out.stdout_str().trim() == "yes")
+    }
+
+    fn log_tail(&self, r: &dyn Remote, lines: usize) -> anyhow::Result<String> {
+        let out = r.run(&Cmd::new(format!(
+            "{}\n[ ! -e \"$PB_LOG\" ] || tail -n {lines} -- \"$PB_LOG\"",
+            self.prelude()
+        )))?;
+        Ok(out.stdout_str())
+    }
 }

@@ -1,0 +1,588 @@
+//! The process chokepoint against real components: a real sshd on loopback, real processes,
+//! a real container. Covers exec/files/forwards, redaction, timeouts, reconnects, /proc CPU
+//! sampling and both Plex runtimes.
+
+use std::io::{Read, Write};
+use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use plexburst::host;
+use plexburst::remote::local::Local;
+use plexburst::remote::ssh::Ssh;
+use plexburst::remote::{Cmd, Remote, RemoteError};
+use plexburst::runtime::{CommandSpec, DockerSpec, Runtime, Volume};
+
+use crate::sshd::Sshd;
+
+fn connect(sshd: &Sshd) -> Ssh {
+    Ssh::connect(&sshd.target(), sshd.dir())
+        .unwrap_or_else(|e| panic!("ssh connect failed: {e}\nsshd log:\n{}", sshd.log()))
+}
+
+/// Poll `cond` until it holds or `within` passes.
+fn wait_until(within: Duration, what: &str, mut cond: impl FnMut() -> bool) {
+    let deadline = Instant::now() + within;
+    while !cond() {
+        assert!(Instant::now() < deadline, "timed out waiting for: {what}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// A tiny HTTP server on 127.0.0.1 answering every request with `body`.
+fn http_server(body: &'static str) -> u16 {
+    let listener = TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).unwrap();
+    let port = listener.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(mut s) = stream else { continue };
+            let mut req = Vec::new();
+            let mut buf = [0u8; 1024];
+            while !req.windows(4).any(|w| w == b"\r\n\r\n") {
+                match s.read(&mut buf) {
+                    Ok(0) | Err(_) => break,
+                    Ok(n) => req.extend_from_slice(&buf[..n]),
+                }
+            }
+            let _ = write!(
+                s,
+                "HTTP/1.0 200 OK\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                body.len()
+            );
+        }
+    });
+    port
+}
+
+/// GET / over plain TCP (no proxy settings can interfere); the response body.
+fn http_get(addr: SocketAddr) -> std::io::Result<String> {
+    let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(5))?;
+    s.set_read_timeout(Some(Duration::from_secs(10)))?;
+    s.write_all(b"GET / HTTP/1.0\r\nHost: localhost\r\n\r\n")?;
+    let mut resp = String::new();
+    s.read_to_string(&mut resp)?;
+    match resp.split_once("\r\n\r\n") {
+        Some((head, body)) if head.starts_with("HTTP/1.") && head.contains(" 200 ") => {
+            Ok(body.to_string())
+        }
+        _ => Err(std::io::Error::other(format!("bad response: {resp:?}"))),
+    }
+}
+
+/// Everything logged at debug level on this thread while `f` runs.
+fn capture_log<T>(f: impl FnOnce() -> T) -> (T, String) {
+    #[derive(Clone)]
+    struct Sink(Arc<Mutex<Vec<u8>>>);
+    impl Write for Sink {
+        fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().unwrap().extend_from_slice(b);
+            Ok(b.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+    let sink = Sink(Arc::new(Mutex::new(Vec::new())));
+    let writer = sink.clone();
+    let subscriber = tracing_subscriber::fmt()
+        .with_max_level(tracing::Level::DEBUG)
+        .with_ansi(false)
+        .with_writer(move || writer.clone())
+        .finish();
+    let value = tracing::subscriber::with_default(subscriber, f);
+    let text = String::from_utf8_lossy(&sink.0.lock().unwrap()).into_owned();
+    (value, text)
+}
+
+/// Whether a process exists and is not a zombie (a reaped-late zombie is as dead as it gets).
+fn process_alive(pid: u32) -> bool {
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Ok(stat) => stat
+            .rsplit_once(") ")
+            .is_some_and(|(_, rest)| !rest.starts_with('Z')),
+        Err(_) => false,
+    }
+}
+
+#[test]
+fn ssh_runs_commands_moves_files_and_forwards_ports() {
+    let sshd = Sshd::start();
+    let ssh = connect(&sshd);
+
+    let out = ssh
+        .exec(
+            &Cmd::new("printf '%s|' \"$ONE\" \"$TWO\"; cat; echo err >&2; exit 7")
+                .env("ONE", "it's \"quoted\"\nacross lines")
+                .env("TWO", "$HOME `x`")
+                .stdin("from stdin"),
+        )
+        .unwrap();
+    assert_eq!(out.status, 7);
+    assert_eq!(
+        out.stdout_str(),
+        "it's \"quoted\"\nacross lines|$HOME `x`|from stdin"
+    );
+    assert_eq!(String::from_utf8_lossy(&out.stderr), "err\n");
+
+    let err = ssh
+        .run(&Cmd::new("echo 'disk full' >&2; exit 3"))
+        .unwrap_err();
+    assert!(
+        matches!(&err, RemoteError::Failed { status: 3, stderr, .. } if stderr == "disk full"),
+        "{err}"
+    );
+
+    // Every byte value survives the round trip, and the mode is set.
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("new dir/rclone.conf");
+    let path = path.to_str().unwrap();
+    let bytes: Vec<u8> = (0..=255u8).cycle().take(300_000).collect();
+    ssh.put_file(path, &bytes, 0o600).unwrap();
+    assert_eq!(ssh.get_file(path).unwrap(), bytes);
+    let mode = ssh
+        .run(&Cmd::new(format!("stat -c %a '{path}'")))
+        .unwrap()
+        .stdout_str();
+    assert_eq!(mode.trim(), "600");
+    assert!(matches!(
+        ssh.get_file("/plexburst/no/such/file"),
+        Err(RemoteError::Failed { .. })
+    ));
+
+    // A port on the target's loopback, reached through the forward; gone once it is dropped.
+    let remote_port = http_server("hello through ssh");
+    let fwd = ssh.forward(remote_port).unwrap();
+    let addr = fwd.local_addr();
+    assert_ne!(addr.port(), remote_port);
+    assert_eq!(http_get(addr).unwrap(), "hello through ssh");
+    drop(fwd);
+    wait_until(
+        Duration::from_secs(10),
+        "the cancelled forward to close",
+        || http_get(addr).is_err(),
+    );
+
+    // Local's forward is the port itself.
+    let local_fwd = Local::new().forward(remote_port).unwrap();
+    assert_eq!(
+        http_get(local_fwd.local_addr()).unwrap(),
+        "hello through ssh"
+    );
+}
+
+#[test]
+fn secrets_stay_out_of_logs_errors_and_command_lines() {
+    let sshd = Sshd::start();
+    let ssh = connect(&sshd);
+    let token = "claim-SECRETVALUE-1234";
+    let extra = "s3-KEY-abcdef";
+    let remotes: Vec<Box<dyn Remote>> = vec![Box::new(Local::new()), Box::new(ssh)];
+    for r in &remotes {
+        // The script lists every command line on the machine while it runs (this covers the
+        // local ssh client, sshd's session and the remote shells), then fails quoting its secret.
+        let script = format!(
+            "for f in /proc/[0-9]*/cmdline; do tr '\\000' ' ' < \"$f\" 2>/dev/null; echo; done > /dev/shm/pb-argv-$$; \
+             printf '%s' \"$PLEX_CLAIM\"; cat /dev/shm/pb-argv-$$ >&2; rm -f /dev/shm/pb-argv-$$; \
+             echo \"failed with $PLEX_CLAIM and {extra}\" >&2; exit 1"
+        );
+        let cmd = Cmd::new(script).env("PLEX_CLAIM", token).secret(extra);
+        let (result, log) = capture_log(|| (r.exec(&cmd), r.run(&cmd)));
+        let (out, err) = result;
+        let out = out.unwrap();
+        assert_eq!(
+            out.stdout_str(),
+            token,
+            "{}: the env reached the script",
+            r.describe()
+        );
+        let argv = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            argv.contains("/proc/"),
+            "{}: the argv listing ran",
+            r.describe()
+        );
+        assert!(
+            !argv
+                .lines()
+                .any(|l| l.contains(token) && !l.starts_with("failed with")),
+            "{}: a command line carried the secret:\n{argv}",
+            r.describe()
+        );
+        let err = err.unwrap_err().to_string();
+        assert!(
+            err.contains("failed with *** and ***"),
+            "{}: {err}",
+            r.describe()
+        );
+        assert!(!err.contains(token) && !err.contains(extra), "{err}");
+        assert!(
+            log.contains("exec"),
+            "{}: commands are logged:\n{log}",
+            r.describe()
+        );
+        assert!(log.contains("PLEX_CLAIM"), "env names are logged:\n{log}");
+        assert!(
+            !log.contains(token) && !log.contains(extra),
+            "{}: the log leaked a secret:\n{log}",
+            r.describe()
+        );
+    }
+}
+
+#[test]
+fn timeout_kills_the_whole_process_tree() {
+    let sshd = Sshd::start();
+    let ssh = connect(&sshd);
+    let remotes: Vec<Box<dyn Remote>> = vec![Box::new(Local::new()), Box::new(ssh)];
+    for r in &remotes {
+        let dir = tempfile::tempdir().unwrap();
+        let pid_file = dir.path().join("child.pid");
+        let started = Instant::now();
+        let err = r
+            .exec(
+                &Cmd::new(format!(
+                    "sleep 300 & echo $! > '{}'; sleep 301",
+                    pid_file.display()
+                ))
+                .timeout(Duration::from_secs(1)),
+            )
+            .unwrap_err();
+        assert!(
+            matches!(err, RemoteError::Timeout { secs: 1, .. }),
+            "{}: {err}",
+            r.describe()
+        );
+        assert!(started.elapsed() < Duration::from_secs(10));
+        let pid: u32 = std::fs::read_to_string(&pid_file)
+            .unwrap()
+            .trim()
+            .parse()
+            .unwrap();
+        // Over ssh the target's own `timeout` kills the tree 2 s after ours fires.
+        wait_until(
+            Duration::from_secs(15),
+            &format!("{}: the background child {pid} to die", r.describe()),
+            || !process_alive(pid),
+        );
+    }
+}
+
+#[test]
+fn ssh_reconnects_after_the_connection_is_cut() {
+    let sshd = Sshd::start();
+    let ssh = connect(&sshd);
+    let local = Local::new();
+    let remote_port = http_server("still here");
+    let fwd = ssh.forward(remote_port).unwrap();
+    assert_eq!(http_get(fwd.local_addr()).unwrap(), "still here");
+
+    // Cut between two commands: the next one reconnects and runs (it never started before).
+    let old = ssh.master_pid().expect("master running");
+    local.run(&Cmd::new(format!("kill -9 {old}"))).unwrap();
+    wait_until(Duration::from_secs(10), "the master to die", || {
+        !process_alive(old)
+    });
+    let out = ssh.run(&Cmd::new("echo alive")).unwrap();
+    assert_eq!(out.stdout_str(), "alive\n");
+    let new = ssh.master_pid().expect("a new master");
+    assert_ne!(new, old);
+    // The forward opened before the cut works again on the new master.
+    assert_eq!(http_get(fwd.local_addr()).unwrap(), "still here");
+
+    // Cut while a command runs: it may have done its work, so it is not re-sent; the caller
+    // gets a transport error, and the command after it succeeds.
+    let ssh = Arc::new(ssh);
+    let dir = tempfile::tempdir().unwrap();
+    let flag = dir.path().join("started");
+    let running = {
+        let ssh = Arc::clone(&ssh);
+        let script = format!("echo started > '{}'; sleep 20", flag.display());
+        std::thread::spawn(move || ssh.exec(&Cmd::new(script)))
+    };
+    wait_until(Duration::from_secs(10), "the long command to start", || {
+        flag.exists()
+    });
+    local.run(&Cmd::new(format!("kill -9 {new}"))).unwrap();
+    let err = running.join().unwrap().unwrap_err();
+    assert!(matches!(err, RemoteError::Transport { .. }), "{err}");
+    assert!(err.to_string().contains("may have partly run"), "{err}");
+    assert_eq!(
+        ssh.run(&Cmd::new("echo again")).unwrap().stdout_str(),
+        "again\n"
+    );
+}
+
+#[test]
+fn cpu_sample_sees_a_busy_process_and_its_ticks_grow() {
+    let sshd = Sshd::start();
+    let ssh = connect(&sshd);
+    let local = Local::new();
+    let marker = format!("pb-busy-{}", std::process::id());
+    let dir = tempfile::tempdir().unwrap();
+    // A process named like Plex's scanner, to check `scanner_running`.
+    let scanner = dir.path().join("Plex Media Scanner");
+    std::fs::copy("/bin/sleep", &scanner).unwrap();
+    let out = local
+        .run(&Cmd::new(format!(
+            "nohup sh -c 'while :; do :; done' {marker} >/dev/null 2>&1 & echo $!; \
+             nohup '{}' 60 >/dev/null 2>&1 & echo $!",
+            scanner.display()
+        )))
+        .unwrap();
+    let pids: Vec<String> = out.stdout_str().lines().map(str::to_string).collect();
+
+    let patterns = vec![marker.clone(), "pb-pattern-nobody-runs".to_string()];
+    let first = host::cpu_sample(&ssh, &patterns).unwrap();
+    assert_eq!(first.processes, 1, "{first:?}");
+    assert!(first.scanner_running);
+    let mut last = first;
+    wait_until(
+        Duration::from_secs(20),
+        "the busy process's ticks to grow",
+        || {
+            last = host::cpu_sample(&ssh, &patterns).unwrap();
+            last.total_ticks >= first.total_ticks + 20
+        },
+    );
+    assert_eq!(last.processes, 1);
+
+    local
+        .run(&Cmd::new(format!("kill {}", pids.join(" "))))
+        .unwrap();
+    wait_until(Duration::from_secs(10), "the processes to go", || {
+        let s = host::cpu_sample(&local, &patterns).unwrap();
+        s.processes == 0 && !s.scanner_running
+    });
+
+    assert_eq!(
+        host::missing_tools(&ssh, &["sh", "awk", "pb-no-such-tool"]).unwrap(),
+        vec!["pb-no-such-tool".to_string()]
+    );
+    assert!(host::free_disk_bytes(&ssh, "/").unwrap() > 0);
+    assert!(host::nproc(&ssh).unwrap() >= 1);
+}
+
+fn command_spec(dir: &std::path::Path, port: u16) -> CommandSpec {
+    CommandSpec {
+        // Traps TERM like a server shutting down cleanly; the claim arrives in its environment.
+        command:
+            "echo \"starting with claim $PLEX_CLAIM in $MODE\"; trap 'echo stopping; exit 0' TERM; \
+                  while :; do sleep 1; done"
+                .into(),
+        env: vec![("MODE".into(), "test-mode".into())],
+        secret_env: vec![("PLEX_CLAIM".into(), "claim-TOPSECRET-9876".into())],
+        port,
+        pid_file: dir.join("run/plex.pid").display().to_string(),
+        log_file: dir.join("log/plex.log").display().to_string(),
+    }
+}
+
+#[test]
+fn command_runtime_starts_stops_and_ignores_a_stale_pid_file() {
+    let sshd = Sshd::start();
+    let ssh = connect(&sshd);
+    let dir = tempfile::tempdir().unwrap();
+    let spec = command_spec(dir.path(), 32400);
+    let rt = Runtime::Command(spec.clone());
+    assert_eq!(rt.port(), 32400);
+    assert!(!rt.is_running(&ssh).unwrap());
+
+    let (_, log) = capture_log(|| rt.start(&ssh).unwrap());
+    assert!(!log.contains("TOPSECRET"), "{log}");
+    assert!(rt.is_running(&ssh).unwrap());
+    let pid: u32 = std::fs::read_to_string(&spec.pid_file)
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    assert!(process_alive(pid));
+    let argv = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap();
+    assert!(!String::from_utf8_lossy(&argv).contains("TOPSECRET"));
+
+    // Idempotent: a second start leaves the same process running.
+    rt.start(&ssh).unwrap();
+    assert_eq!(
+        std::fs::read_to_string(&spec.pid_file).unwrap().trim(),
+        pid.to_string()
+    );
+    wait_until(Duration::from_secs(10), "the start line in the log", || {
+        rt.log_tail(&ssh, 5)
+            .unwrap()
+            .contains("starting with claim claim-TOPSECRET-9876 in test-mode")
+    });
+
+    rt.stop(&ssh, Duration::from_secs(10)).unwrap();
+    assert!(!process_alive(pid));
+    assert!(!rt.is_running(&ssh).unwrap());
+    assert!(rt.log_tail(&ssh, 5).unwrap().contains("stopping"));
+    // Stopping again is fine.
+    rt.stop(&ssh, Duration::from_secs(1)).unwrap();
+
+    // A pid file naming some other live process (pid reuse) is not "running", and stop must
+    // not kill that process.
+    std::fs::write(&spec.pid_file, format!("{}\n", std::process::id())).unwrap();
+    std::fs::write(format!("{}.start", spec.pid_file), "1\n").unwrap();
+    assert!(!rt.is_running(&ssh).unwrap());
+    rt.stop(&ssh, Duration::from_secs(1)).unwrap();
+    assert!(process_alive(std::process::id()));
+}
+
+#[test]
+fn command_runtime_kills_a_server_that_ignores_sigterm() {
+    let local = Local::new();
+    let dir = tempfile::tempdir().unwrap();
+    let mut spec = command_spec(dir.path(), 32400);
+    let child_pid = dir.path().join("child.pid");
+    spec.command = format!(
+        "trap '' TERM; sleep 1000 & echo $! > '{}'; wait",
+        child_pid.display()
+    );
+    let rt = Runtime::Command(spec.clone());
+    rt.start(&local).unwrap();
+    assert!(rt.is_running(&local).unwrap());
+    let pid: u32 = std::fs::read_to_string(&spec.pid_file)
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    let started = Instant::now();
+    rt.stop(&local, Duration::from_secs(1)).unwrap();
+    assert!(started.elapsed() >= Duration::from_secs(1));
+    assert!(!process_alive(pid));
+    // The child in the same process group went too.
+    let child: u32 = std::fs::read_to_string(&child_pid)
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    assert!(
+        !process_alive(child),
+        "the server's child {child} was left behind"
+    );
+}
+
+/// A tiny local image: busybox's httpd serving one page on 32400. No registry needed.
+fn build_busybox_image(local: &Local) -> String {
+    let tag = "plexburst-test/busybox-httpd:dev".to_string();
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::copy("/bin/busybox", dir.path().join("busybox"))
+        .expect("/bin/busybox (apt-get install -y busybox-static)");
+    std::fs::create_dir(dir.path().join("www")).unwrap();
+    std::fs::write(dir.path().join("www/index.html"), "served by the container").unwrap();
+    std::fs::write(
+        dir.path().join("Dockerfile"),
+        "FROM scratch\nCOPY busybox /bin/busybox\nCOPY www /www\n\
+         ENTRYPOINT [\"/bin/busybox\"]\nCMD [\"httpd\", \"-f\", \"-v\", \"-p\", \"32400\", \"-h\", \"/www\"]\n",
+    )
+    .unwrap();
+    local
+        .run(
+            &Cmd::new(format!(
+                "docker build -q -t {tag} '{}'",
+                dir.path().display()
+            ))
+            .timeout(Duration::from_secs(300)),
+        )
+        .expect("docker build (is dockerd running?)");
+    tag
+}
+
+#[test]
+fn docker_runtime_runs_a_container_on_loopback_only() {
+    let local = Local::new();
+    let image = build_busybox_image(&local);
+    let data = tempfile::tempdir().unwrap();
+    let port = TcpListener::bind((Ipv4Addr::LOCALHOST, 0))
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let name = format!("plexburst-test-{}", std::process::id());
+    let spec = DockerSpec {
+        name: name.clone(),
+        image,
+        env: vec![("TZ".into(), "UTC".into())],
+        secret_env: vec![("PLEX_CLAIM".into(), "claim-DOCKERSECRET-42".into())],
+        volumes: vec![Volume {
+            host: data.path().display().to_string(),
+            container: "/config".into(),
+            options: "rw".into(),
+        }],
+        port,
+        extra_args: vec![],
+    };
+    let args = spec.run_args().join(" ");
+    assert!(
+        args.contains(&format!("-p 127.0.0.1:{port}:32400")),
+        "{args}"
+    );
+    assert!(
+        args.contains("-e PLEX_CLAIM ") && !args.contains("DOCKERSECRET"),
+        "{args}"
+    );
+    let rt = Runtime::Docker(spec);
+    let _ = local.exec(&Cmd::new(format!("docker rm -f {name}")));
+
+    let (_, log) = capture_log(|| rt.start(&local).unwrap());
+    assert!(!log.contains("DOCKERSECRET"), "{log}");
+    assert!(rt.is_running(&local).unwrap());
+    let fwd = local.forward(rt.port()).unwrap();
+    wait_until(Duration::from_secs(20), "the container's httpd", || {
+        http_get(fwd.local_addr()).is_ok_and(|b| b == "served by the container")
+    });
+    let env = local
+        .run(&Cmd::new(format!("docker exec {name} /bin/busybox env")))
+        .unwrap()
+        .stdout_str();
+    assert!(env.contains("PLEX_CLAIM=claim-DOCKERSECRET-42") && env.contains("TZ=UTC"));
+    let bindings = local
+        .run(&Cmd::new(format!(
+            "docker inspect -f '{{{{json .HostConfig.PortBindings}}}}' {name}"
+        )))
+        .unwrap()
+        .stdout_str();
+    assert!(bindings.contains("\"HostIp\":\"127.0.0.1\""), "{bindings}");
+    assert!(rt.log_tail(&local, 20).is_ok());
+
+    // Idempotent start; a container stopped behind our back is recreated.
+    rt.start(&local).unwrap();
+    local
+        .run(&Cmd::new(format!("docker stop -t 1 {name}")))
+        .unwrap();
+    assert!(!rt.is_running(&local).unwrap());
+    rt.start(&local).unwrap();
+    assert!(rt.is_running(&local).unwrap());
+
+    rt.stop(&local, Duration::from_secs(2)).unwrap();
+    assert!(!rt.is_running(&local).unwrap());
+    let gone = local
+        .exec(&Cmd::new(format!("docker inspect {name}")))
+        .unwrap();
+    assert_ne!(gone.status, 0, "the container was removed");
+    rt.stop(&local, Duration::from_secs(1)).unwrap();
+}
+
+#[test]
+fn sshd_harness_describes_itself_as_a_target_block() {
+    let sshd = Sshd::start();
+    let doc: toml::Table = sshd.config_toml().parse().unwrap();
+    let target = doc["target"].as_table().unwrap();
+    assert_eq!(target["kind"].as_str(), Some("ssh"));
+    assert_eq!(target["port"].as_integer(), Some(i64::from(sshd.port())));
+    assert_eq!(target["user"].as_str(), Some(sshd.target().user.as_str()));
+    // The block is enough to log in: connect with exactly what it names.
+    let t = plexburst::remote::ssh::SshTarget {
+        host: target["host"].as_str().unwrap().into(),
+        port: sshd.port(),
+        user: target["user"].as_str().unwrap().into(),
+        identity: Some(target["identity"].as_str().unwrap().into()),
+        extra_options: target["extra_options"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|v| v.as_str().unwrap().to_string())
+            .collect(),
+    };
+    let ssh = Ssh::connect(&t, sshd.dir()).unwrap();
+    assert_eq!(ssh.run(&Cmd::new("echo ok")).unwrap().stdout_str(), "ok\n");
+}
