@@ -1,1 +1,87 @@
 //! Command-line definitions (clap).
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+
+/// Run Plex's full scan and Sonic analysis of a library on a short-lived machine, export the data
+/// folder as a verified archive, and leave nothing running.
+#[derive(Debug, Parser)]
+#[command(name = "plexburst", version, about, long_about = None)]
+pub struct Cli {
+    /// The config file.
+    #[arg(
+        long,
+        global = true,
+        default_value = "plexburst.toml",
+        value_name = "FILE"
+    )]
+    pub config: PathBuf,
+    /// Where run state and reports live (default: .plexburst/ beside the config).
+    #[arg(long, global = true, value_name = "DIR")]
+    pub state_dir: Option<PathBuf>,
+    /// More log output (-v debug, -vv trace). PLEXBURST_LOG overrides.
+    #[arg(short, long, global = true, action = clap::ArgAction::Count)]
+    pub verbose: u8,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Write a commented example plexburst.toml.
+    Init {
+        /// Overwrite an existing file.
+        #[arg(long)]
+        force: bool,
+    },
+    /// Validate the config and print everything the run will do (no side effects).
+    Plan {
+        /// Print the plan as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Run the whole job: prepare, start Plex, configure, scan, analyze, restore, export, teardown.
+    Run(RunArgs),
+    /// Show the state of the current (or last) run.
+    Status {
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+        /// Refresh until the run ends.
+        #[arg(long)]
+        watch: bool,
+    },
+    /// Continue an interrupted or failed run from its state file.
+    Resume,
+    /// Stop everything a run left behind (Plex, mounts) and close its state.
+    Destroy,
+    /// Print the last lines of the Plex server's log on the target.
+    Logs {
+        /// How many lines.
+        #[arg(short = 'n', long, default_value_t = 100)]
+        lines: usize,
+    },
+    /// Run a command on the target (or print how to open a shell there).
+    Ssh {
+        /// The command to run; empty prints the ssh command line for an interactive shell.
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        command: Vec<String>,
+    },
+}
+
+#[derive(Debug, Clone, Default, Args, serde::Serialize, serde::Deserialize)]
+pub struct RunArgs {
+    /// Only this section (repeatable); the others in the config are left alone.
+    #[arg(long = "only-section", value_name = "NAME")]
+    pub only_section: Vec<String>,
+    /// Skip the analysis phase (no Plex Pass needed).
+    #[arg(long)]
+    pub skip_analysis: bool,
+    /// Force a full metadata refresh in the scan (force=1) even when the config says scan_force = false.
+    #[arg(long)]
+    pub deep_scan: bool,
+    /// Leave Plex running at the end (stop it later with `plexburst destroy`).
+    #[arg(long)]
+    pub keep: bool,
+}

@@ -1,1 +1,161 @@
 //! Export of the Plex data folder: tar | zstd, checksum, verification, manifest.
+//!
+//! Everything runs on the target through the remote (the archive is written next to the data, not
+//! streamed back). Plex must be stopped first so the DB and its WAL are consistent; the `-wal` and
+//! `-shm` files are kept if present. Cache, Logs, Crash Reports, Diagnostics and Updates are left
+//! out: Plex regenerates them and they can be most of the folder's size.
+
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use serde::Serialize;
+
+use crate::plan::{EXPORT_EXCLUDES, quote, tar_command, zstd_command};
+use crate::plex::db::DbSample;
+use crate::remote::{Cmd, Remote};
+use crate::state::ExportRecord;
+
+/// Archiving a big data folder takes a while; this only guards against a hung pipeline.
+const EXPORT_TIMEOUT: Duration = Duration::from_secs(12 * 3600);
+
+pub struct ExportJob {
+    pub data_dir: String,
+    pub destination: String,
+    pub run_id: String,
+    pub plex_version: Option<String>,
+    pub counts: DbSample,
+}
+
+#[derive(Debug, Serialize)]
+pub struct Manifest {
+    pub manifest_version: u32,
+    pub run_id: String,
+    pub created_at: String,
+    pub plexburst_version: String,
+    pub plex_version: Option<String>,
+    pub archive: String,
+    pub sha256: String,
+    pub bytes: u64,
+    /// Entries (files and directories) in the archive, equal to those found in the data folder.
+    pub entries: u64,
+    pub excluded: Vec<String>,
+    pub sections: Vec<crate::plex::db::SectionCounts>,
+}
+
+fn one_number(remote: &dyn Remote, script: String, what: &str) -> anyhow::Result<u64> {
+    let out = remote
+        .run(&Cmd::new(script).timeout(EXPORT_TIMEOUT))
+        .with_context(|| format!("cannot {what}"))?;
+    let text = out.stdout_str();
+    text.split_whitespace()
+        .next()
+        .and_then(|w| w.parse().ok())
+        .with_context(|| format!("cannot {what}: unexpected output {text:?}"))
+}
+
+/// `find` over the same tree tar archives, pruning the same directories: the expected entry count.
+fn find_count_script(data_dir: &str) -> String {
+    let prunes: Vec<String> = EXPORT_EXCLUDES
+        .iter()
+        .map(|x| {
+            format!(
+                "-path {}",
+                quote(&format!(
+                    "Library/Application Support/Plex Media Server/{x}"
+                ))
+            )
+        })
+        .collect();
+    format!(
+        "cd {} && find Library \\( {} \\) -prune -o -print | wc -l",
+        quote(data_dir),
+        prunes.join(" -o ")
+    )
+}
+
+/// Archive, checksum, verify (decompress + list, count against `find`), write the manifest.
+pub fn export(remote: &dyn Remote, job: &ExportJob) -> anyhow::Result<ExportRecord> {
+    let dest = job.destination.trim_end_matches('/');
+    let archive = format!("{dest}/{}.tar.zst", job.run_id);
+    let partial = format!("{archive}.partial");
+    let manifest_path = format!("{dest}/{}.manifest.json", job.run_id);
+    let tar_status = format!("{archive}.tar-status");
+    // POSIX sh has no pipefail: tar's status goes through a file so a tar failure is not hidden.
+    let script = format!(
+        "set -e; mkdir -p {d}; rm -f {p} {st}; ({tar} && echo 0 > {st} || echo $? > {st}) | {zstd}; test \"$(cat {st})\" = 0 || {{ echo \"tar failed with status $(cat {st})\" >&2; exit 1; }}; rm -f {st}; mv -f {p} {a}",
+        d = quote(dest),
+        p = quote(&partial),
+        st = quote(&tar_status),
+        a = quote(&archive),
+        tar = tar_command(&job.data_dir),
+        zstd = zstd_command(&partial),
+    );
+    tracing::info!("archiving {} to {archive}", job.data_dir);
+    remote
+        .run(&Cmd::new(script).timeout(EXPORT_TIMEOUT))
+        .context("archiving the data folder failed")?;
+
+    remote
+        .run(&Cmd::new(format!("zstd -t -q {}", quote(&archive))).timeout(EXPORT_TIMEOUT))
+        .context("the archive does not decompress (zstd -t failed)")?;
+    let listed = one_number(
+        remote,
+        format!("zstd -dc {} | tar -tf - | wc -l", quote(&archive)),
+        "list the archive",
+    )?;
+    let expected = one_number(
+        remote,
+        find_count_script(&job.data_dir),
+        "count the data folder's files",
+    )?;
+    if listed != expected || listed == 0 {
+        bail!(
+            "the archive lists {listed} entries but the data folder has {expected}; the export is incomplete"
+        );
+    }
+    let sha_out = remote
+        .run(&Cmd::new(format!("sha256sum {}", quote(&archive))).timeout(EXPORT_TIMEOUT))
+        .context("cannot checksum the archive")?
+        .stdout_str();
+    let sha256 = sha_out
+        .split_whitespace()
+        .next()
+        .unwrap_or_default()
+        .to_string();
+    if sha256.len() != 64 {
+        bail!("unexpected sha256sum output {sha_out:?}");
+    }
+    let bytes = one_number(
+        remote,
+        format!("wc -c < {}", quote(&archive)),
+        "size the archive",
+    )?;
+    let manifest = Manifest {
+        manifest_version: 1,
+        run_id: job.run_id.clone(),
+        created_at: crate::state::now(),
+        plexburst_version: env!("CARGO_PKG_VERSION").into(),
+        plex_version: job.plex_version.clone(),
+        archive: archive.clone(),
+        sha256: sha256.clone(),
+        bytes,
+        entries: listed,
+        excluded: EXPORT_EXCLUDES.iter().map(|s| s.to_string()).collect(),
+        sections: job.counts.sections.clone(),
+    };
+    remote
+        .put_file(
+            &manifest_path,
+            &serde_json::to_vec_pretty(&manifest)?,
+            0o644,
+        )
+        .context("cannot write the manifest")?;
+    tracing::info!("archive verified: {listed} entries, {bytes} bytes, sha256 {sha256}");
+    Ok(ExportRecord {
+        archive,
+        manifest: manifest_path,
+        sha256,
+        bytes,
+        files: listed,
+    })
+}

@@ -1,1 +1,393 @@
 //! Samples (DB counts, activities, CPU) -> progress lines/bars and phase verdicts.
+//!
+//! Every poll takes one sample: per-section counts from Plex's DB (`plex::db::sample`), the
+//! sections' `refreshing` flags and `/activities` from the API, and the CPU of Plex's processes. A
+//! sample is a value or an error: a failed one is shown and counted, never read as zero, and
+//! `monitor.max_failed_samples` failures in a row fail the phase. When Plex itself is gone
+//! (crashed mid-phase) it is restarted and the work re-requested.
+
+use std::io::IsTerminal;
+use std::time::{Duration, Instant};
+
+use anyhow::bail;
+
+use crate::pipeline::{Ctx, ensure_plex};
+use crate::plex::api::{Activity, Section};
+use crate::plex::db::{DbError, DbSample};
+use crate::progress::{Observation, Tracker, TrackerConfig, Verdict};
+
+/// Restarts of a crashed Plex within one phase before giving up.
+pub const MAX_RESTARTS: u32 = 3;
+
+/// Command-line fragments of Plex's processes (the real server and scanner, or the emulator).
+pub fn cpu_patterns() -> Vec<String> {
+    vec!["Plex Media".into(), "plex-emulator".into()]
+}
+
+/// What a phase waits for.
+#[derive(Debug, Clone)]
+pub enum Job {
+    /// The global scan of every section (`force` as requested).
+    Scan { force: bool },
+    /// Analysis of one section: Sonic for music (8), thumbnails for photos (13).
+    Analysis {
+        section_id: i64,
+        section_type: i64,
+        name: String,
+    },
+}
+
+impl Job {
+    pub fn label(&self) -> String {
+        match self {
+            Job::Scan { .. } => "scan".into(),
+            Job::Analysis {
+                name,
+                section_type: 8,
+                ..
+            } => format!("Sonic analysis of {name}"),
+            Job::Analysis {
+                name,
+                section_type: 13,
+                ..
+            } => format!("thumbnails of {name}"),
+            Job::Analysis { name, .. } => format!("analysis of {name}"),
+        }
+    }
+
+    fn unit(&self) -> &'static str {
+        match self {
+            Job::Scan { .. } => "items",
+            Job::Analysis {
+                section_type: 8, ..
+            } => "tracks",
+            Job::Analysis {
+                section_type: 13, ..
+            } => "photos",
+            Job::Analysis { .. } => "items",
+        }
+    }
+
+    /// Ask Plex to do the work (again, after a restart).
+    pub fn trigger(&self, ctx: &Ctx) -> anyhow::Result<()> {
+        let client = ctx.client()?;
+        match self {
+            Job::Scan { force } => {
+                crate::pipeline::retry_starting(ctx, || client.refresh_all(*force))?;
+            }
+            Job::Analysis {
+                section_id,
+                section_type,
+                ..
+            } => {
+                let prefs = client.prefs()?;
+                let on = crate::plex::prefs::analysis_for(*section_type, &prefs);
+                if !on.is_empty() {
+                    client.set_prefs(&on)?;
+                }
+                match crate::plex::prefs::butler_task_for(*section_type) {
+                    Some(task) => client.start_butler_task(task)?,
+                    None => crate::pipeline::retry_starting(ctx, || {
+                        client.analyze_section(*section_id)
+                    })?,
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// (done, total, busy) from one sample.
+    fn measure(&self, s: &Sample, watched: &[i64]) -> (i64, Option<i64>, bool) {
+        let counts =
+            s.db.sections
+                .iter()
+                .filter(|c| watched.contains(&c.section_id));
+        match self {
+            Job::Scan { .. } => {
+                let done = counts.map(|c| c.items).sum();
+                let busy = s.sections.iter().any(|x| x.refreshing)
+                    || s.activities.iter().any(|a| a.kind.starts_with("library."));
+                (done, None, busy)
+            }
+            Job::Analysis { section_type, .. } => {
+                let (mut done, mut total) = (0, 0);
+                for c in counts {
+                    if *section_type == 13 {
+                        done += c.thumbnailed;
+                        total += c.photos;
+                    } else {
+                        done += c.sonic_analyzed;
+                        total += c.tracks;
+                    }
+                }
+                let busy = s.scanner_running || !s.activities.is_empty();
+                (done, Some(total), busy)
+            }
+        }
+    }
+}
+
+/// One poll's worth of facts.
+pub struct Sample {
+    pub db: DbSample,
+    pub sections: Vec<Section>,
+    pub activities: Vec<Activity>,
+    pub cpu_ticks: Option<u64>,
+    pub scanner_running: bool,
+}
+
+/// Take one sample. Any failed part fails the whole sample (CPU excepted: it is optional and
+/// reported as unknown, which the tracker never reads as "stopped").
+pub fn take_sample(ctx: &Ctx) -> anyhow::Result<Sample> {
+    let db = crate::plex::db::sample(ctx.remote.as_ref(), &ctx.config.plex.db_path())?;
+    let client = ctx.client()?;
+    let sections = client.sections()?;
+    let activities = client.activities()?;
+    let (cpu_ticks, scanner_running) =
+        match crate::host::cpu_sample(ctx.remote.as_ref(), &cpu_patterns()) {
+            Ok(c) => (Some(c.total_ticks), c.scanner_running),
+            Err(e) => {
+                tracing::debug!("CPU sample failed: {e:#}");
+                (None, false)
+            }
+        };
+    Ok(Sample {
+        db,
+        sections,
+        activities,
+        cpu_ticks,
+        scanner_running,
+    })
+}
+
+/// How a watch ended.
+#[derive(Debug, Clone)]
+pub struct WatchReport {
+    pub verdict: Verdict,
+    pub done: i64,
+    pub total: Option<i64>,
+    pub last: Option<DbSample>,
+    pub rate_per_sec: Option<f64>,
+    pub elapsed: Duration,
+    pub still_for: Duration,
+}
+
+fn fmt_eta(d: Option<Duration>) -> String {
+    match d {
+        Some(d) => crate::config::format_duration(Duration::from_secs(d.as_secs())),
+        None => "?".into(),
+    }
+}
+
+/// Poll until the job is done, stalled or timed out. Failed samples, restarts and samples are
+/// counted into the phase's record in the state.
+pub fn watch(
+    ctx: &mut Ctx,
+    phase: &str,
+    job: &Job,
+    watched: &[i64],
+    timeout: Duration,
+    initial: Option<i64>,
+) -> anyhow::Result<WatchReport> {
+    let mcfg = ctx.config.monitor.clone();
+    let phase_start = Instant::now();
+    let new_tracker = |remaining: Duration| {
+        let mut t = Tracker::new(TrackerConfig {
+            stable_samples: mcfg.stable_samples,
+            stall_window: mcfg.stall_window,
+            timeout: remaining,
+        });
+        // The work was just requested: count that as "busy" so a scan that finishes between two
+        // polls still ends as done once the counts are stable.
+        if let (Job::Scan { .. }, Some(i)) = (job, initial) {
+            t.observe(Observation {
+                elapsed: Duration::ZERO,
+                done: i,
+                total: None,
+                cpu_ticks: None,
+                busy: true,
+            });
+        }
+        t
+    };
+    let mut tracker = new_tracker(timeout);
+    let mut tracker_start = Instant::now();
+    let mut consecutive_failures = 0u32;
+    let mut restarts = 0u32;
+    let mut saw_busy = false;
+    let mut last_log: Option<Instant> = None;
+    let mut last_save = Instant::now();
+    let bar = std::io::stderr().is_terminal().then(|| {
+        let b = indicatif::ProgressBar::new(0);
+        if let Ok(style) = indicatif::ProgressStyle::with_template(
+            "{spinner} {prefix} [{bar:30}] {pos}/{len} {msg}",
+        ) {
+            b.set_style(style.progress_chars("=> "));
+        }
+        b.set_prefix(job.label());
+        b
+    });
+    let mut first = true;
+    loop {
+        if !first {
+            ctx.pause(mcfg.poll_interval)?;
+        }
+        first = false;
+        ctx.check_interrupt()?;
+        let sample = match take_sample(ctx) {
+            Ok(s) => {
+                consecutive_failures = 0;
+                s
+            }
+            Err(e) => {
+                ctx.state.phase_mut(phase).failed_samples += 1;
+                if matches!(
+                    e.downcast_ref::<DbError>(),
+                    Some(DbError::MissingSqlite { .. })
+                ) {
+                    return Err(e);
+                }
+                // Plex gone mid-phase: restart it and ask for the work again.
+                let running = ctx.runtime().is_running(ctx.remote.as_ref());
+                if let Ok(false) = running {
+                    restarts += 1;
+                    ctx.state.phase_mut(phase).restarts += 1;
+                    if restarts > MAX_RESTARTS {
+                        bail!(
+                            "Plex stopped {restarts} times during the {phase}; giving up. Last error: {e:#}"
+                        );
+                    }
+                    tracing::warn!(
+                        "{phase}: Plex is not running ({e:#}); restarting it ({restarts}/{MAX_RESTARTS})"
+                    );
+                    ctx.plex = None;
+                    ensure_plex(ctx)?;
+                    job.trigger(ctx)?;
+                    let remaining = timeout.saturating_sub(phase_start.elapsed());
+                    tracker = new_tracker(remaining);
+                    tracker_start = Instant::now();
+                    consecutive_failures = 0;
+                    ctx.save()?;
+                    continue;
+                }
+                consecutive_failures += 1;
+                tracing::warn!(
+                    "{phase}: sample failed ({consecutive_failures}/{} in a row): {e:#}",
+                    mcfg.max_failed_samples
+                );
+                if consecutive_failures >= mcfg.max_failed_samples {
+                    bail!(
+                        "{phase}: {consecutive_failures} samples in a row failed, so progress is unknown; last error: {e:#}"
+                    );
+                }
+                continue;
+            }
+        };
+        ctx.state.phase_mut(phase).samples += 1;
+        let (done, total, busy) = job.measure(&sample, watched);
+        saw_busy |= busy;
+        let elapsed = tracker_start.elapsed();
+        let mut verdict = tracker.observe(Observation {
+            elapsed,
+            done,
+            total,
+            cpu_ticks: sample.cpu_ticks,
+            busy,
+        });
+        // A scan request Plex has not picked up yet looks idle; do not call that done.
+        if verdict == crate::progress::Verdict::Done
+            && matches!(job, Job::Scan { .. })
+            && !saw_busy
+            && Some(done) == initial
+            && elapsed < mcfg.stall_window.min(mcfg.poll_interval * 10)
+        {
+            verdict = Verdict::Working;
+        }
+        let rate = tracker.rate_per_sec();
+        let eta = tracker.eta();
+        let line = format!(
+            "{}: {done}{} {}, {} /s, ETA {}{}",
+            job.label(),
+            total.map(|t| format!("/{t}")).unwrap_or_default(),
+            job.unit(),
+            rate.map(|r| format!("{r:.1}"))
+                .unwrap_or_else(|| "?".into()),
+            fmt_eta(eta),
+            if busy { "" } else { " (idle)" }
+        );
+        match &bar {
+            Some(b) => {
+                b.set_length(total.unwrap_or(done).max(done) as u64);
+                b.set_position(done.max(0) as u64);
+                b.set_message(format!(
+                    "{} /s ETA {}",
+                    rate.map(|r| format!("{r:.1}"))
+                        .unwrap_or_else(|| "?".into()),
+                    fmt_eta(eta)
+                ));
+            }
+            None => {
+                if last_log.is_none_or(|t| t.elapsed() >= mcfg.log_interval) {
+                    tracing::info!("{line}");
+                    last_log = Some(Instant::now());
+                }
+            }
+        }
+        ctx.state.last_sample = Some(sample.db.clone());
+        if last_save.elapsed() >= Duration::from_secs(2) {
+            ctx.save()?;
+            last_save = Instant::now();
+        }
+        if verdict != Verdict::Working {
+            if let Some(b) = &bar {
+                b.finish_with_message(format!("{verdict:?}"));
+            }
+            if bar.is_some() || verdict != Verdict::Done {
+                tracing::info!("{line}");
+            }
+            return Ok(WatchReport {
+                verdict,
+                done,
+                total,
+                last: Some(sample.db),
+                rate_per_sec: rate,
+                elapsed: phase_start.elapsed(),
+                still_for: tracker.still_for(),
+            });
+        }
+    }
+}
+
+/// Turn a stall or timeout into an error (recorded in the phase), or pass a done report through.
+pub fn settle(ctx: &mut Ctx, phase: &str, job: &Job, r: &WatchReport) -> anyhow::Result<()> {
+    let rec = ctx.state.phase_mut(phase);
+    rec.rate_per_sec = r.rate_per_sec.or(rec.rate_per_sec);
+    if r.last.is_some() {
+        rec.counts_after = r.last.clone();
+    }
+    let progress = format!(
+        "{}{} {}",
+        r.done,
+        r.total.map(|t| format!("/{t}")).unwrap_or_default(),
+        job.unit()
+    );
+    match r.verdict {
+        Verdict::Done | Verdict::Working => Ok(()),
+        Verdict::Stalled => {
+            rec.stalls += 1;
+            bail!(
+                "{} stalled: no progress and no CPU for {} while work remains ({progress}); look at the server with `plexburst logs`",
+                job.label(),
+                crate::config::format_duration(Duration::from_secs(r.still_for.as_secs().max(1)))
+            )
+        }
+        Verdict::TimedOut => {
+            rec.timeouts += 1;
+            bail!(
+                "{} timed out after {} ({progress}); raise the timeout in the config if the library is that big",
+                job.label(),
+                crate::config::format_duration(Duration::from_secs(r.elapsed.as_secs().max(1)))
+            )
+        }
+    }
+}

@@ -1,1 +1,326 @@
 //! The run state file: versioned JSON, written atomically with mode 0600, locked against a second run.
+//!
+//! `<state dir>/state.json` describes the current (or last) run: its options, each phase's record,
+//! the prefs saved before plexburst changed them, and what was started. Nothing secret is stored:
+//! the server token is re-read from Preferences.xml on resume, the claim token lives only in memory.
+
+use std::fs::{File, OpenOptions};
+use std::io::Write;
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, bail};
+use serde::{Deserialize, Serialize};
+
+use crate::cli::RunArgs;
+use crate::plex::db::DbSample;
+
+pub const STATE_VERSION: u32 = 1;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum RunStatus {
+    Running,
+    Interrupted,
+    Failed,
+    Done,
+    Destroyed,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum PhaseStatus {
+    Pending,
+    Running,
+    Done,
+    Skipped,
+    Failed,
+    Interrupted,
+}
+
+/// One phase as it happened. `attempts` counts how many times it was entered (resume re-enters).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct PhaseRecord {
+    pub name: String,
+    pub status: PhaseStatus,
+    pub attempts: u32,
+    pub started_at: Option<String>,
+    pub ended_at: Option<String>,
+    pub detail: Option<String>,
+    pub counts_before: Option<DbSample>,
+    pub counts_after: Option<DbSample>,
+    pub rate_per_sec: Option<f64>,
+    pub samples: u64,
+    pub failed_samples: u64,
+    pub stalls: u32,
+    pub timeouts: u32,
+    pub restarts: u32,
+}
+
+impl PhaseRecord {
+    pub fn new(name: &str) -> Self {
+        PhaseRecord {
+            name: name.into(),
+            status: PhaseStatus::Pending,
+            attempts: 0,
+            started_at: None,
+            ended_at: None,
+            detail: None,
+            counts_before: None,
+            counts_after: None,
+            rate_per_sec: None,
+            samples: 0,
+            failed_samples: 0,
+            stalls: 0,
+            timeouts: 0,
+            restarts: 0,
+        }
+    }
+}
+
+/// A pref value saved before the run changed it (`GET /:/prefs`, values only).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct SavedPref {
+    pub id: String,
+    pub kind: String,
+    pub value: String,
+    pub default: String,
+}
+
+/// A section as Plex knows it, matched by name to the config.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct SectionRef {
+    pub name: String,
+    pub id: i64,
+    pub section_type: i64,
+    pub created: bool,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ExportRecord {
+    pub archive: String,
+    pub manifest: String,
+    pub sha256: String,
+    pub bytes: u64,
+    pub files: u64,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct State {
+    pub version: u32,
+    pub run_id: String,
+    pub config_path: String,
+    pub created_at: String,
+    pub updated_at: String,
+    pub status: RunStatus,
+    pub options: RunArgs,
+    /// The target as described by the remote (e.g. `local`, `ssh root@10.0.0.5:22`).
+    pub target: String,
+    pub phases: Vec<PhaseRecord>,
+    /// Plex was started by this run and may still be running.
+    pub plex_started: bool,
+    /// The storage was mounted by this run.
+    pub storage_mounted: bool,
+    pub saved_prefs: Option<Vec<SavedPref>>,
+    pub sections: Vec<SectionRef>,
+    pub plex_version: Option<String>,
+    pub export: Option<ExportRecord>,
+    pub error: Option<String>,
+    /// The last monitor sample (for `status`), refreshed every few seconds.
+    pub last_sample: Option<DbSample>,
+    pub current_phase: Option<String>,
+}
+
+pub fn now() -> String {
+    jiff::Timestamp::now()
+        .round(jiff::Unit::Second)
+        .unwrap_or_else(|_| jiff::Timestamp::now())
+        .to_string()
+}
+
+impl State {
+    pub fn new(config_path: &Path, options: RunArgs, target: String, phases: &[&str]) -> State {
+        let ts = jiff::Timestamp::now();
+        let run_id = format!(
+            "{}-{}",
+            ts.strftime("%Y%m%d-%H%M%S"),
+            &uuid::Uuid::new_v4().simple().to_string()[..6]
+        );
+        State {
+            version: STATE_VERSION,
+            run_id,
+            config_path: config_path.display().to_string(),
+            created_at: now(),
+            updated_at: now(),
+            status: RunStatus::Running,
+            options,
+            target,
+            phases: phases.iter().map(|p| PhaseRecord::new(p)).collect(),
+            plex_started: false,
+            storage_mounted: false,
+            saved_prefs: None,
+            sections: Vec::new(),
+            plex_version: None,
+            export: None,
+            error: None,
+            last_sample: None,
+            current_phase: None,
+        }
+    }
+
+    pub fn phase(&self, name: &str) -> Option<&PhaseRecord> {
+        self.phases.iter().find(|p| p.name == name)
+    }
+
+    pub fn phase_mut(&mut self, name: &str) -> &mut PhaseRecord {
+        if let Some(i) = self.phases.iter().position(|p| p.name == name) {
+            return &mut self.phases[i];
+        }
+        self.phases.push(PhaseRecord::new(name));
+        self.phases.last_mut().expect("just pushed")
+    }
+}
+
+/// The state dir with its lock held: only one plexburst process works on a state dir at a time.
+pub struct StateStore {
+    dir: PathBuf,
+    _lock: File,
+}
+
+impl StateStore {
+    pub fn state_path(dir: &Path) -> PathBuf {
+        dir.join("state.json")
+    }
+
+    /// Create the dir if needed and take its lock, failing at once if another run holds it.
+    pub fn lock(dir: &Path) -> anyhow::Result<StateStore> {
+        std::fs::create_dir_all(dir)
+            .with_context(|| format!("cannot create state dir {}", dir.display()))?;
+        let lock_path = dir.join("lock");
+        let f = OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .mode(0o600)
+            .open(&lock_path)
+            .with_context(|| format!("cannot open {}", lock_path.display()))?;
+        match f.try_lock() {
+            Ok(()) => {}
+            Err(std::fs::TryLockError::WouldBlock) => bail!(
+                "another plexburst process is working on {} (its lock {} is held); wait for it, or look at it with `plexburst status`",
+                dir.display(),
+                lock_path.display()
+            ),
+            Err(std::fs::TryLockError::Error(e)) => {
+                return Err(e).with_context(|| format!("cannot lock {}", lock_path.display()));
+            }
+        }
+        Ok(StateStore {
+            dir: dir.to_path_buf(),
+            _lock: f,
+        })
+    }
+
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    pub fn load(&self) -> anyhow::Result<Option<State>> {
+        read(&self.dir)
+    }
+
+    /// Write atomically: temp file (0600) in the same dir, fsync, rename over.
+    pub fn save(&self, state: &mut State) -> anyhow::Result<()> {
+        state.updated_at = now();
+        let path = Self::state_path(&self.dir);
+        let tmp = self
+            .dir
+            .join(format!(".state.json.{}.tmp", std::process::id()));
+        let json = serde_json::to_vec_pretty(state)?;
+        {
+            let mut f = OpenOptions::new()
+                .create(true)
+                .truncate(true)
+                .write(true)
+                .mode(0o600)
+                .open(&tmp)
+                .with_context(|| format!("cannot write {}", tmp.display()))?;
+            f.write_all(&json)?;
+            f.write_all(b"\n")?;
+            f.sync_all()?;
+        }
+        std::fs::rename(&tmp, &path)
+            .with_context(|| format!("cannot replace {}", path.display()))?;
+        Ok(())
+    }
+}
+
+/// Read the state without taking the lock (for `status`, which must work while a run is going).
+pub fn read(dir: &Path) -> anyhow::Result<Option<State>> {
+    let path = StateStore::state_path(dir);
+    let bytes = match std::fs::read(&path) {
+        Ok(b) => b,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(e).with_context(|| format!("cannot read {}", path.display())),
+    };
+    let v: serde_json::Value = serde_json::from_slice(&bytes)
+        .with_context(|| format!("{} is not valid JSON", path.display()))?;
+    let version = v.get("version").and_then(|v| v.as_u64()).unwrap_or(0);
+    if version != u64::from(STATE_VERSION) {
+        bail!(
+            "{} has state version {version}, this plexburst reads version {STATE_VERSION}; use the plexburst that wrote it",
+            path.display()
+        );
+    }
+    Ok(Some(serde_json::from_value(v).with_context(|| {
+        format!("{} is damaged", path.display())
+    })?))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::PermissionsExt;
+
+    #[test]
+    fn save_is_0600_and_round_trips() {
+        let d = tempfile::tempdir().unwrap();
+        let store = StateStore::lock(d.path()).unwrap();
+        let mut s = State::new(
+            Path::new("x.toml"),
+            RunArgs::default(),
+            "local".into(),
+            &["prepare", "scan"],
+        );
+        s.phase_mut("scan").status = PhaseStatus::Done;
+        store.save(&mut s).unwrap();
+        let mode = std::fs::metadata(StateStore::state_path(d.path()))
+            .unwrap()
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o777, 0o600);
+        let back = store.load().unwrap().unwrap();
+        assert_eq!(back.run_id, s.run_id);
+        assert_eq!(back.phase("scan").unwrap().status, PhaseStatus::Done);
+    }
+
+    #[test]
+    fn second_lock_is_refused() {
+        let d = tempfile::tempdir().unwrap();
+        let _a = StateStore::lock(d.path()).unwrap();
+        let e = StateStore::lock(d.path()).err().unwrap();
+        assert!(e.to_string().contains("another plexburst process"), "{e}");
+    }
+
+    #[test]
+    fn unknown_version_is_refused() {
+        let d = tempfile::tempdir().unwrap();
+        std::fs::write(StateStore::state_path(d.path()), r#"{"version": 99}"#).unwrap();
+        assert!(
+            read(d.path())
+                .unwrap_err()
+                .to_string()
+                .contains("version 99")
+        );
+    }
+}

@@ -1,0 +1,76 @@
+//! Phase analyze: one section at a time, enable only the analysis it needs (Sonic for music,
+//! thumbnails for photos), trigger it, watch the analysed counts and CPU, then turn it off again.
+
+use anyhow::Context;
+
+use super::{Ctx, Outcome, ensure_plex};
+use crate::monitor::{self, Job};
+
+pub fn run(ctx: &mut Ctx) -> anyhow::Result<Outcome> {
+    if ctx.state.options.skip_analysis {
+        return Ok(Outcome::Skipped("--skip-analysis".into()));
+    }
+    let todo: Vec<_> = ctx
+        .state
+        .sections
+        .iter()
+        .filter(|s| s.section_type == 8 || s.section_type == 13)
+        .cloned()
+        .collect();
+    if todo.is_empty() {
+        return Ok(Outcome::Skipped("no music or photo section".into()));
+    }
+    ensure_plex(ctx)?;
+    let mut summary = Vec::new();
+    let mut warnings = Vec::new();
+    for s in todo {
+        let timeout = ctx
+            .config
+            .sections
+            .iter()
+            .find(|c| c.name == s.name)
+            .map(|c| c.timeout)
+            .unwrap_or(ctx.config.timeouts.analysis);
+        let job = Job::Analysis {
+            section_id: s.id,
+            section_type: s.section_type,
+            name: s.name.clone(),
+        };
+        let before = crate::plex::db::sample(ctx.remote.as_ref(), &ctx.config.plex.db_path())
+            .context("cannot read Plex's DB before the analysis")?;
+        let rec = ctx.state.phase_mut("analyze");
+        if rec.counts_before.is_none() {
+            rec.counts_before = Some(before);
+        }
+        tracing::info!("{}: starting", job.label());
+        job.trigger(ctx)
+            .with_context(|| format!("cannot start the {}", job.label()))?;
+        let report = monitor::watch(ctx, "analyze", &job, &[s.id], timeout, None)?;
+        // Whatever happened, the analysis must not keep running in the background afterwards.
+        let prefs = ctx.client()?.prefs()?;
+        let off = crate::plex::prefs::background_off(&prefs);
+        if !off.is_empty() {
+            ctx.client()?
+                .set_prefs(&off)
+                .context("cannot turn the analysis off again")?;
+        }
+        monitor::settle(ctx, "analyze", &job, &report)?;
+        let total = report.total.unwrap_or(0);
+        if report.done < total {
+            warnings.push(format!(
+                "{}: only {}/{} done when Plex went idle",
+                job.label(),
+                report.done,
+                total
+            ));
+            tracing::warn!("{}", warnings.last().expect("just pushed"));
+        }
+        summary.push(format!("{}: {}/{}", s.name, report.done, total));
+        ctx.save()?;
+    }
+    let mut detail = summary.join(", ");
+    if !warnings.is_empty() {
+        detail.push_str(&format!("; WARNING {}", warnings.join("; ")));
+    }
+    Ok(Outcome::Done(Some(detail)))
+}

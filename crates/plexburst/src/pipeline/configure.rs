@@ -1,0 +1,142 @@
+//! Phase configure: save the user's prefs, turn every background task off in one PUT, and create
+//! the config's sections that Plex does not have yet (matched by name).
+
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+
+use super::{Ctx, Outcome, ensure_plex};
+use crate::plex::api::{ApiError, NewSection, Pref};
+use crate::state::{SavedPref, SectionRef};
+
+pub fn to_saved(p: &Pref) -> SavedPref {
+    SavedPref {
+        id: p.id.clone(),
+        kind: p.kind.clone(),
+        value: p.value.clone(),
+        default: p.default.clone(),
+    }
+}
+
+pub fn to_pref(p: &SavedPref) -> Pref {
+    Pref {
+        id: p.id.clone(),
+        kind: p.kind.clone(),
+        value: p.value.clone(),
+        default: p.default.clone(),
+    }
+}
+
+/// Ids that could hold a secret are never written to the state.
+fn secret_like(id: &str) -> bool {
+    let l = id.to_ascii_lowercase();
+    l.contains("token") || l.contains("password") || l.contains("secret")
+}
+
+/// Retry a call while Plex answers "still starting up" (section calls do, right after start).
+pub fn retry_starting<T>(
+    ctx: &Ctx,
+    mut f: impl FnMut() -> Result<T, ApiError>,
+) -> anyhow::Result<T> {
+    let deadline = Instant::now() + ctx.config.plex.startup_timeout;
+    loop {
+        match f() {
+            Err(e @ ApiError::Starting { .. }) if Instant::now() < deadline => {
+                tracing::debug!("{e}; retrying");
+                ctx.pause(Duration::from_millis(250))?;
+            }
+            other => return Ok(other?),
+        }
+    }
+}
+
+pub fn run(ctx: &mut Ctx) -> anyhow::Result<Outcome> {
+    ensure_plex(ctx)?;
+    // Saved once: on a resume the server already has plexburst's values, which must not be saved.
+    if ctx.state.saved_prefs.is_none() {
+        let prefs = ctx.client()?.prefs().context("cannot read Plex's prefs")?;
+        ctx.state.saved_prefs = Some(
+            prefs
+                .iter()
+                .filter(|p| !secret_like(&p.id))
+                .map(to_saved)
+                .collect(),
+        );
+        ctx.save()?;
+    }
+    let current = ctx.client()?.prefs().context("cannot read Plex's prefs")?;
+    let off = crate::plex::prefs::background_off(&current);
+    if !off.is_empty() {
+        ctx.client()?
+            .set_prefs(&off)
+            .context("cannot turn Plex's background tasks off")?;
+    }
+    tracing::info!("background tasks off ({} prefs changed)", off.len());
+
+    let existing = retry_starting(ctx, || {
+        ctx.client().map_err(|_| unreachable_err())?.sections()
+    })?;
+    let mut created = 0;
+    for s in ctx.sections() {
+        match existing.iter().find(|e| e.title == s.name) {
+            Some(e) if e.kind != s.kind.api_kind() => bail!(
+                "Plex already has a section {:?} of type {:?}, but the config says {}; rename one of them",
+                s.name,
+                e.kind,
+                s.kind.as_str()
+            ),
+            Some(_) => {}
+            None => {
+                let new = NewSection {
+                    name: s.name.clone(),
+                    kind: s.kind.api_kind().into(),
+                    agent: s.agent.clone(),
+                    scanner: s.scanner.clone(),
+                    language: s.language.clone(),
+                    locations: s.paths.clone(),
+                };
+                retry_starting(ctx, || {
+                    ctx.client()
+                        .map_err(|_| unreachable_err())?
+                        .create_section(&new)
+                })
+                .with_context(|| format!("cannot create section {:?}", s.name))?;
+                created += 1;
+                tracing::info!("created section {:?} ({})", s.name, s.kind.as_str());
+            }
+        }
+    }
+    let after = retry_starting(ctx, || {
+        ctx.client().map_err(|_| unreachable_err())?.sections()
+    })?;
+    let mut refs = Vec::new();
+    for s in ctx.sections() {
+        let Some(e) = after.iter().find(|e| e.title == s.name) else {
+            bail!("Plex does not list section {:?} after creating it", s.name);
+        };
+        let was_created = !existing.iter().any(|x| x.title == s.name)
+            || ctx
+                .state
+                .sections
+                .iter()
+                .any(|r| r.name == s.name && r.created);
+        refs.push(SectionRef {
+            name: s.name.clone(),
+            id: e.id,
+            section_type: s.kind.code(),
+            created: was_created,
+        });
+    }
+    ctx.state.sections = refs;
+    Ok(Outcome::Done(Some(format!(
+        "{} prefs turned off, {created} sections created",
+        off.len()
+    ))))
+}
+
+fn unreachable_err() -> ApiError {
+    ApiError::Unreachable {
+        url: String::new(),
+        detail: "not connected".into(),
+    }
+}
