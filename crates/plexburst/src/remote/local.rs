@@ -115,13 +115,12 @@ pub(super) enum RunError {
 impl RunError {
     pub(super) fn into_remote(self, target: &str, cmd: &Cmd) -> RemoteError {
         match self {
-            RunError::Spawn(e) => RemoteError::Io(format!(
-                "cannot start `{}` on {target}: {e}",
-                cmd.log_text()
-            )),
+            RunError::Spawn(e) => {
+                RemoteError::Io(format!("cannot start `{}` on {target}: {e}", cmd.summary()))
+            }
             RunError::Timeout(t) => RemoteError::Timeout {
                 target: target.to_string(),
-                cmd: cmd.log_text(),
+                cmd: cmd.summary(),
                 secs: t.as_secs(),
             },
         }
@@ -312,6 +311,12 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.contains("boom") && err.contains("status 4"), "{err}");
+        // A long script is quoted by its first line only.
+        let err = Local::new()
+            .run(&Cmd::new("\necho first line\necho second line; exit 1"))
+            .unwrap_err()
+            .to_string();
+        assert!(err.starts_with("`echo first line …` on local"), "{err}");
     }
 
     #[test]

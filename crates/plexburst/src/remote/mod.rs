@@ -67,9 +67,21 @@ impl Cmd {
         );
         all
     }
-    /// The script as it may appear in a log line or an error: redacted.
+    /// The script as it may appear in a log line: redacted.
     pub fn log_text(&self) -> String {
         redact(&self.script, &self.redactions())
+    }
+    /// The script as quoted in an error: redacted, its first non-empty line, at most 160
+    /// characters (the whole script is in the debug log).
+    pub fn summary(&self) -> String {
+        let text = self.log_text();
+        let mut lines = text.lines().map(str::trim).filter(|l| !l.is_empty());
+        let first = lines.next().unwrap_or_default();
+        let mut out: String = first.chars().take(160).collect();
+        if out.len() < first.len() || lines.next().is_some() {
+            out.push_str(" …");
+        }
+        out
     }
 }
 
@@ -134,7 +146,7 @@ pub trait Remote: Send + Sync {
         if out.status != 0 {
             return Err(RemoteError::Failed {
                 target: self.describe(),
-                cmd: cmd.log_text(),
+                cmd: cmd.summary(),
                 status: out.status,
                 stderr: redact(
                     String::from_utf8_lossy(&out.stderr).trim(),

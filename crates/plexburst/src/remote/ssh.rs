@@ -29,6 +29,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
 
 use super::local::{Program, RunError, run_program};
 use super::{Cmd, Forward, Output, Remote, RemoteError, redact};
@@ -74,7 +75,10 @@ impl Ssh {
             RemoteError::Io(format!("control directory {}: {e}", control_dir.display()))
         };
         std::fs::create_dir_all(control_dir).map_err(io)?;
-        let name = format!("ssh-{}.sock", t.port);
+        // One socket per destination, so a master left by an interrupted run (ControlPersist
+        // keeps it alive) is found and reused by `resume`/`destroy` instead of orphaned.
+        let digest = Sha256::digest(format!("{}@{}:{}", t.user, t.host, t.port));
+        let name = format!("ssh-{}.sock", &hex::encode(digest)[..12]);
         let mut ctl = control_dir.join(&name);
         let mut short_dir = None;
         if ctl.as_os_str().len() > MAX_SOCKET_PATH {
@@ -98,7 +102,11 @@ impl Ssh {
             reconnect_lock: Mutex::new(()),
             forwards: Arc::new(Mutex::new(Vec::new())),
         };
-        ssh.start_master()?;
+        if ssh.master_alive() {
+            tracing::debug!(target: "plexburst::remote", remote = %ssh.describe(), "reusing the running ssh master");
+        } else {
+            ssh.start_master()?;
+        }
         Ok(ssh)
     }
 
@@ -371,7 +379,7 @@ impl Remote for Ssh {
                 detail: format!(
                     "the connection dropped while `{}` was running (it may have partly run; \
                      reconnected for the next command): {detail}",
-                    cmd.log_text()
+                    cmd.summary()
                 ),
             });
         }

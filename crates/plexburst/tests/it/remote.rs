@@ -576,7 +576,7 @@ fn sshd_harness_describes_itself_as_a_target_block() {
         port: sshd.port(),
         user: target["user"].as_str().unwrap().into(),
         identity: Some(target["identity"].as_str().unwrap().into()),
-        extra_options: target["extra_options"]
+        extra_options: target["ssh_options"]
             .as_array()
             .unwrap()
             .iter()
@@ -584,5 +584,13 @@ fn sshd_harness_describes_itself_as_a_target_block() {
             .collect(),
     };
     let ssh = Ssh::connect(&t, sshd.dir()).unwrap();
+    assert_eq!(ssh.run(&Cmd::new("echo ok")).unwrap().stdout_str(), "ok\n");
+
+    // A second connect (a `resume` after a crash) reuses the master that is still running.
+    let master = ssh.master_pid().expect("master");
+    let again = Ssh::connect(&t, sshd.dir()).unwrap();
+    assert_eq!(again.master_pid(), Some(master));
+    // Dropping one closes the shared master; the other reconnects on its next command.
+    drop(again);
     assert_eq!(ssh.run(&Cmd::new("echo ok")).unwrap().stdout_str(), "ok\n");
 }

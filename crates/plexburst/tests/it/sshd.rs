@@ -182,7 +182,7 @@ impl Sshd {
             .map(|o| format!("{o:?}"))
             .collect();
         format!(
-            "[target]\nkind = \"ssh\"\nhost = \"127.0.0.1\"\nport = {}\nuser = {:?}\nidentity = {:?}\nextra_options = [{}]\n",
+            "[target]\nkind = \"ssh\"\nhost = \"127.0.0.1\"\nport = {}\nuser = {:?}\nidentity = {:?}\nssh_options = [{}]\n",
             self.port,
             self.user,
             self.identity().display().to_string(),
