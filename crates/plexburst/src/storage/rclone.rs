@@ -452,14 +452,26 @@ pub fn upload_stream(
 }
 
 impl Rclone {
+    /// The storage for `cfg`, reading the S3 secret (endpoint mode) from this process's environment.
     pub fn new(cfg: &RcloneConfig, profile: &str, work_dir: &str) -> Rclone {
+        let secret = if cfg.endpoint.is_some() {
+            secret_from_env(cfg)
+        } else {
+            None
+        };
+        Rclone::with_secret(cfg, profile, work_dir, secret)
+    }
+
+    /// As `new`, with the secret given rather than read from the environment.
+    pub fn with_secret(
+        cfg: &RcloneConfig,
+        profile: &str,
+        work_dir: &str,
+        secret: Option<String>,
+    ) -> Rclone {
         Rclone {
             settings: Settings::for_profile(profile).apply(&cfg.tuning),
-            secret: if cfg.endpoint.is_some() {
-                secret_from_env(cfg)
-            } else {
-                None
-            },
+            secret,
             cfg: cfg.clone(),
             work_dir: work_dir.trim_end_matches('/').to_string(),
             probes: Mutex::new(Vec::new()),

@@ -1,0 +1,453 @@
+//! The rclone storage kind against a real S3 server (`rclone serve s3` on loopback) and a real
+//! FUSE mount on this machine: mount, probe, kill and recover, a mount that lists but cannot
+//! read, warm-before-analysis, config privacy and the streamed export.
+
+use std::net::{TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use plexburst::remote::local::Local;
+use plexburst::remote::{Cmd, Remote};
+use plexburst::storage::rclone::{Rclone, RcloneConfig, UploadSpec, upload_stream};
+use plexburst::storage::{Health, Storage, StorageConfig};
+
+/// A free TCP port on 127.0.0.1 (bound, read, released).
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// `rclone serve s3` on 127.0.0.1 over a temp directory whose top-level directories are buckets,
+/// with a generated key pair. Killed on drop.
+pub struct S3Server {
+    pub root: tempfile::TempDir,
+    pub port: u16,
+    pub access_key: String,
+    pub secret_key: String,
+    child: Child,
+}
+
+impl S3Server {
+    /// Start a server with one bucket `media` holding a small library (see `write_library`).
+    pub fn start() -> S3Server {
+        let root = tempfile::tempdir().unwrap();
+        write_library(&root.path().join("media"));
+        std::fs::create_dir_all(root.path().join("exports")).unwrap();
+        let access_key = format!("AK{}", &uuid::Uuid::new_v4().simple().to_string()[..12]);
+        let secret_key = format!("SK{}", uuid::Uuid::new_v4().simple());
+        let port = free_port();
+        let child = spawn_serve(root.path(), port, &access_key, &secret_key);
+        let server = S3Server {
+            root,
+            port,
+            access_key,
+            secret_key,
+            child,
+        };
+        wait_for(Duration::from_secs(30), "rclone serve s3 to listen", || {
+            TcpStream::connect(("127.0.0.1", port)).is_ok()
+        });
+        server
+    }
+
+    pub fn endpoint(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+
+    /// An rclone.conf section for this server under `name`, as a user would have it.
+    pub fn user_conf(&self, name: &str) -> String {
+        format!(
+            "[{name}]\ntype = s3\nprovider = Other\nenv_auth = false\naccess_key_id = {}\nsecret_access_key = {}\nendpoint = {}\n",
+            self.access_key,
+            self.secret_key,
+            self.endpoint()
+        )
+    }
+
+    /// The directory backing `bucket`.
+    pub fn bucket_dir(&self, bucket: &str) -> PathBuf {
+        self.root.path().join(bucket)
+    }
+}
+
+impl Drop for S3Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+// Test code spawns the S3 server itself: it is the fixture, not a product process.
+#[allow(clippy::disallowed_methods)]
+fn spawn_serve(dir: &Path, port: u16, ak: &str, sk: &str) -> Child {
+    std::process::Command::new("rclone")
+        .args([
+            "serve",
+            "s3",
+            "--addr",
+            &format!("127.0.0.1:{port}"),
+            "--config",
+            "/dev/null",
+        ])
+        .arg(dir)
+        // The key pair travels in the environment (rclone reads any flag as RCLONE_<FLAG>; a list
+        // flag is CSV there, so the pair is quoted to stay one entry).
+        .env("RCLONE_AUTH_KEY", format!("\"{ak},{sk}\""))
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("rclone is installed")
+}
+
+/// Poll `cond` until it holds or `limit` passes (then panic naming `what`).
+pub fn wait_for(limit: Duration, what: &str, mut cond: impl FnMut() -> bool) {
+    let deadline = Instant::now() + limit;
+    while !cond() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// A small library: Movies/<name>/<name>.mkv and Music/<artist>/<album>/<track>.flac, each file
+/// with distinct content so a read is checkable.
+pub fn write_library(dir: &Path) {
+    for m in ["Alien (1979)", "Heat (1995)", "Ran (1985)"] {
+        let d = dir.join("Movies").join(m);
+        std::fs::create_dir_all(&d).unwrap();
+        std::fs::write(d.join(format!("{m}.mkv")), content(m, 100_000)).unwrap();
+    }
+    for (artist, album) in [("Nina Simone", "Pastel Blues"), ("Can", "Tago Mago")] {
+        let d = dir.join("Music").join(artist).join(album);
+        std::fs::create_dir_all(&d).unwrap();
+        for t in 1..=4 {
+            let name = format!("{t:02} Track.flac");
+            std::fs::write(
+                d.join(&name),
+                content(&format!("{artist}{album}{t}"), 70_000),
+            )
+            .unwrap();
+        }
+    }
+}
+
+fn content(seed: &str, len: usize) -> Vec<u8> {
+    seed.bytes()
+        .cycle()
+        .take(len)
+        .enumerate()
+        .map(|(i, b)| b.wrapping_add(i as u8))
+        .collect()
+}
+
+/// A mounted storage on this machine that unmounts itself (and the parent bind) on drop.
+pub struct Mounted {
+    pub storage: Storage,
+    pub tmp: tempfile::TempDir,
+}
+
+impl Mounted {
+    pub fn rclone(&self) -> &Rclone {
+        match &self.storage {
+            Storage::Rclone(rc) => rc,
+            Storage::Path { .. } => unreachable!(),
+        }
+    }
+    pub fn mount_point(&self) -> String {
+        self.storage.media_root().to_string()
+    }
+}
+
+impl Drop for Mounted {
+    fn drop(&mut self) {
+        let _ = self.storage.unmount(&Local::new());
+        let parent = self.tmp.path().join("mnt");
+        let _ = Local::new().exec(&Cmd::new(format!(
+            "umount -l '{}' 2>/dev/null; true",
+            parent.display()
+        )));
+    }
+}
+
+/// An rclone storage config for `s3` written as a user would (remote name in their rclone.conf).
+pub fn rclone_storage(s3: &S3Server, extra_toml: &str) -> Mounted {
+    let tmp = tempfile::tempdir().unwrap();
+    let conf = tmp.path().join("user-rclone.conf");
+    std::fs::write(&conf, s3.user_conf("s3lib")).unwrap();
+    let toml = format!(
+        "kind = \"rclone\"\nremote = \"s3lib\"\nrclone_conf = \"{}\"\nbucket = \"media\"\nmount_point = \"{}\"\nrc_port = {}\n{extra_toml}",
+        conf.display(),
+        tmp.path().join("mnt/media").display(),
+        free_port()
+    );
+    let cfg: StorageConfig = toml::from_str(&toml).unwrap();
+    assert_eq!(cfg.validate(), vec![]);
+    let storage = cfg.build("lite", &tmp.path().join("work").display().to_string());
+    Mounted { storage, tmp }
+}
+
+fn prepared_and_mounted(s3: &S3Server, extra_toml: &str) -> Mounted {
+    let m = rclone_storage(s3, extra_toml);
+    let r = Local::new();
+    m.storage.prepare(&r).unwrap();
+    m.storage.mount(&r).unwrap();
+    m
+}
+
+fn rclone_pid(m: &Mounted) -> u32 {
+    let pid =
+        std::fs::read_to_string(format!("{}/rclone/mount.pid", m.rclone().work_dir())).unwrap();
+    pid.trim().parse().unwrap()
+}
+
+/// Captures every tracing event of the current thread, to prove secrets never reach a log.
+#[derive(Clone, Default)]
+struct Captured(Arc<Mutex<Vec<u8>>>);
+
+impl std::io::Write for Captured {
+    fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(b);
+        Ok(b.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+#[test]
+fn mount_reads_through_fuse_and_keeps_the_secret_private() {
+    let s3 = S3Server::start();
+    let logs = Captured::default();
+    let writer = logs.clone();
+    let subscriber = tracing_subscriber::fmt()
+        .with_max_level(tracing::Level::TRACE)
+        .with_writer(move || writer.clone())
+        .finish();
+    let m = tracing::subscriber::with_default(subscriber, || {
+        prepared_and_mounted(&s3, "mtime = \"server\"")
+    });
+    let r = Local::new();
+
+    // The bytes Plex would read through FUSE are the bucket's bytes.
+    let rel = "Movies/Heat (1995)/Heat (1995).mkv";
+    let through_mount = std::fs::read(format!("{}/{rel}", m.mount_point())).unwrap();
+    assert_eq!(
+        through_mount,
+        std::fs::read(s3.bucket_dir("media").join(rel)).unwrap()
+    );
+    assert_eq!(m.storage.health(&r).unwrap(), Health::Healthy);
+
+    // The pushed config is 0600, holds only the needed remote, and the secret is nowhere else.
+    let conf = m.rclone().conf_path();
+    let mode = std::fs::metadata(&conf).unwrap().permissions();
+    assert_eq!(
+        std::os::unix::fs::PermissionsExt::mode(&mode) & 0o777,
+        0o600
+    );
+    let captured = String::from_utf8(logs.0.lock().unwrap().clone()).unwrap();
+    assert!(
+        captured.contains("rclone"),
+        "the remote layer logged the commands: {captured}"
+    );
+    assert!(
+        !captured.contains(&s3.secret_key),
+        "secret leaked into the logs"
+    );
+    let cmdline = std::fs::read(format!("/proc/{}/cmdline", rclone_pid(&m))).unwrap();
+    let cmdline = String::from_utf8_lossy(&cmdline).replace('\0', " ");
+    assert!(
+        cmdline.contains("--read-only") && cmdline.contains("--allow-other"),
+        "{cmdline}"
+    );
+    assert!(
+        !cmdline.contains(&s3.secret_key),
+        "secret on the rclone command line"
+    );
+    let rclone_log = std::fs::read_to_string(m.rclone().log_path()).unwrap();
+    assert!(
+        !rclone_log.contains(&s3.secret_key),
+        "secret in rclone's log"
+    );
+
+    // The prewarm runs through the rc port and the mount keeps serving.
+    m.storage.prewarm(&r).unwrap();
+    assert_eq!(m.storage.health(&r).unwrap(), Health::Healthy);
+}
+
+#[test]
+fn killed_mount_is_degraded_then_recovered() {
+    let s3 = S3Server::start();
+    let m = prepared_and_mounted(&s3, "");
+    let r = Local::new();
+    let pid = rclone_pid(&m);
+    r.run(&Cmd::new(format!("kill -9 {pid}"))).unwrap();
+    wait_for(Duration::from_secs(10), "rclone to die", || {
+        !Path::new(&format!("/proc/{pid}")).exists()
+    });
+
+    // What Plex would see: the dead FUSE endpoint.
+    let err = std::fs::read_dir(m.mount_point()).map(|_| ()).unwrap_err();
+    assert_eq!(err.raw_os_error(), Some(libc::ENOTCONN), "{err}");
+    let Health::Degraded(why) = m.storage.health(&r).unwrap() else {
+        panic!("a dead mount must be degraded")
+    };
+    assert!(
+        why.contains("gone") || why.contains("not connected"),
+        "{why}"
+    );
+
+    m.storage.recover(&r).unwrap();
+    assert_eq!(m.storage.health(&r).unwrap(), Health::Healthy);
+    assert_ne!(rclone_pid(&m), pid, "a new rclone process serves the mount");
+    let n = std::fs::read_dir(format!("{}/Music/Can/Tago Mago", m.mount_point()))
+        .unwrap()
+        .count();
+    assert_eq!(n, 4);
+}
+
+#[test]
+fn directory_that_lists_but_cannot_be_read_is_degraded() {
+    let s3 = S3Server::start();
+    let m = prepared_and_mounted(&s3, "");
+    let r = Local::new();
+    m.storage.prewarm(&r).unwrap();
+    assert_eq!(m.storage.health(&r).unwrap(), Health::Healthy);
+
+    // The bucket stops serving Music's objects; the cached listing (long --dir-cache-time) still
+    // shows them, exactly the mount that once let a scan trash a library.
+    std::fs::remove_dir_all(s3.bucket_dir("media").join("Music")).unwrap();
+    let listed = std::fs::read_dir(format!("{}/Music/Can/Tago Mago", m.mount_point()))
+        .unwrap()
+        .count();
+    assert_eq!(listed, 4, "the directory still lists");
+
+    let Health::Degraded(why) = m.storage.health(&r).unwrap() else {
+        panic!("a mount whose files do not read must be degraded")
+    };
+    assert!(
+        why.contains("Music"),
+        "the reason names the unreadable file: {why}"
+    );
+}
+
+#[test]
+fn warm_files_reports_missing_files_apart_from_read_files() {
+    let s3 = S3Server::start();
+    let m = prepared_and_mounted(&s3, "");
+    let r = Local::new();
+    let mp = m.mount_point();
+    let mut files: Vec<String> = (1..=4)
+        .map(|t| format!("{mp}/Music/Nina Simone/Pastel Blues/{t:02} Track.flac"))
+        .collect();
+    let gone = vec![
+        format!("{mp}/Music/Nina Simone/Pastel Blues/05 Not In Bucket.flac"),
+        format!("{mp}/Music/Gone Artist/Gone Album/01 Track.flac"),
+    ];
+    files.extend(gone.iter().cloned());
+    let rep = m.storage.warm_files(&r, &files).unwrap();
+    assert_eq!(rep.ok, 4);
+    let mut missing = rep.missing.clone();
+    missing.sort();
+    let mut want = gone.clone();
+    want.sort();
+    assert_eq!(missing, want);
+    assert!(rep.failed.is_empty(), "{:?}", rep.failed);
+}
+
+#[test]
+fn upload_stream_lands_in_the_bucket_and_verifies() {
+    let s3 = S3Server::start();
+    let m = rclone_storage(&s3, "");
+    let r = Local::new();
+    m.storage.prepare(&r).unwrap();
+    let src = m.tmp.path().join("data");
+    write_library(&src.join("Library"));
+    std::fs::create_dir_all(src.join("Library/Cache")).unwrap();
+    std::fs::write(src.join("Library/Cache/skip.me"), b"cache").unwrap();
+    for (object, stage) in [
+        ("exports/run-1.tar.zst", None),
+        (
+            "exports/run-1-staged.tar.zst",
+            Some(m.tmp.path().join("stage")),
+        ),
+    ] {
+        let spec = UploadSpec {
+            src_dir: src.display().to_string(),
+            members: vec!["Library".into()],
+            excludes: vec!["Library/Cache".into()],
+            object: object.into(),
+            zstd_level: 3,
+            stage_dir: stage.map(|s| s.display().to_string()),
+            verify_download: true,
+        };
+        let rep = upload_stream(m.rclone(), &r, &spec).unwrap();
+        assert!(rep.checksum_verified);
+        let landed = s3.root.path().join(object);
+        assert_eq!(std::fs::metadata(&landed).unwrap().len(), rep.bytes);
+        let listing = r
+            .run(&Cmd::new(format!(
+                "zstd -dc '{}' | tar -tf -",
+                landed.display()
+            )))
+            .unwrap()
+            .stdout_str();
+        assert!(
+            listing.contains("Library/Movies/Ran (1985)/Ran (1985).mkv"),
+            "{listing}"
+        );
+        assert!(
+            !listing.contains("skip.me"),
+            "excluded files stay out: {listing}"
+        );
+    }
+}
+
+#[test]
+fn path_storage_mounts_a_readable_dir_and_degrades_when_it_goes() {
+    let tmp = tempfile::tempdir().unwrap();
+    let lib = tmp.path().join("lib");
+    write_library(&lib);
+    let storage = StorageConfig::Path {
+        path: lib.display().to_string(),
+    }
+    .build("lite", "/tmp");
+    let r = Local::new();
+    storage.mount(&r).unwrap();
+    assert_eq!(storage.health(&r).unwrap(), Health::Healthy);
+    std::fs::remove_dir_all(&lib).unwrap();
+    assert!(matches!(storage.health(&r).unwrap(), Health::Degraded(_)));
+    assert!(storage.mount(&r).is_err());
+}
+
+#[test]
+fn endpoint_config_is_pushed_without_the_secret_on_any_command_line() {
+    let s3 = S3Server::start();
+    let tmp = tempfile::tempdir().unwrap();
+    let cfg: RcloneConfig = toml::from_str(&format!(
+        "endpoint = \"{}\"\naccess_key_id = \"{}\"\nbucket = \"media\"\nmount_point = \"{}\"",
+        s3.endpoint(),
+        s3.access_key,
+        tmp.path().join("mnt/media").display()
+    ))
+    .unwrap();
+    let rc = Rclone::with_secret(
+        &cfg,
+        "standard",
+        &tmp.path().join("work").display().to_string(),
+        Some(s3.secret_key.clone()),
+    );
+    rc.prepare(&Local::new()).unwrap();
+    let conf = std::fs::read_to_string(rc.conf_path()).unwrap();
+    assert!(conf.starts_with("[plexburst]\ntype = s3\n"), "{conf}");
+    assert!(conf.contains(&format!("secret_access_key = {}", s3.secret_key)));
+    let mode = std::fs::metadata(rc.conf_path()).unwrap().permissions();
+    assert_eq!(
+        std::os::unix::fs::PermissionsExt::mode(&mode) & 0o777,
+        0o600
+    );
+}
