@@ -48,6 +48,10 @@ pub struct SshTarget {
 /// Printed to stderr by the remote wrapper before anything else; stripped from the output.
 const MARKER: &str = "plexburst:remote-started";
 
+/// The last line of the script header: a comment, so evaluating it is a no-op, and its presence
+/// proves the whole header arrived.
+const HEADER_END: &str = "# plexburst:end-of-header";
+
 /// Unix socket paths are limited to 108 bytes on Linux; ssh also appends a random suffix while
 /// binding, so keep well under it.
 const MAX_SOCKET_PATH: usize = 90;
@@ -271,10 +275,13 @@ impl Ssh {
         let script = quote(&cmd.script);
         header.push_str(&format!(
             "if command -v timeout >/dev/null 2>&1; then exec timeout -s KILL {secs} sh -c {script}; \
-             else exec sh -c {script}; fi\n"
+             else exec sh -c {script}; fi\n{HEADER_END}"
         ));
+        // An unreadable header must fail loudly: `eval ""` would succeed having run nothing.
         let wrapper = format!(
-            "printf '%s\\n' {MARKER} >&2; eval \"$(dd bs=1 count={} 2>/dev/null)\"",
+            "printf '%s\\n' {MARKER} >&2; h=$(dd bs=1 count={} 2>/dev/null); \
+             case \"$h\" in *'{HEADER_END}') eval \"$h\" ;; \
+             *) echo 'plexburst: could not read the command from stdin (is dd installed?)' >&2; exit 254 ;; esac",
             header.len()
         );
         let mut args = self.client_args();

@@ -594,3 +594,59 @@ fn sshd_harness_describes_itself_as_a_target_block() {
     drop(again);
     assert_eq!(ssh.run(&Cmd::new("echo ok")).unwrap().stdout_str(), "ok\n");
 }
+
+#[test]
+fn ssh_reconnects_after_the_server_cuts_the_connection() {
+    let sshd = Sshd::start();
+    let ssh = connect(&sshd);
+    let remote_port = http_server("after the cut");
+    let fwd = ssh.forward(remote_port).unwrap();
+    let before = ssh.master_pid().expect("master");
+    assert!(sshd.cut_connections() > 0);
+    wait_until(
+        Duration::from_secs(15),
+        "the master to notice the cut",
+        || !process_alive(before),
+    );
+    // The next monitor-style command reconnects by itself, and the forward comes back.
+    let sample = host::cpu_sample(&ssh, &["pb-pattern-nobody-runs".to_string()]).unwrap();
+    assert_eq!(sample.processes, 0);
+    assert_ne!(ssh.master_pid(), Some(before));
+    assert_eq!(http_get(fwd.local_addr()).unwrap(), "after the cut");
+}
+
+#[test]
+fn ssh_connect_errors_say_why() {
+    let sshd = Sshd::start();
+    let mut wrong_key = sshd.target();
+    let other = tempfile::tempdir().unwrap();
+    let key = other.path().join("k");
+    Local::new()
+        .run(&Cmd::new(format!(
+            "ssh-keygen -q -t ed25519 -N '' -f '{}'",
+            key.display()
+        )))
+        .unwrap();
+    wrong_key.identity = Some(key);
+    let err = Ssh::connect(&wrong_key, other.path())
+        .err()
+        .expect("refused");
+    assert!(
+        matches!(&err, RemoteError::Transport { detail, .. } if detail.contains("Permission denied")),
+        "{err}"
+    );
+
+    let mut closed_port = sshd.target();
+    closed_port.port = TcpListener::bind((Ipv4Addr::LOCALHOST, 0))
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let err = Ssh::connect(&closed_port, other.path())
+        .err()
+        .expect("refused");
+    assert!(
+        matches!(&err, RemoteError::Transport { detail, .. } if detail.contains("Connection refused")),
+        "{err}"
+    );
+}

@@ -191,8 +191,59 @@ impl Sshd {
     }
 }
 
+impl Sshd {
+    /// Drop every open connection from the server side, as a network cut or a server restart
+    /// would: the per-connection sshd processes are killed, the listener stays. Clients see their
+    /// connection (and ssh ControlMaster) die; commands running in those sessions are orphaned.
+    /// Returns how many sshd processes were killed.
+    pub fn cut_connections(&self) -> usize {
+        let sessions = sshd_descendants(self.child.id());
+        for pid in &sessions {
+            let _ = command("kill").args(["-9", &pid.to_string()]).status();
+        }
+        sessions.len()
+    }
+}
+
+/// Pids of the `sshd` processes below `root` (the per-connection monitors and session processes).
+fn sshd_descendants(root: u32) -> Vec<u32> {
+    let mut parents = std::collections::HashMap::<u32, Vec<(u32, String)>>::new();
+    for entry in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
+        let Ok(pid) = entry.file_name().to_string_lossy().parse::<u32>() else {
+            continue;
+        };
+        let Ok(stat) = std::fs::read_to_string(entry.path().join("stat")) else {
+            continue;
+        };
+        // "pid (comm) state ppid ...": the name may contain spaces, so split at the last ')'.
+        let (Some(open), Some(close)) = (stat.find('('), stat.rfind(')')) else {
+            continue;
+        };
+        let comm = stat[open + 1..close].to_string();
+        let mut rest = stat[close + 1..].split_whitespace();
+        let (Some(_state), Some(Ok(ppid))) = (rest.next(), rest.next().map(str::parse::<u32>))
+        else {
+            continue;
+        };
+        parents.entry(ppid).or_default().push((pid, comm));
+    }
+    let mut found = Vec::new();
+    let mut queue = vec![root];
+    while let Some(p) = queue.pop() {
+        for (child, comm) in parents.get(&p).into_iter().flatten() {
+            queue.push(*child);
+            if comm == "sshd" {
+                found.push(*child);
+            }
+        }
+    }
+    found
+}
+
 impl Drop for Sshd {
     fn drop(&mut self) {
+        // Sessions outlive the listener; cut them so no client master stays connected.
+        self.cut_connections();
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
