@@ -331,6 +331,20 @@ mod tests {
     }
 
     #[test]
+    fn background_process_holding_the_pipe_does_not_hang_exec() {
+        let started = Instant::now();
+        let out = Local::new()
+            .exec(&Cmd::new("sleep 8 & echo hi").timeout(Duration::from_secs(30)))
+            .unwrap();
+        assert_eq!(out.stdout_str(), "hi\n");
+        assert!(
+            started.elapsed() < Duration::from_secs(7),
+            "{:?}",
+            started.elapsed()
+        );
+    }
+
+    #[test]
     fn put_file_is_atomic_with_mode_and_get_file_reads_it_back() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("sub/secret.conf");

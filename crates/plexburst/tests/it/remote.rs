@@ -650,3 +650,29 @@ fn ssh_connect_errors_say_why() {
         "{err}"
     );
 }
+
+#[test]
+fn ssh_serves_concurrent_callers_through_one_master() {
+    let sshd = Sshd::start();
+    let ssh = Arc::new(connect(&sshd));
+    let workers: Vec<_> = (0..6)
+        .map(|i| {
+            let ssh = Arc::clone(&ssh);
+            std::thread::spawn(move || {
+                for j in 0..4 {
+                    let out = ssh
+                        .run(
+                            &Cmd::new("cat; echo \" $N\"")
+                                .env("N", format!("{i}-{j}"))
+                                .stdin(format!("w{i}")),
+                        )
+                        .unwrap();
+                    assert_eq!(out.stdout_str(), format!("w{i} {i}-{j}\n"));
+                }
+            })
+        })
+        .collect();
+    for w in workers {
+        w.join().unwrap();
+    }
+}
