@@ -20,6 +20,7 @@
 //!   documented guess: the real fixture's photos all carry 5 after Plex processed them, and the
 //!   emulator writes the same marker; real Plex's exact thumbnail marker is unknown.
 
+use std::collections::HashMap;
 use std::time::Duration;
 
 use crate::remote::{Cmd, Remote};
@@ -73,68 +74,413 @@ const EXIT_NO_DB: i32 = 66;
 /// POSIX shells exit 127 when a command is not found.
 const EXIT_NOT_FOUND: i32 = 127;
 
-/// `CASE` mapping a section type to its leaf metadata type; -1 never matches.
-const LEAF_TYPE: &str =
-    "CASE s.section_type WHEN 1 THEN 1 WHEN 2 THEN 4 WHEN 8 THEN 10 WHEN 13 THEN 13 ELSE -1 END";
+/// `CASE` mapping a section type (column `t`) to its leaf metadata type; -1 never matches.
+fn leaf_case(t: &str) -> String {
+    format!("CASE {t} WHEN 1 THEN 1 WHEN 2 THEN 4 WHEN 8 THEN 10 WHEN 13 THEN 13 ELSE -1 END")
+}
 
-/// The per-section counting query (one row per section).
-fn sample_sql() -> String {
+/// The leaf metadata type of a section type.
+fn leaf_type(section_type: i64) -> i64 {
+    match section_type {
+        1 => 1,
+        2 => 4,
+        8 => 10,
+        13 => 13,
+        _ => -1,
+    }
+}
+
+/// True for a track row carrying the Sonic marker in either `extra_data` format. The `LIKE` on
+/// the common part rejects most rows cheaply; the exact keys are checked only on what it passes.
+const SONIC: &str = "(extra_data LIKE '%musicAnalysisVersion%' \
+    AND (instr(extra_data, 'ms:musicAnalysisVersion') > 0 \
+    OR instr(extra_data, 'ms%3AmusicAnalysisVersion') > 0))";
+
+/// Parts both queries share: the change signals, the trash and the photo thumbnails.
+///
+/// Planner notes (checked with EXPLAIN QUERY PLAN on a 1,000,000-track DB without sqlite_stat1):
+/// `GROUP BY sid + 0` stops SQLite from walking a whole index just to get grouped order; unary `+`
+/// keeps a term off an index so the selective one is used (`deleted_at > 0` on
+/// index_metadata_items_on_deleted_at walks only the trash); `CROSS JOIN` pins the join order so
+/// thumbnails are found from the photo sections through index_media_items_on_library_section_id.
+fn common_parts() -> String {
     format!(
-        "SELECT s.id AS section_id, s.name AS name, s.section_type AS section_type,
-  (SELECT count(*) FROM metadata_items m
-     WHERE m.library_section_id = s.id AND m.metadata_type = {LEAF_TYPE}) AS leaf_rows,
-  (SELECT count(*) FROM metadata_items m
-     WHERE m.deleted_at IS NOT NULL AND +m.library_section_id = s.id
-       AND +m.metadata_type = {LEAF_TYPE}) AS deleted,
-  CASE WHEN s.section_type = 8 THEN
-    (SELECT count(*) FROM metadata_items m
-       WHERE m.library_section_id = s.id AND m.metadata_type = 10 AND m.deleted_at IS NULL
-         AND m.extra_data LIKE '%musicAnalysisVersion%'
-         AND (instr(m.extra_data, 'ms:musicAnalysisVersion') > 0
-              OR instr(m.extra_data, 'ms%3AmusicAnalysisVersion') > 0))
-  ELSE 0 END AS sonic_analyzed,
-  CASE WHEN s.section_type = 13 THEN
-    (SELECT count(*) FROM media_items mi JOIN metadata_items m ON m.id = mi.metadata_item_id
-       WHERE mi.library_section_id = s.id AND mi.media_analysis_version > 0
-         AND mi.deleted_at IS NULL AND m.metadata_type = 13 AND m.deleted_at IS NULL)
-  ELSE 0 END AS thumbnailed
-FROM library_sections s ORDER BY s.id;"
+        "'total_rows', (SELECT count(*) FROM metadata_items),
+ 'max_id', (SELECT coalesce(max(id), 0) FROM metadata_items),
+ 'max_changed', (SELECT coalesce(max(changed_at), 0) FROM metadata_items),
+ 'trash', (SELECT json_group_array(json_array(sid, mt, n, sonic)) FROM (
+    SELECT library_section_id AS sid, metadata_type AS mt, count(*) AS n,
+      sum(metadata_type = 10 AND {SONIC}) AS sonic
+    FROM metadata_items WHERE deleted_at > 0 GROUP BY sid + 0, mt + 0)),
+ 'thumbs', (SELECT json_group_array(json_array(sid, n)) FROM (
+    SELECT mi.library_section_id AS sid, count(*) AS n FROM library_sections s
+      CROSS JOIN media_items mi ON mi.library_section_id = s.id
+      CROSS JOIN metadata_items m ON m.id = mi.metadata_item_id
+    WHERE s.section_type = 13 AND +mi.media_analysis_version > 0 AND +mi.deleted_at IS NULL
+      AND +m.metadata_type = 13 AND +m.deleted_at IS NULL
+    GROUP BY sid + 0))"
     )
 }
 
+/// A full, exact sample: every count from scratch, plus the analysed track ids as ranges so later
+/// samples can be incremental. Reads every track row once (the Sonic marker lives in
+/// `extra_data`, which no index covers).
+fn full_sql() -> String {
+    let leaf = leaf_case("s.section_type");
+    format!(
+        "SELECT json_object(
+ {common},
+ 'sections', (SELECT json_group_array(json_array(s.id, s.name, s.section_type,
+    (SELECT count(*) FROM metadata_items m
+       WHERE m.library_section_id = s.id AND m.metadata_type = {leaf})))
+    FROM library_sections s),
+ 'sonic_ranges', (SELECT json_group_array(json_array(sid, lo, hi)) FROM (
+    SELECT sid, min(id) AS lo, max(id) AS hi FROM (
+      SELECT id, library_section_id AS sid,
+        id - row_number() OVER (PARTITION BY library_section_id ORDER BY id) AS g
+      FROM metadata_items NOT INDEXED WHERE metadata_type = 10 AND {SONIC})
+    GROUP BY sid, g))
+);",
+        common = common_parts()
+    )
+}
+
+/// An incremental sample after `max_id` / `max_changed`: rows inserted since (AUTOINCREMENT ids
+/// only grow) and track rows changed since (Plex stamps every change with a new, increasing
+/// `changed_at`: in the real fixture each row has a distinct one), both on indexes.
+fn incremental_sql(max_id: i64, max_changed: i64) -> String {
+    format!(
+        "SELECT json_object(
+ {common},
+ 'sections', (SELECT json_group_array(json_array(s.id, s.name, s.section_type, NULL))
+    FROM library_sections s),
+ 'new_rows', (SELECT json_group_array(json_array(sid, mt, n)) FROM (
+    SELECT library_section_id AS sid, metadata_type AS mt, count(*) AS n
+    FROM metadata_items WHERE id > {max_id} GROUP BY sid + 0, mt + 0)),
+ 'changed', (SELECT json_group_array(json_array(id, library_section_id, coalesce({SONIC}, 0)))
+    FROM metadata_items WHERE changed_at > {max_changed} AND +metadata_type = 10)
+);",
+        common = common_parts()
+    )
+}
+
+/// (id, name, section type, leaf rows — full samples only)
+type SectionRow = (i64, Option<String>, Option<i64>, Option<i64>);
+/// (section, metadata type, rows, of which Sonic-analysed)
+type TrashRow = (Option<i64>, Option<i64>, i64, Option<i64>);
+
+/// What both queries return (`sections` rows carry the leaf count only in a full sample).
 #[derive(serde::Deserialize)]
-struct Row {
-    section_id: i64,
-    name: Option<String>,
-    section_type: Option<i64>,
-    leaf_rows: i64,
-    deleted: i64,
-    sonic_analyzed: i64,
-    thumbnailed: i64,
+struct Answer {
+    total_rows: i64,
+    max_id: i64,
+    max_changed: i64,
+    sections: Vec<SectionRow>,
+    trash: Vec<TrashRow>,
+    thumbs: Vec<(Option<i64>, i64)>,
+    #[serde(default)]
+    sonic_ranges: Vec<(Option<i64>, i64, i64)>,
+    #[serde(default)]
+    new_rows: Vec<(Option<i64>, Option<i64>, i64)>,
+    #[serde(default)]
+    changed: Vec<(i64, Option<i64>, i64)>,
 }
 
-/// Take one sample of every section's counts from the database at `db_path` on the target.
-pub fn sample(remote: &dyn Remote, db_path: &str) -> Result<DbSample, DbError> {
-    let rows: Vec<Row> = query_json(remote, db_path, &sample_sql(), SAMPLE_TIMEOUT)?;
-    Ok(DbSample {
-        sections: rows.into_iter().map(counts_from_row).collect(),
-    })
+/// The DB's change signals: if none moved, nothing that plexburst counts changed either (as long
+/// as Plex stamps its changes, which `Sampler` verifies).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Signals {
+    total_rows: i64,
+    max_id: i64,
+    max_changed: i64,
 }
 
-fn counts_from_row(r: Row) -> SectionCounts {
-    let section_type = r.section_type.unwrap_or(0);
-    let items = r.leaf_rows - r.deleted;
-    SectionCounts {
-        section_id: r.section_id,
-        name: r.name.unwrap_or_default(),
-        section_type,
-        items,
-        tracks: if section_type == 8 { items } else { 0 },
-        sonic_analyzed: r.sonic_analyzed,
-        photos: if section_type == 13 { items } else { 0 },
-        thumbnailed: r.thumbnailed,
-        deleted: r.deleted,
+impl Answer {
+    fn signals(&self) -> Signals {
+        Signals {
+            total_rows: self.total_rows,
+            max_id: self.max_id,
+            max_changed: self.max_changed,
+        }
     }
+}
+
+/// Ids above this are not tracked in the bitset (memory); such a DB is always sampled in full.
+const MAX_TRACKED_ID: i64 = 1 << 33;
+
+/// Analysed-track ids: one bit per id (1,000,000 ids = 125 KB).
+#[derive(Debug, Default, Clone)]
+struct Bits(Vec<u64>);
+
+impl Bits {
+    fn get(&self, id: i64) -> bool {
+        if id < 0 {
+            return false;
+        }
+        let (w, b) = ((id / 64) as usize, id % 64);
+        self.0.get(w).is_some_and(|x| x & (1 << b) != 0)
+    }
+    fn set(&mut self, id: i64, on: bool) {
+        if id < 0 {
+            return;
+        }
+        let (w, b) = ((id / 64) as usize, id % 64);
+        if w >= self.0.len() {
+            if !on {
+                return;
+            }
+            self.0.resize(w + 1, 0);
+        }
+        if on {
+            self.0[w] |= 1 << b;
+        } else {
+            self.0[w] &= !(1 << b);
+        }
+    }
+}
+
+/// What the incremental path carries from one sample to the next.
+#[derive(Debug, Clone)]
+struct Baseline {
+    signals: Signals,
+    /// Leaf rows per section with id <= signals.max_id, deleted or not.
+    leaf_rows: HashMap<i64, i64>,
+    /// Sonic-analysed tracks per section, deleted or not, and which ids they are.
+    sonic_rows: HashMap<i64, i64>,
+    analysed: Bits,
+    sample: DbSample,
+}
+
+/// Which way a sample was taken.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SampleKind {
+    Full,
+    Incremental,
+}
+
+/// Samples one database over and over, cheaply: the first sample is full; later ones read only
+/// what changed since (new row ids, rows with a newer `changed_at`, the trash, photo thumbnails),
+/// so a sample costs about the same on a 1,000,000-track library as on a small one.
+///
+/// Exactness is kept by construction and checked at run time:
+/// - if rows were hard-deleted (row count below what the ids predict), the next sample is full;
+/// - whenever the DB looks quiet (no new id, no newer `changed_at`, same row count), the sample is
+///   full, and is compared with the incremental counts. A difference means this Plex (or
+///   emulator) changes rows without stamping `changed_at`; from then on every sample is full.
+///   A phase ends on counts that stopped moving, so it always ends on a full, exact count.
+#[derive(Debug, Clone)]
+pub struct Sampler {
+    db_path: String,
+    base: Option<Baseline>,
+    trust_changed_at: bool,
+    last_kind: Option<SampleKind>,
+}
+
+impl Sampler {
+    pub fn new(db_path: impl Into<String>) -> Sampler {
+        Sampler {
+            db_path: db_path.into(),
+            base: None,
+            trust_changed_at: true,
+            last_kind: None,
+        }
+    }
+
+    pub fn db_path(&self) -> &str {
+        &self.db_path
+    }
+
+    /// How the last successful sample was taken.
+    pub fn last_kind(&self) -> Option<SampleKind> {
+        self.last_kind
+    }
+
+    /// False once a full sample contradicted the incremental counts (every sample is then full).
+    pub fn trusts_changed_at(&self) -> bool {
+        self.trust_changed_at
+    }
+
+    /// Take one sample: a value or an error, never a silent zero.
+    pub fn sample(&mut self, remote: &dyn Remote) -> Result<DbSample, DbError> {
+        let Some(base) = self.base.as_ref().filter(|_| self.trust_changed_at) else {
+            return self.full(remote);
+        };
+        let sql = incremental_sql(base.signals.max_id, base.signals.max_changed);
+        let a: Answer = query_one(remote, &self.db_path, &sql, SAMPLE_TIMEOUT)?;
+        let quiet = a.signals() == base.signals;
+        let next = apply_incremental(base, &a);
+        match next {
+            // Rows were hard-deleted (trash emptied): recount everything.
+            None => self.full(remote),
+            // Nothing stamped a change. Either nothing changed, or this server changes rows
+            // without stamping them: only a full count can tell, and it also checks the
+            // incremental counts. Phases end on quiet samples, so they end on exact counts.
+            Some(next) if quiet => {
+                let full = self.full(remote)?;
+                // Compare only what the incremental path derives (trash and thumbnails are
+                // counted from scratch each time, and may move between the two queries).
+                let contradicted = self.base.as_ref().is_some_and(|b| {
+                    b.signals == a.signals()
+                        && (nonzero(&b.leaf_rows) != nonzero(&next.leaf_rows)
+                            || nonzero(&b.sonic_rows) != nonzero(&next.sonic_rows))
+                });
+                if contradicted && self.trust_changed_at {
+                    tracing::warn!(
+                        db = %self.db_path,
+                        "the database changed without new changed_at stamps; sampling in full from now on"
+                    );
+                    self.trust_changed_at = false;
+                }
+                Ok(full)
+            }
+            Some(next) => {
+                let sample = next.sample.clone();
+                self.base = Some(next);
+                self.last_kind = Some(SampleKind::Incremental);
+                Ok(sample)
+            }
+        }
+    }
+
+    fn full(&mut self, remote: &dyn Remote) -> Result<DbSample, DbError> {
+        let a: Answer = query_one(remote, &self.db_path, &full_sql(), SAMPLE_TIMEOUT)?;
+        let base = baseline_from_full(&a);
+        if a.max_id > MAX_TRACKED_ID {
+            self.trust_changed_at = false;
+        }
+        let sample = base.sample.clone();
+        self.base = Some(base);
+        self.last_kind = Some(SampleKind::Full);
+        Ok(sample)
+    }
+}
+
+fn nonzero(m: &HashMap<i64, i64>) -> Vec<(i64, i64)> {
+    let mut v: Vec<(i64, i64)> = m
+        .iter()
+        .filter(|(_, n)| **n != 0)
+        .map(|(k, n)| (*k, *n))
+        .collect();
+    v.sort_unstable();
+    v
+}
+
+fn baseline_from_full(a: &Answer) -> Baseline {
+    let mut leaf_rows = HashMap::new();
+    for (id, _, _, leaf) in &a.sections {
+        leaf_rows.insert(*id, leaf.unwrap_or(0));
+    }
+    let mut sonic_rows: HashMap<i64, i64> = HashMap::new();
+    let mut analysed = Bits::default();
+    if a.max_id <= MAX_TRACKED_ID {
+        for (sid, lo, hi) in &a.sonic_ranges {
+            *sonic_rows.entry(sid.unwrap_or(0)).or_default() += hi - lo + 1;
+            for id in *lo..=*hi {
+                analysed.set(id, true);
+            }
+        }
+    } else {
+        for (sid, lo, hi) in &a.sonic_ranges {
+            *sonic_rows.entry(sid.unwrap_or(0)).or_default() += hi - lo + 1;
+        }
+    }
+    let sample = build_sample(a, &leaf_rows, &sonic_rows);
+    Baseline {
+        signals: a.signals(),
+        leaf_rows,
+        sonic_rows,
+        analysed,
+        sample,
+    }
+}
+
+/// The next baseline after an incremental answer; `None` when rows vanished (hard deletes).
+fn apply_incremental(base: &Baseline, a: &Answer) -> Option<Baseline> {
+    let new_total: i64 = a.new_rows.iter().map(|(_, _, n)| n).sum();
+    // Every row with id <= the old max_id was counted before; ids are never reused, so fewer of
+    // them now means rows were deleted for good.
+    if a.total_rows - new_total != base.signals.total_rows {
+        return None;
+    }
+    let types: HashMap<i64, i64> = a
+        .sections
+        .iter()
+        .map(|(id, _, t, _)| (*id, t.unwrap_or(0)))
+        .collect();
+    let mut next = base.clone();
+    for (sid, mt, n) in &a.new_rows {
+        let (Some(sid), Some(mt)) = (sid, mt) else {
+            continue;
+        };
+        if types.get(sid).is_some_and(|t| leaf_type(*t) == *mt) {
+            *next.leaf_rows.entry(*sid).or_default() += n;
+        }
+    }
+    for (id, sid, now) in &a.changed {
+        if !(0..=MAX_TRACKED_ID).contains(id) {
+            return None;
+        }
+        let now = *now != 0;
+        if next.analysed.get(*id) != now {
+            next.analysed.set(*id, now);
+            *next.sonic_rows.entry(sid.unwrap_or(0)).or_default() += if now { 1 } else { -1 };
+        }
+    }
+    next.signals = a.signals();
+    next.sample = build_sample(a, &next.leaf_rows, &next.sonic_rows);
+    Some(next)
+}
+
+fn build_sample(
+    a: &Answer,
+    leaf_rows: &HashMap<i64, i64>,
+    sonic_rows: &HashMap<i64, i64>,
+) -> DbSample {
+    let mut sections = Vec::new();
+    for (id, name, t, _) in &a.sections {
+        let section_type = t.unwrap_or(0);
+        let leaf = leaf_type(section_type);
+        let mut deleted = 0;
+        let mut deleted_sonic = 0;
+        for (sid, mt, n, sonic) in &a.trash {
+            if *sid == Some(*id) {
+                if *mt == Some(leaf) {
+                    deleted += n;
+                }
+                deleted_sonic += sonic.unwrap_or(0);
+            }
+        }
+        let items = leaf_rows.get(id).copied().unwrap_or(0) - deleted;
+        let thumbnailed = a
+            .thumbs
+            .iter()
+            .filter(|(sid, _)| *sid == Some(*id))
+            .map(|(_, n)| n)
+            .sum();
+        sections.push(SectionCounts {
+            section_id: *id,
+            name: name.clone().unwrap_or_default(),
+            section_type,
+            items,
+            tracks: if section_type == 8 { items } else { 0 },
+            sonic_analyzed: if section_type == 8 {
+                sonic_rows.get(id).copied().unwrap_or(0) - deleted_sonic
+            } else {
+                0
+            },
+            photos: if section_type == 13 { items } else { 0 },
+            thumbnailed: if section_type == 13 { thumbnailed } else { 0 },
+            deleted,
+        });
+    }
+    sections.sort_by_key(|s| s.section_id);
+    DbSample { sections }
+}
+
+/// Take one full, exact sample of every section's counts from the database at `db_path` on the
+/// target. The monitor keeps a [`Sampler`] instead, which makes repeated samples cheap.
+pub fn sample(remote: &dyn Remote, db_path: &str) -> Result<DbSample, DbError> {
+    Sampler::new(db_path).sample(remote)
 }
 
 /// Every non-deleted `media_parts.file` of a section (for warm-before-analysis).
@@ -152,13 +498,13 @@ pub fn section_files(
   WHERE mi.library_section_id = {section_id} AND mi.deleted_at IS NULL AND mp.deleted_at IS NULL
     AND mp.file IS NOT NULL AND mp.file != '' ORDER BY mp.id;"
     );
-    let rows: Vec<File> = query_json(remote, db_path, &sql, FILES_TIMEOUT)?;
+    let rows: Vec<File> = query_rows(remote, db_path, &sql, FILES_TIMEOUT)?;
     Ok(rows.into_iter().filter_map(|f| f.file).collect())
 }
 
-/// The shell line that runs `sql` read-only on the target, distinguishing "no sqlite3" (127) and
-/// "no database" (66) from a failing query.
-pub fn sqlite_script(db_path: &str, sql: &str) -> String {
+/// The shell line that runs `sql` read-only on the target in output `mode` (`-json`, `-list`),
+/// distinguishing "no sqlite3" (127) and "no database" (66) from a failing query.
+pub fn sqlite_script(db_path: &str, sql: &str, mode: &str) -> String {
     let db = shell_escape::unix::escape(db_path.into());
     let sql = shell_escape::unix::escape(sql.into());
     // `.timeout` makes the rare moments when a reader must wait (WAL recovery, a checkpoint that
@@ -166,53 +512,69 @@ pub fn sqlite_script(db_path: &str, sql: &str) -> String {
     format!(
         "command -v sqlite3 >/dev/null 2>&1 || exit {EXIT_NOT_FOUND}\n\
          [ -f {db} ] || exit {EXIT_NO_DB}\n\
-         exec sqlite3 -readonly -bail -json -cmd '.timeout 5000' {db} {sql}"
+         exec sqlite3 -readonly -bail {mode} -cmd '.timeout 5000' {db} {sql}"
     )
 }
 
+/// Run one query through the remote; return its stdout or the classified failure.
+fn run_sqlite(
+    remote: &dyn Remote,
+    db_path: &str,
+    sql: &str,
+    mode: &str,
+    timeout: Duration,
+) -> Result<String, DbError> {
+    let cmd = Cmd::new(sqlite_script(db_path, sql, mode)).timeout(timeout);
+    let out = remote
+        .exec(&cmd)
+        .map_err(|e| DbError::Query(e.to_string()))?;
+    match out.status {
+        0 => Ok(out.stdout_str()),
+        EXIT_NOT_FOUND => Err(DbError::MissingSqlite {
+            target: remote.describe(),
+        }),
+        EXIT_NO_DB => Err(DbError::Missing {
+            target: remote.describe(),
+            path: db_path.to_string(),
+        }),
+        status => Err(DbError::Query(format!(
+            "sqlite3 on {} exited with status {status}: {}",
+            remote.describe(),
+            String::from_utf8_lossy(&out.stderr).trim()
+        ))),
+    }
+}
+
+fn parse_error(e: serde_json::Error, stdout: &str) -> DbError {
+    DbError::Query(format!(
+        "cannot parse sqlite3's output ({e}); it starts with {:?}",
+        stdout.chars().take(200).collect::<String>()
+    ))
+}
+
+/// Run one query whose single row is one JSON text (sqlite3 `-list` prints it as is).
+fn query_one<T: serde::de::DeserializeOwned>(
+    remote: &dyn Remote,
+    db_path: &str,
+    sql: &str,
+    timeout: Duration,
+) -> Result<T, DbError> {
+    let stdout = run_sqlite(remote, db_path, sql, "-list", timeout)?;
+    serde_json::from_str(stdout.trim()).map_err(|e| parse_error(e, &stdout))
+}
+
 /// Run one query and parse sqlite3's `-json` output (nothing at all for zero rows).
-fn query_json<T: serde::de::DeserializeOwned>(
+fn query_rows<T: serde::de::DeserializeOwned>(
     remote: &dyn Remote,
     db_path: &str,
     sql: &str,
     timeout: Duration,
 ) -> Result<Vec<T>, DbError> {
-    let cmd = Cmd::new(sqlite_script(db_path, sql)).timeout(timeout);
-    let out = remote
-        .exec(&cmd)
-        .map_err(|e| DbError::Query(e.to_string()))?;
-    match out.status {
-        0 => {}
-        EXIT_NOT_FOUND => {
-            return Err(DbError::MissingSqlite {
-                target: remote.describe(),
-            });
-        }
-        EXIT_NO_DB => {
-            return Err(DbError::Missing {
-                target: remote.describe(),
-                path: db_path.to_string(),
-            });
-        }
-        status => {
-            let stderr = String::from_utf8_lossy(&out.stderr);
-            return Err(DbError::Query(format!(
-                "sqlite3 on {} exited with status {status}: {}",
-                remote.describe(),
-                stderr.trim()
-            )));
-        }
-    }
-    let stdout = out.stdout_str();
+    let stdout = run_sqlite(remote, db_path, sql, "-json", timeout)?;
     if stdout.trim().is_empty() {
         return Ok(Vec::new());
     }
-    serde_json::from_str(&stdout).map_err(|e| {
-        DbError::Query(format!(
-            "cannot parse sqlite3's output ({e}); it starts with {:?}",
-            stdout.chars().take(200).collect::<String>()
-        ))
-    })
+    serde_json::from_str(&stdout).map_err(|e| parse_error(e, &stdout))
 }
 
 #[cfg(test)]
@@ -349,6 +711,174 @@ mod tests {
             (8, 8, 1)
         );
         assert_eq!(s.section(2).unwrap().items, 38);
+    }
+
+    /// A writable copy of the fixture for stock SQLite: the ICU triggers and index go (plex.md §1.3).
+    fn writable_copy() -> (tempfile::TempDir, String, rusqlite::Connection) {
+        let (dir, db) = fixture_copy();
+        let c = rusqlite::Connection::open(&db).unwrap();
+        let icu: Vec<(String, String)> = c
+            .prepare(
+                "SELECT type, name FROM sqlite_master WHERE tbl_name = 'metadata_items'
+                   AND (type = 'trigger' OR name = 'index_title_sort_icu')",
+            )
+            .unwrap()
+            .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
+            .unwrap()
+            .collect::<Result<_, _>>()
+            .unwrap();
+        for (kind, name) in icu {
+            c.execute_batch(&format!("DROP {kind} \"{name}\";"))
+                .unwrap();
+        }
+        (dir, db, c)
+    }
+
+    /// What Plex does on every write: stamp the row with the next `changed_at`.
+    const STAMP: &str = "(SELECT max(changed_at) + 1 FROM metadata_items)";
+
+    fn analyse(c: &rusqlite::Connection, id: i64, stamp: bool) {
+        let set_stamp = if stamp {
+            format!(", changed_at = {STAMP}")
+        } else {
+            String::new()
+        };
+        c.execute(
+            &format!(
+                "UPDATE metadata_items SET extra_data = '{{\"ms:musicAnalysisVersion\":\"1\"}}'{set_stamp}
+                 WHERE id = ?1"
+            ),
+            [id],
+        )
+        .unwrap();
+    }
+
+    fn track_ids(c: &rusqlite::Connection) -> Vec<i64> {
+        c.prepare("SELECT id FROM metadata_items WHERE metadata_type = 10 ORDER BY id")
+            .unwrap()
+            .query_map([], |r| r.get(0))
+            .unwrap()
+            .collect::<Result<_, _>>()
+            .unwrap()
+    }
+
+    #[test]
+    fn incremental_samples_follow_inserts_analysis_and_trash_exactly() {
+        let (_dir, db, c) = writable_copy();
+        let local = Local::new();
+        let mut sampler = Sampler::new(&db);
+        let first = sampler.sample(&local).unwrap();
+        assert_eq!(sampler.last_kind(), Some(SampleKind::Full));
+        assert_eq!(first.section(5).unwrap().tracks, 9);
+
+        // Plex scans in 3 new tracks and a photo, analyses 4 tracks, trashes one analysed track.
+        for i in 0..3 {
+            c.execute(
+                &format!(
+                    "INSERT INTO metadata_items(library_section_id, metadata_type, title, changed_at)
+                     VALUES (5, 10, 'new {i}', {STAMP})"
+                ),
+                [],
+            )
+            .unwrap();
+        }
+        c.execute(
+            &format!(
+                "INSERT INTO metadata_items(library_section_id, metadata_type, title, changed_at)
+                 VALUES (3, 13, 'IMG_0001', {STAMP})"
+            ),
+            [],
+        )
+        .unwrap();
+        let tracks = track_ids(&c);
+        for id in &tracks[..4] {
+            analyse(&c, *id, true);
+        }
+        // Analysed twice (e.g. loudness after Sonic): counted once.
+        analyse(&c, tracks[0], true);
+        c.execute(
+            &format!("UPDATE metadata_items SET deleted_at = 1700000000, changed_at = {STAMP} WHERE id = ?1"),
+            [tracks[1]],
+        )
+        .unwrap();
+
+        let second = sampler.sample(&local).unwrap();
+        assert_eq!(sampler.last_kind(), Some(SampleKind::Incremental));
+        let music = second.section(5).unwrap();
+        assert_eq!(
+            (music.tracks, music.sonic_analyzed, music.deleted),
+            (11, 3, 1)
+        );
+        assert_eq!(second.section(3).unwrap().photos, 10);
+        // The incremental sample equals a from-scratch one.
+        assert_eq!(second, sample(&local, &db).unwrap());
+
+        // Nothing changed since: the quiet sample is a full one and confirms the counts.
+        let third = sampler.sample(&local).unwrap();
+        assert_eq!(sampler.last_kind(), Some(SampleKind::Full));
+        assert_eq!(third, second);
+        assert!(sampler.trusts_changed_at());
+    }
+
+    #[test]
+    fn unstamped_changes_are_caught_and_sampling_turns_full() {
+        let (_dir, db, c) = writable_copy();
+        let local = Local::new();
+        let mut sampler = Sampler::new(&db);
+        sampler.sample(&local).unwrap();
+        let tracks = track_ids(&c);
+        // A writer that does not stamp changed_at (an emulator, or a future Plex).
+        analyse(&c, tracks[0], false);
+        analyse(&c, tracks[1], false);
+        let s = sampler.sample(&local).unwrap();
+        assert_eq!(s.section(5).unwrap().sonic_analyzed, 2);
+        assert!(!sampler.trusts_changed_at());
+        analyse(&c, tracks[2], false);
+        c.execute(
+            &format!(
+                "INSERT INTO metadata_items(library_section_id, metadata_type, title, changed_at)
+                 VALUES (5, 10, 'new', {STAMP})"
+            ),
+            [],
+        )
+        .unwrap();
+        let s = sampler.sample(&local).unwrap();
+        assert_eq!(sampler.last_kind(), Some(SampleKind::Full));
+        let music = s.section(5).unwrap();
+        assert_eq!((music.tracks, music.sonic_analyzed), (10, 3));
+    }
+
+    #[test]
+    fn hard_deletes_force_a_full_recount() {
+        let (_dir, db, c) = writable_copy();
+        let local = Local::new();
+        let mut sampler = Sampler::new(&db);
+        sampler.sample(&local).unwrap();
+        let tracks = track_ids(&c);
+        analyse(&c, tracks[0], true);
+        sampler.sample(&local).unwrap();
+        assert_eq!(sampler.last_kind(), Some(SampleKind::Incremental));
+        // The trash is emptied: rows vanish without a stamp; a new row moves max(id) so the
+        // sample is not "quiet".
+        c.execute(
+            "DELETE FROM metadata_items WHERE id IN (?1, ?2)",
+            [tracks[0], tracks[5]],
+        )
+        .unwrap();
+        c.execute(
+            &format!(
+                "INSERT INTO metadata_items(library_section_id, metadata_type, title, changed_at)
+                 VALUES (1, 1, 'Movie', {STAMP})"
+            ),
+            [],
+        )
+        .unwrap();
+        let s = sampler.sample(&local).unwrap();
+        assert_eq!(sampler.last_kind(), Some(SampleKind::Full));
+        let music = s.section(5).unwrap();
+        assert_eq!((music.tracks, music.sonic_analyzed), (7, 0));
+        assert_eq!(s.section(1).unwrap().items, 6);
+        assert!(sampler.trusts_changed_at());
     }
 
     #[test]
