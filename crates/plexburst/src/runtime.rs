@@ -164,6 +164,30 @@ impl DockerSpec {
         a
     }
 
+    /// Refuse extra arguments that would publish Plex beyond 127.0.0.1: Plex's port is only
+    /// ever reached through the loopback (and an SSH forward), never on a public address.
+    pub fn check_extra_args(&self) -> anyhow::Result<()> {
+        let mut args = self.extra_args.iter().map(String::as_str).peekable();
+        while let Some(a) = args.next() {
+            let (flag, inline) = match a.split_once('=') {
+                Some((f, v)) => (f, Some(v)),
+                None => (a, None),
+            };
+            let publishes = matches!(flag, "-p" | "--publish" | "-P" | "--publish-all")
+                || (flag.starts_with("-p") && !flag.starts_with("--") && flag.len() > 2);
+            let network = matches!(flag, "--network" | "--net");
+            let value = inline.or_else(|| if network { args.peek().copied() } else { None });
+            if publishes || (network && value == Some("host")) {
+                bail!(
+                    "docker argument `{a}` would expose ports beyond 127.0.0.1; remove it from \
+                     plex.docker_args (plexburst publishes 127.0.0.1:{}:32400 itself)",
+                    self.port
+                );
+            }
+        }
+        Ok(())
+    }
+
     /// `true`/`false` for an existing container, `None` when there is none.
     fn state(&self, r: &dyn Remote) -> anyhow::Result<Option<bool>> {
         let out = r.exec(&Cmd::new(format!(
@@ -185,6 +209,7 @@ impl DockerSpec {
     }
 
     fn start(&self, r: &dyn Remote) -> anyhow::Result<()> {
+        self.check_extra_args()?;
         match self.state(r)? {
             Some(true) => return Ok(()),
             // A stopped container keeps its old settings; recreate it from the spec.
@@ -331,5 +356,65 @@ rm -f -- "$PB_PID" "$PB_PID.start"
             self.prelude()
         )))?;
         Ok(out.stdout_str())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn spec(extra: &[&str]) -> DockerSpec {
+        DockerSpec {
+            name: "plexburst-plex".into(),
+            image: "plexinc/pms-docker:latest".into(),
+            env: vec![("TZ".into(), "UTC".into())],
+            secret_env: vec![("PLEX_CLAIM".into(), "claim-xyz".into())],
+            volumes: vec![
+                Volume {
+                    host: "/srv/plex".into(),
+                    container: "/config".into(),
+                    options: "rw".into(),
+                },
+                Volume {
+                    host: "/mnt/media".into(),
+                    container: "/mnt/media".into(),
+                    options: "ro,rslave".into(),
+                },
+            ],
+            port: 32401,
+            extra_args: extra.iter().map(|s| s.to_string()).collect(),
+        }
+    }
+
+    #[test]
+    fn docker_run_line_publishes_on_loopback_and_keeps_secrets_off_argv() {
+        assert_eq!(
+            spec(&["--cpus", "4"]).run_args().join(" "),
+            "run -d --name plexburst-plex --restart no -p 127.0.0.1:32401:32400 -e TZ=UTC \
+             -e PLEX_CLAIM -v /srv/plex:/config:rw -v /mnt/media:/mnt/media:ro,rslave --cpus 4 \
+             plexinc/pms-docker:latest"
+        );
+    }
+
+    #[test]
+    fn docker_args_that_expose_plex_are_refused() {
+        for bad in [
+            &["-p", "32400:32400"][..],
+            &["--publish=0.0.0.0:32400:32400"],
+            &["-p32400:32400"],
+            &["-P"],
+            &["--network", "host"],
+            &["--net=host"],
+        ] {
+            let err = spec(bad).check_extra_args().unwrap_err().to_string();
+            assert!(err.contains("plex.docker_args"), "{bad:?}: {err}");
+        }
+        for ok in [
+            &["--cpus", "4"][..],
+            &["--network", "bridge"],
+            &["--pull=never"],
+        ] {
+            spec(ok).check_extra_args().unwrap();
+        }
     }
 }
