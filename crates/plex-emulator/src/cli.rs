@@ -29,6 +29,10 @@ pub enum Command {
     /// The analysis child (started by the server with argv[0] "Plex Media Scanner").
     #[command(hide = true)]
     MediaScanner(crate::analysis::ScannerArgs),
+    /// The Docker image's entrypoint: pms-docker's env contract, then serve on 0.0.0.0:32400.
+    Container(crate::container::ContainerArgs),
+    /// Exit 0 when GET /identity answers 200 (the image's HEALTHCHECK).
+    Healthcheck(crate::container::HealthcheckArgs),
 }
 
 #[derive(Debug, Clone, clap::Args)]
@@ -97,5 +101,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
             Ok(())
         }
         Command::MediaScanner(a) => crate::analysis::scanner_main(&a),
+        Command::Container(a) => crate::container::main(a),
+        Command::Healthcheck(a) => crate::container::healthcheck(a.addr, a.timeout),
     }
 }

@@ -115,6 +115,52 @@ pub fn argv() -> Vec<OsString> {
     args
 }
 
+/// `plex-emulator container [SERVE FLAGS]`: what the image runs (as `Plex Media Server`).
+#[derive(Debug, Clone, clap::Args)]
+pub struct ContainerArgs {
+    /// Extra `serve` flags (`--scan-rate`, `--fault`, ...), e.g. after the image name in
+    /// `docker run`. The data dir, listen address and claim come from the container contract.
+    #[arg(
+        trailing_var_arg = true,
+        allow_hyphen_values = true,
+        value_name = "SERVE_FLAGS"
+    )]
+    pub serve_flags: Vec<String>,
+}
+
+/// `plex-emulator healthcheck`: the image's HEALTHCHECK.
+#[derive(Debug, Clone, clap::Args)]
+pub struct HealthcheckArgs {
+    #[arg(long, default_value = "127.0.0.1:32400")]
+    pub addr: SocketAddr,
+    /// Connect and read timeout (the HEALTHCHECK itself allows 2s).
+    #[arg(long, default_value = "1500ms", value_parser = crate::faults::parse_duration)]
+    pub timeout: Duration,
+}
+
+/// The `container` subcommand: prepare as pms-docker does, then serve until SIGTERM.
+pub fn main(args: ContainerArgs) -> anyhow::Result<()> {
+    let env = prepare()?;
+    let mut argv: Vec<String> = vec![
+        "container".into(),
+        "--data-dir".into(),
+        env.config_dir.display().to_string(),
+        "--listen".into(),
+        listen_addr().to_string(),
+    ];
+    argv.extend(args.serve_flags);
+    // The serve flags are parsed by serve's own definition, so both commands accept the same ones.
+    #[derive(clap::Parser)]
+    struct Flags {
+        #[command(flatten)]
+        serve: crate::cli::ServeArgs,
+    }
+    let flags = <Flags as clap::Parser>::try_parse_from(argv).context("container: serve flags")?;
+    let mut opts: crate::ServeOptions = flags.serve.into();
+    opts.claim = env.claim;
+    crate::serve(opts)
+}
+
 /// Prepare the container as pms-docker does, drop to `PLEX_UID`/`PLEX_GID`, and return the
 /// settings to serve with: data dir `/config`, listen on `0.0.0.0:32400`, claim from the env.
 /// The caller (the `container` subcommand) then runs the server with them.

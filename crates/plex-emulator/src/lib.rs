@@ -4,6 +4,7 @@
 
 pub mod analysis;
 pub mod cli;
+pub mod container;
 pub mod db;
 pub mod faults;
 pub mod genlib;
