@@ -1,0 +1,472 @@
+//! Storage benchmarks (docs/benchmarks.md "Storage"): the scan-walk of a mounted tree and the export
+//! of a Plex data folder, against `rclone serve s3` on loopback, plain and behind a proxy that
+//! delays each request by a few milliseconds (real object storage answers in 5–50 ms; loopback in
+//! microseconds hides exactly the costs the mount settings and the export design avoid).
+//!
+//! Run through `scripts/bench/storage.sh`. Every process goes through plexburst's `remote::local`.
+
+use std::io::{Read, Write};
+use std::net::{Shutdown, TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use plexburst::remote::local::Local;
+use plexburst::remote::{Cmd, Remote};
+use plexburst::storage::StorageConfig;
+use plexburst::storage::rclone::{Rclone, UploadSpec, upload_stream};
+
+struct Args {
+    walk_files: usize,
+    export_files: usize,
+    delay_ms: u64,
+    layout: PathBuf,
+    only: Option<String>,
+}
+
+fn args() -> Args {
+    let mut a = Args {
+        walk_files: 20_000,
+        export_files: 20_000,
+        delay_ms: 5,
+        layout: PathBuf::from("/work/shared/fixtures/plex/real-pms-data-folder-layout.tsv"),
+        only: None,
+    };
+    let v: Vec<String> = std::env::args().skip(1).collect();
+    for pair in v.chunks(2) {
+        let val = pair.get(1).cloned().unwrap_or_default();
+        match pair[0].as_str() {
+            "--walk-files" => a.walk_files = val.parse().expect("a number"),
+            "--export-files" => a.export_files = val.parse().expect("a number"),
+            "--delay-ms" => a.delay_ms = val.parse().expect("a number"),
+            "--layout" => a.layout = val.into(),
+            "--only" => a.only = Some(val),
+            other => panic!("unknown argument {other}"),
+        }
+    }
+    a
+}
+
+fn sh(script: &str) -> String {
+    Local::new()
+        .run(&Cmd::new(script).timeout(Duration::from_secs(4 * 3600)))
+        .unwrap_or_else(|e| panic!("{e}"))
+        .stdout_str()
+}
+
+fn timed(script: &str) -> f64 {
+    let t = Instant::now();
+    sh(script);
+    t.elapsed().as_secs_f64()
+}
+
+fn q(s: &str) -> String {
+    shell_escape::unix::escape(s.into()).into_owned()
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// A TCP proxy that holds each new request (the first bytes a client sends after the server last
+/// spoke, or on a new connection) for `delay` before forwarding; bodies stream undelayed.
+fn delay_proxy(upstream: u16, delay: Duration) -> u16 {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        for client in listener.incoming().flatten() {
+            let Ok(server) = TcpStream::connect(("127.0.0.1", upstream)) else {
+                continue;
+            };
+            let _ = client.set_nodelay(true);
+            let _ = server.set_nodelay(true);
+            // true: the next client bytes start a new request.
+            let turn = Arc::new(AtomicBool::new(true));
+            let (c2, s2, t2) = (
+                client.try_clone().unwrap(),
+                server.try_clone().unwrap(),
+                turn.clone(),
+            );
+            std::thread::spawn(move || pump(c2, s2, Some((t2, delay))));
+            std::thread::spawn(move || pump_back(server, client, turn));
+        }
+    });
+    port
+}
+
+fn pump(mut from: TcpStream, mut to: TcpStream, delay: Option<(Arc<AtomicBool>, Duration)>) {
+    let mut buf = vec![0u8; 256 * 1024];
+    loop {
+        let n = match from.read(&mut buf) {
+            Ok(0) | Err(_) => break,
+            Ok(n) => n,
+        };
+        if let Some((turn, d)) = &delay
+            && turn.swap(false, Ordering::SeqCst)
+        {
+            std::thread::sleep(*d); // the simulated request latency
+        }
+        if to.write_all(&buf[..n]).is_err() {
+            break;
+        }
+    }
+    let _ = to.shutdown(Shutdown::Write);
+}
+
+fn pump_back(mut from: TcpStream, mut to: TcpStream, turn: Arc<AtomicBool>) {
+    let mut buf = vec![0u8; 256 * 1024];
+    loop {
+        let n = match from.read(&mut buf) {
+            Ok(0) | Err(_) => break,
+            Ok(n) => n,
+        };
+        turn.store(true, Ordering::SeqCst);
+        if to.write_all(&buf[..n]).is_err() {
+            break;
+        }
+    }
+    let _ = to.shutdown(Shutdown::Write);
+}
+
+/// `rclone serve s3` over `root`, detached; returns its pid.
+fn serve_s3(root: &Path, port: u16) -> u32 {
+    let out = sh(&format!(
+        "RCLONE_AUTH_KEY='\"bak,bsk\"' setsid nohup rclone serve s3 --config /dev/null --addr 127.0.0.1:{port} {} </dev/null >/dev/null 2>&1 & echo $!",
+        q(&root.display().to_string())
+    ));
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(Instant::now() < deadline, "rclone serve s3 did not listen");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    out.trim().parse().unwrap()
+}
+
+fn user_conf(dir: &Path, port: u16) -> PathBuf {
+    let p = dir.join("user.conf");
+    std::fs::write(
+        &p,
+        format!("[s3]\ntype = s3\nprovider = Other\naccess_key_id = bak\nsecret_access_key = bsk\nendpoint = http://127.0.0.1:{port}\n"),
+    )
+    .unwrap();
+    p
+}
+
+/// A media tree of `n` small files in 100-file album directories.
+fn media_tree(dir: &Path, n: usize) {
+    for i in 0..n {
+        let d = dir.join(format!(
+            "Artist {:03}/Album {:03}",
+            i / 2000,
+            (i / 100) % 20
+        ));
+        if i % 100 == 0 {
+            std::fs::create_dir_all(&d).unwrap();
+        }
+        std::fs::write(
+            d.join(format!("{:02} Track {i}.flac", i % 100)),
+            format!("track {i}"),
+        )
+        .unwrap();
+    }
+}
+
+/// A data folder of `n` files cycling through the real layout's paths and sizes; each copy gets
+/// its own bundle directory. Images are random bytes (they do not compress), the rest is text.
+fn data_folder(dir: &Path, layout: &Path, n: usize) -> u64 {
+    let rows: Vec<(u64, String)> = std::fs::read_to_string(layout)
+        .unwrap()
+        .lines()
+        .filter_map(|l| l.split_once('\t'))
+        .filter_map(|(s, p)| Some((s.parse().ok()?, p.to_string())))
+        .collect();
+    let mut seed: u64 = 0x9e3779b97f4a7c15;
+    let mut total = 0;
+    for i in 0..n {
+        let (size, path) = &rows[i % rows.len()];
+        let copy = i / rows.len();
+        let path = match path.find(".bundle/") {
+            Some(j) => format!("{}-{copy}{}", &path[..j], &path[j..]),
+            None => format!("{path}.{copy}"),
+        };
+        let p = dir.join(&path);
+        std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+        let size = (*size as usize).min(2 << 20);
+        let bytes: Vec<u8> =
+            if path.ends_with(".jpg") || path.ends_with(".png") || path.contains("posters") {
+                (0..size)
+                    .map(|_| {
+                        seed ^= seed << 13;
+                        seed ^= seed >> 7;
+                        seed ^= seed << 17;
+                        seed as u8
+                    })
+                    .collect()
+            } else {
+                b"<MediaContainer size=\"1\"><Directory key=\"x\"/></MediaContainer>\n"
+                    .iter()
+                    .cycle()
+                    .take(size)
+                    .copied()
+                    .collect()
+            };
+        total += bytes.len() as u64;
+        std::fs::write(p, bytes).unwrap();
+    }
+    total
+}
+
+fn wait_mounted(mp: &str) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while sh(&format!("findmnt -n -o FSTYPE -M {} || true", q(mp)))
+        .trim()
+        .is_empty()
+    {
+        assert!(Instant::now() < deadline, "mount at {mp} not ready");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+fn walk(mp: &str, expect: usize) -> f64 {
+    let t = Instant::now();
+    let n: usize = sh(&format!(
+        "find {} -type f -printf '%T@ %s\\n' | wc -l",
+        q(mp)
+    ))
+    .trim()
+    .parse()
+    .unwrap();
+    let secs = t.elapsed().as_secs_f64();
+    assert_eq!(n, expect, "the walk saw every file");
+    secs
+}
+
+fn storage(tmp: &Path, conf: &Path, mtime: &str, bucket: &str) -> Rclone {
+    let mp = tmp.join(format!("mnt-{mtime}/media"));
+    let toml = format!(
+        "kind = \"rclone\"\nremote = \"s3\"\nrclone_conf = \"{}\"\nbucket = \"{bucket}\"\nmount_point = \"{}\"\nrc_port = {}\nmtime = \"{mtime}\"",
+        conf.display(),
+        mp.display(),
+        free_port()
+    );
+    let cfg: StorageConfig = toml::from_str(&toml).unwrap();
+    match cfg.build(
+        "power",
+        &tmp.join(format!("work-{mtime}")).display().to_string(),
+    ) {
+        plexburst::storage::Storage::Rclone(rc) => rc,
+        _ => unreachable!(),
+    }
+}
+
+struct Row {
+    name: String,
+    loopback: f64,
+    delayed: f64,
+}
+
+fn main() {
+    let a = args();
+    let tmp = tempfile::tempdir().unwrap();
+    let root = tmp.path().join("s3");
+    std::fs::create_dir_all(root.join("exports")).unwrap();
+    let want = |what: &str| a.only.as_deref().is_none_or(|o| o == what);
+    if want("walk") {
+        media_tree(&root.join("media"), a.walk_files);
+    }
+    let data = tmp.path().join("data");
+    let data_bytes = if want("export") {
+        data_folder(&data, &a.layout, a.export_files)
+    } else {
+        0
+    };
+    let port = free_port();
+    let server = serve_s3(&root, port);
+    let proxied = delay_proxy(port, Duration::from_millis(a.delay_ms));
+    let r = Local::new();
+    let mut rows: Vec<Row> = Vec::new();
+    let mut record = |name: &str, idx: usize, secs: f64| {
+        eprintln!(
+            "{name} [{}]: {secs:.2} s",
+            if idx == 0 { "loopback" } else { "delayed" }
+        );
+        match rows.iter_mut().find(|r| r.name == name) {
+            Some(row) if idx == 0 => row.loopback = secs,
+            Some(row) => row.delayed = secs,
+            None => rows.push(Row {
+                name: name.to_string(),
+                loopback: if idx == 0 { secs } else { 0.0 },
+                delayed: if idx == 1 { secs } else { 0.0 },
+            }),
+        }
+    };
+
+    for (idx, endpoint_port) in [port, proxied].into_iter().enumerate() {
+        let run = tmp.path().join(format!("run{idx}"));
+        std::fs::create_dir_all(&run).unwrap();
+        let conf = user_conf(&run, endpoint_port);
+        if want("walk") {
+            // (a) a cold mount with rclone's defaults.
+            let mp = run.join("mnt-default/media").display().to_string();
+            std::fs::create_dir_all(&mp).unwrap();
+            let pid = sh(&format!(
+                "setsid nohup rclone mount s3:media {} --config {} --read-only --cache-dir {} </dev/null >/dev/null 2>&1 & echo $!",
+                q(&mp),
+                q(&conf.display().to_string()),
+                q(&run.join("cache-default").display().to_string())
+            ));
+            wait_mounted(&mp);
+            record(
+                "walk (a) cold mount, rclone defaults",
+                idx,
+                walk(&mp, a.walk_files),
+            );
+            sh(&format!(
+                "fusermount3 -uz {}; kill {} 2>/dev/null; true",
+                q(&mp),
+                pid.trim()
+            ));
+
+            for mtime in ["server", "real"] {
+                let rc = storage(&run, &conf, mtime, "media");
+                rc.prepare(&r).unwrap();
+                rc.mount(&r).unwrap();
+                let t = Instant::now();
+                rc.prewarm(&r).unwrap();
+                let pre = t.elapsed().as_secs_f64();
+                let w = walk(rc.mount_point(), a.walk_files);
+                record(
+                    &format!("walk (b) plexburst mount, {mtime} mtime: prewarm"),
+                    idx,
+                    pre,
+                );
+                record(
+                    &format!("walk (b) plexburst mount, {mtime} mtime: prewarm + walk"),
+                    idx,
+                    pre + w,
+                );
+                record(
+                    &format!("walk (c) second walk, cached ({mtime} mtime)"),
+                    idx,
+                    walk(rc.mount_point(), a.walk_files),
+                );
+                rc.unmount(&r).unwrap();
+                sh(&format!("umount -l {} 2>/dev/null; true", q(&rc.parent())));
+            }
+            record(
+                "walk (d) local disk",
+                idx,
+                walk(&root.join("media").display().to_string(), a.walk_files),
+            );
+        }
+        if want("export") {
+            let rc = storage(&run, &conf, "server", "exports");
+            rc.prepare(&r).unwrap();
+            let spec = UploadSpec {
+                src_dir: data.display().to_string(),
+                members: vec!["Library".into()],
+                excludes: vec![],
+                object: format!("exports/stream-{idx}.tar.zst"),
+                zstd_level: 3,
+                stage_dir: None,
+                verify_download: false,
+            };
+            let t = Instant::now();
+            let rep = upload_stream(&rc, &r, &spec).unwrap();
+            record(
+                "export: plexburst streamed (tar, zstd, rcat)",
+                idx,
+                t.elapsed().as_secs_f64(),
+            );
+            let archive = run.join("archive.tar.zst").display().to_string();
+            record(
+                "export ceiling part: tar, zstd -T0 -3, cat",
+                idx,
+                timed(&format!(
+                    "tar -C {} -cf - Library | zstd -q -T0 -3 | cat > /dev/null",
+                    q(&data.display().to_string())
+                )),
+            );
+            sh(&format!(
+                "tar -C {} -cf - Library | zstd -q -T0 -3 > {}",
+                q(&data.display().to_string()),
+                q(&archive)
+            ));
+            let s = rc.settings();
+            record(
+                "export ceiling part: upload alone of the archive",
+                idx,
+                timed(&format!(
+                    "rclone --config {} copyto --s3-chunk-size {} --s3-upload-concurrency {} {} s3:exports/alone-{idx}.tar.zst",
+                    q(&rc.conf_path()),
+                    s.s3_chunk_size,
+                    s.s3_upload_concurrency,
+                    q(&archive)
+                )),
+            );
+            record(
+                "export: rclone copy --transfers 8 of the folder",
+                idx,
+                timed(&format!(
+                    "rclone --config {} copy --transfers 8 {} s3:exports/copy-{idx}",
+                    q(&rc.conf_path()),
+                    q(&data.display().to_string())
+                )),
+            );
+            eprintln!(
+                "archive {} bytes from {data_bytes} bytes of data",
+                rep.bytes
+            );
+        }
+    }
+    sh(&format!("kill {server}"));
+
+    println!(
+        "| measurement | loopback (s) | {} ms/request proxy (s) |",
+        a.delay_ms
+    );
+    println!("|---|---:|---:|");
+    for row in &rows {
+        println!(
+            "| {} | {:.2} | {:.2} |",
+            row.name, row.loopback, row.delayed
+        );
+    }
+    let get = |n: &str| rows.iter().find(|r| r.name == n);
+    println!();
+    for (col, pick) in [("loopback", 0), ("delayed", 1)] {
+        let v = |n: &str| {
+            get(n)
+                .map(|r| if pick == 0 { r.loopback } else { r.delayed })
+                .unwrap_or(f64::NAN)
+        };
+        if want("walk") {
+            for m in ["server", "real"] {
+                let b = v(&format!(
+                    "walk (b) plexburst mount, {m} mtime: prewarm + walk"
+                ));
+                let c = v(&format!("walk (c) second walk, cached ({m} mtime)"));
+                println!(
+                    "{col}: {m} mtime: (a)/(b) = {:.1}x faster (goal >= 10x); (b)/(c) = {:.2} (goal <= 2)",
+                    v("walk (a) cold mount, rclone defaults") / b,
+                    b / c
+                );
+            }
+        }
+        if want("export") {
+            let stream = v("export: plexburst streamed (tar, zstd, rcat)");
+            let ceiling = v("export ceiling part: tar, zstd -T0 -3, cat")
+                .max(v("export ceiling part: upload alone of the archive"));
+            println!(
+                "{col}: streamed export = {:.0} % of the ceiling (goal >= 85 %); {:.1}x faster than rclone copy (goal >= 20x with the delay)",
+                100.0 * ceiling / stream,
+                v("export: rclone copy --transfers 8 of the folder") / stream
+            );
+        }
+    }
+}
