@@ -64,8 +64,6 @@ const CONTROL_TIMEOUT: Duration = Duration::from_secs(15);
 pub struct Ssh {
     target: SshTarget,
     ctl: PathBuf,
-    /// Holds a short socket directory alive when the caller's `control_dir` was too long.
-    _short_dir: Option<tempfile::TempDir>,
     /// Serializes reconnects: concurrent callers that see a dead master start only one new one.
     reconnect_lock: Mutex<()>,
     /// `-L` specs of the forwards currently open, re-opened on a new master.
@@ -78,31 +76,37 @@ impl Ssh {
         let io = |e: std::io::Error| {
             RemoteError::Io(format!("control directory {}: {e}", control_dir.display()))
         };
-        std::fs::create_dir_all(control_dir).map_err(io)?;
+        if !control_dir.exists() {
+            std::fs::create_dir_all(control_dir).map_err(io)?;
+            restrict(control_dir).map_err(io)?;
+        }
         // One socket per destination, so a master left by an interrupted run (ControlPersist
         // keeps it alive) is found and reused by `resume`/`destroy` instead of orphaned.
         let digest = Sha256::digest(format!("{}@{}:{}", t.user, t.host, t.port));
         let name = format!("ssh-{}.sock", &hex::encode(digest)[..12]);
         let mut ctl = control_dir.join(&name);
-        let mut short_dir = None;
         if ctl.as_os_str().len() > MAX_SOCKET_PATH {
-            let dir = tempfile::Builder::new()
-                .prefix("pb-")
-                .tempdir_in("/tmp")
-                .map_err(io)?;
-            ctl = dir.path().join(&name);
+            // Too long for a unix socket: use a short per-user directory instead, with a name
+            // that also depends on `control_dir`, so it is as stable (reusable) as the long one.
+            let dir = short_socket_dir().map_err(io)?;
+            let digest = Sha256::digest(format!(
+                "{}@{}:{} {}",
+                t.user,
+                t.host,
+                t.port,
+                control_dir.display()
+            ));
+            ctl = dir.join(format!("ssh-{}.sock", &hex::encode(digest)[..12]));
             tracing::debug!(
                 target: "plexburst::remote",
                 "control dir {} is too long for a unix socket; using {}",
                 control_dir.display(),
                 ctl.display()
             );
-            short_dir = Some(dir);
         }
         let ssh = Ssh {
             target: t.clone(),
             ctl,
-            _short_dir: short_dir,
             reconnect_lock: Mutex::new(()),
             forwards: Arc::new(Mutex::new(Vec::new())),
         };
@@ -309,6 +313,38 @@ impl Ssh {
         let started = strip_marker(&mut out.stderr);
         Ok((started, out))
     }
+}
+
+/// Make a directory we created private (0700) after checking it is ours and not a symlink. ssh
+/// creates the control socket itself 0600; this keeps others from even listing it.
+fn restrict(dir: &Path) -> std::io::Result<()> {
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
+    let meta = std::fs::symlink_metadata(dir)?;
+    let me = std::fs::metadata("/proc/self")?.uid();
+    if !meta.is_dir() || meta.uid() != me {
+        return Err(std::io::Error::other(format!(
+            "{} is not a directory owned by uid {me}",
+            dir.display()
+        )));
+    }
+    if meta.mode() & 0o077 != 0 {
+        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))?;
+    }
+    Ok(())
+}
+
+/// `/tmp/plexburst-ssh-UID`, private to this user.
+fn short_socket_dir() -> std::io::Result<PathBuf> {
+    use std::os::unix::fs::MetadataExt;
+    let me = std::fs::metadata("/proc/self")?.uid();
+    let dir = PathBuf::from(format!("/tmp/plexburst-ssh-{me}"));
+    match std::fs::create_dir(&dir) {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+        Err(e) => return Err(e),
+    }
+    restrict(&dir)?;
+    Ok(dir)
 }
 
 /// Remove the first marker line from stderr; true if it was there.

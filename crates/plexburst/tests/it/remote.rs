@@ -586,10 +586,20 @@ fn sshd_harness_describes_itself_as_a_target_block() {
     let ssh = Ssh::connect(&t, sshd.dir()).unwrap();
     assert_eq!(ssh.run(&Cmd::new("echo ok")).unwrap().stdout_str(), "ok\n");
 
-    // A second connect (a `resume` after a crash) reuses the master that is still running.
+    // A second connect (a `resume` after a crash) reuses the master that is still running,
+    // also when the state directory is too long for a unix socket path.
     let master = ssh.master_pid().expect("master");
     let again = Ssh::connect(&t, sshd.dir()).unwrap();
     assert_eq!(again.master_pid(), Some(master));
+    let long = sshd
+        .dir()
+        .join("a-state-directory-with-a-name-long-enough-to-break-unix-sockets/ssh");
+    let first = Ssh::connect(&t, &long).unwrap();
+    assert!(first.control_path().as_os_str().len() < 100);
+    let second = Ssh::connect(&t, &long).unwrap();
+    assert_eq!(second.control_path(), first.control_path());
+    assert_eq!(second.master_pid(), first.master_pid());
+    drop((first, second));
     // Dropping one closes the shared master; the other reconnects on its next command.
     drop(again);
     assert_eq!(ssh.run(&Cmd::new("echo ok")).unwrap().stdout_str(), "ok\n");
