@@ -451,3 +451,98 @@ fn endpoint_config_is_pushed_without_the_secret_on_any_command_line() {
         0o600
     );
 }
+
+/// A local image with only a static busybox, kept alive by `sleep` (no registry needed).
+fn busybox_sleeper_image() -> String {
+    let tag = "plexburst-test/busybox-sleep:dev".to_string();
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::copy("/bin/busybox", dir.path().join("busybox"))
+        .expect("/bin/busybox (apt-get install -y busybox-static)");
+    std::fs::write(
+        dir.path().join("Dockerfile"),
+        "FROM scratch\nCOPY busybox /bin/busybox\nENTRYPOINT [\"/bin/busybox\"]\nCMD [\"sleep\", \"3600\"]\n",
+    )
+    .unwrap();
+    Local::new()
+        .run(
+            &Cmd::new(format!(
+                "docker build -q -t {tag} '{}'",
+                dir.path().display()
+            ))
+            .timeout(Duration::from_secs(300)),
+        )
+        .expect("docker build (is dockerd running?)");
+    tag
+}
+
+/// Removes the container on drop, even when an assertion fails.
+struct Container(String);
+
+impl Drop for Container {
+    fn drop(&mut self) {
+        let _ = Local::new().exec(&Cmd::new(format!(
+            "docker rm -f {} >/dev/null 2>&1",
+            self.0
+        )));
+    }
+}
+
+#[test]
+fn running_container_reads_the_new_mount_after_a_remount() {
+    let s3 = S3Server::start();
+    let m = prepared_and_mounted(&s3, "");
+    let r = Local::new();
+    let image = busybox_sleeper_image();
+    let name = format!("pb-storage-{}", uuid::Uuid::new_v4().simple());
+    let vols: Vec<String> = m
+        .storage
+        .container_volumes()
+        .iter()
+        .map(|v| format!("-v '{}:{}:{}'", v.host, v.container, v.options))
+        .collect();
+    r.run(&Cmd::new(format!(
+        "docker run -d --name {name} {} {image}",
+        vols.join(" ")
+    )))
+    .unwrap();
+    let _guard = Container(name.clone());
+    let rel = "Music/Can/Tago Mago/03 Track.flac";
+    let want = std::fs::read(s3.bucket_dir("media").join(rel)).unwrap();
+    let in_container = |r: &Local| {
+        r.exec(&Cmd::new(format!(
+            "docker exec {name} /bin/busybox cat '{}/{rel}'",
+            m.mount_point()
+        )))
+        .unwrap()
+    };
+    let before = in_container(&r);
+    assert_eq!(
+        before.status,
+        0,
+        "{}",
+        String::from_utf8_lossy(&before.stderr)
+    );
+    assert_eq!(before.stdout, want);
+
+    // rclone dies: the container sees the dead endpoint, as Plex would.
+    let pid = rclone_pid(&m);
+    r.run(&Cmd::new(format!("kill -9 {pid}"))).unwrap();
+    wait_for(Duration::from_secs(10), "rclone to die", || {
+        !Path::new(&format!("/proc/{pid}")).exists()
+    });
+    let dead = in_container(&r);
+    assert_ne!(dead.status, 0, "a read through a dead mount cannot succeed");
+    assert!(matches!(m.storage.health(&r).unwrap(), Health::Degraded(_)));
+
+    // The remount propagates into the running container through the rslave bind of the parent:
+    // no container restart, no stale "Transport endpoint is not connected".
+    m.storage.recover(&r).unwrap();
+    let after = in_container(&r);
+    assert_eq!(
+        after.status,
+        0,
+        "container still sees a dead mount: {}",
+        String::from_utf8_lossy(&after.stderr)
+    );
+    assert_eq!(after.stdout, want);
+}
