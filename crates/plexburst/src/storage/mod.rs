@@ -187,6 +187,14 @@ impl Storage {
         }
     }
 
+    /// The rclone storage, for the export phase's `rclone::upload_stream`.
+    pub fn as_rclone(&self) -> Option<&rclone::Rclone> {
+        match self {
+            Storage::Rclone(rc) => Some(rc),
+            Storage::Path { .. } => None,
+        }
+    }
+
     /// The directory Plex sees the library under.
     pub fn media_root(&self) -> &str {
         match self {

@@ -25,7 +25,9 @@ pub fn free_port() -> u16 {
 /// `rclone serve s3` on 127.0.0.1 over a temp directory whose top-level directories are buckets,
 /// with a generated key pair. Killed on drop.
 pub struct S3Server {
-    pub root: tempfile::TempDir,
+    /// The served directory: each subdirectory is a bucket.
+    pub root: PathBuf,
+    _owned: Option<tempfile::TempDir>,
     pub port: u16,
     pub access_key: String,
     pub secret_key: String,
@@ -38,12 +40,20 @@ impl S3Server {
         let root = tempfile::tempdir().unwrap();
         write_library(&root.path().join("media"));
         std::fs::create_dir_all(root.path().join("exports")).unwrap();
+        let mut s = S3Server::over(root.path());
+        s._owned = Some(root);
+        s
+    }
+
+    /// Serve an existing directory: each of its subdirectories is a bucket.
+    pub fn over(root: &Path) -> S3Server {
         let access_key = format!("AK{}", &uuid::Uuid::new_v4().simple().to_string()[..12]);
         let secret_key = format!("SK{}", uuid::Uuid::new_v4().simple());
         let port = free_port();
-        let child = spawn_serve(root.path(), port, &access_key, &secret_key);
+        let child = spawn_serve(root, port, &access_key, &secret_key);
         let server = S3Server {
-            root,
+            root: root.to_path_buf(),
+            _owned: None,
             port,
             access_key,
             secret_key,
@@ -71,7 +81,7 @@ impl S3Server {
 
     /// The directory backing `bucket`.
     pub fn bucket_dir(&self, bucket: &str) -> PathBuf {
-        self.root.path().join(bucket)
+        self.root.join(bucket)
     }
 }
 
@@ -387,7 +397,7 @@ fn upload_stream_lands_in_the_bucket_and_verifies() {
         };
         let rep = upload_stream(m.rclone(), &r, &spec).unwrap();
         assert!(rep.checksum_verified);
-        let landed = s3.root.path().join(object);
+        let landed = s3.root.join(object);
         assert_eq!(std::fs::metadata(&landed).unwrap().len(), rep.bytes);
         let listing = r
             .run(&Cmd::new(format!(
