@@ -472,7 +472,7 @@ fn build_busybox_image(local: &Local) -> String {
     std::fs::write(
         dir.path().join("Dockerfile"),
         "FROM scratch\nCOPY busybox /bin/busybox\nCOPY www /www\n\
-         ENTRYPOINT [\"/bin/busybox\"]\nCMD [\"httpd\", \"-f\", \"-v\", \"-p\", \"32400\", \"-h\", \"/www\"]\n",
+         ENTRYPOINT [\"/bin/busybox\"]\nCMD [\"sh\", \"-c\", \"echo httpd starting; exec /bin/busybox httpd -f -p 32400 -h /www\"]\n",
     )
     .unwrap();
     local
@@ -491,16 +491,25 @@ fn build_busybox_image(local: &Local) -> String {
 fn docker_runtime_runs_a_container_on_loopback_only() {
     let local = Local::new();
     let image = build_busybox_image(&local);
+    let sshd = Sshd::start();
+    let ssh = connect(&sshd);
+    // The same lifecycle on this machine and through ssh (where the claim travels in the
+    // command's stdin header to the docker client's environment).
+    docker_lifecycle(&local, &image, "local");
+    docker_lifecycle(&ssh, &image, "ssh");
+}
+
+fn docker_lifecycle(r: &dyn Remote, image: &str, label: &str) {
     let data = tempfile::tempdir().unwrap();
     let port = TcpListener::bind((Ipv4Addr::LOCALHOST, 0))
         .unwrap()
         .local_addr()
         .unwrap()
         .port();
-    let name = format!("plexburst-test-{}", std::process::id());
+    let name = format!("plexburst-test-{}-{label}", std::process::id());
     let spec = DockerSpec {
         name: name.clone(),
-        image,
+        image: image.to_string(),
         env: vec![("TZ".into(), "UTC".into())],
         secret_env: vec![("PLEX_CLAIM".into(), "claim-DOCKERSECRET-42".into())],
         volumes: vec![Volume {
@@ -521,45 +530,46 @@ fn docker_runtime_runs_a_container_on_loopback_only() {
         "{args}"
     );
     let rt = Runtime::Docker(spec);
-    let _ = local.exec(&Cmd::new(format!("docker rm -f {name}")));
+    let _ = r.exec(&Cmd::new(format!("docker rm -f {name}")));
 
-    let (_, log) = capture_log(|| rt.start(&local).unwrap());
-    assert!(!log.contains("DOCKERSECRET"), "{log}");
-    assert!(rt.is_running(&local).unwrap());
-    let fwd = local.forward(rt.port()).unwrap();
+    let (_, log) = capture_log(|| rt.start(r).unwrap());
+    assert!(!log.contains("DOCKERSECRET"), "{label}: {log}");
+    assert!(rt.is_running(r).unwrap());
+    let fwd = r.forward(rt.port()).unwrap();
     wait_until(Duration::from_secs(20), "the container's httpd", || {
         http_get(fwd.local_addr()).is_ok_and(|b| b == "served by the container")
     });
-    let env = local
+    let env = r
         .run(&Cmd::new(format!("docker exec {name} /bin/busybox env")))
         .unwrap()
         .stdout_str();
-    assert!(env.contains("PLEX_CLAIM=claim-DOCKERSECRET-42") && env.contains("TZ=UTC"));
-    let bindings = local
+    assert!(
+        env.contains("PLEX_CLAIM=claim-DOCKERSECRET-42") && env.contains("TZ=UTC"),
+        "{label}: {env}"
+    );
+    let bindings = r
         .run(&Cmd::new(format!(
             "docker inspect -f '{{{{json .HostConfig.PortBindings}}}}' {name}"
         )))
         .unwrap()
         .stdout_str();
     assert!(bindings.contains("\"HostIp\":\"127.0.0.1\""), "{bindings}");
-    assert!(rt.log_tail(&local, 20).is_ok());
+    let logs = rt.log_tail(r, 20).unwrap();
+    assert!(logs.contains("httpd starting"), "{label}: {logs}");
 
     // Idempotent start; a container stopped behind our back is recreated.
-    rt.start(&local).unwrap();
-    local
-        .run(&Cmd::new(format!("docker stop -t 1 {name}")))
+    rt.start(r).unwrap();
+    r.run(&Cmd::new(format!("docker stop -t 1 {name}")))
         .unwrap();
-    assert!(!rt.is_running(&local).unwrap());
-    rt.start(&local).unwrap();
-    assert!(rt.is_running(&local).unwrap());
+    assert!(!rt.is_running(r).unwrap());
+    rt.start(r).unwrap();
+    assert!(rt.is_running(r).unwrap());
 
-    rt.stop(&local, Duration::from_secs(2)).unwrap();
-    assert!(!rt.is_running(&local).unwrap());
-    let gone = local
-        .exec(&Cmd::new(format!("docker inspect {name}")))
-        .unwrap();
+    rt.stop(r, Duration::from_secs(2)).unwrap();
+    assert!(!rt.is_running(r).unwrap());
+    let gone = r.exec(&Cmd::new(format!("docker inspect {name}"))).unwrap();
     assert_ne!(gone.status, 0, "the container was removed");
-    rt.stop(&local, Duration::from_secs(1)).unwrap();
+    rt.stop(r, Duration::from_secs(1)).unwrap();
 }
 
 #[test]
