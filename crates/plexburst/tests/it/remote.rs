@@ -499,6 +499,18 @@ fn docker_runtime_runs_a_container_on_loopback_only() {
     docker_lifecycle(&ssh, &image, "ssh");
 }
 
+/// Removes the test container even when an assertion fails.
+struct RemoveContainer<'a>(&'a dyn Remote, String);
+
+impl Drop for RemoveContainer<'_> {
+    fn drop(&mut self) {
+        let _ = self.0.exec(&Cmd::new(format!(
+            "docker rm -f {} >/dev/null 2>&1",
+            self.1
+        )));
+    }
+}
+
 fn docker_lifecycle(r: &dyn Remote, image: &str, label: &str) {
     let data = tempfile::tempdir().unwrap();
     let port = TcpListener::bind((Ipv4Addr::LOCALHOST, 0))
@@ -531,6 +543,7 @@ fn docker_lifecycle(r: &dyn Remote, image: &str, label: &str) {
     );
     let rt = Runtime::Docker(spec);
     let _ = r.exec(&Cmd::new(format!("docker rm -f {name}")));
+    let _cleanup = RemoveContainer(r, name.clone());
 
     let (_, log) = capture_log(|| rt.start(r).unwrap());
     assert!(!log.contains("DOCKERSECRET"), "{label}: {log}");
