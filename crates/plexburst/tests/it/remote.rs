@@ -104,6 +104,27 @@ fn process_alive(pid: u32) -> bool {
     }
 }
 
+/// Kills test processes even when an assertion fails (a busy loop must not outlive its test).
+struct KillOnDrop(Vec<String>);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = Local::new().exec(&Cmd::new(format!(
+            "kill -9 {} 2>/dev/null",
+            self.0.join(" ")
+        )));
+    }
+}
+
+/// Stops a Command runtime's server even when an assertion fails.
+struct StopOnDrop<'a>(&'a Runtime);
+
+impl Drop for StopOnDrop<'_> {
+    fn drop(&mut self) {
+        let _ = self.0.stop(&Local::new(), Duration::from_secs(1));
+    }
+}
+
 #[test]
 fn ssh_runs_commands_moves_files_and_forwards_ports() {
     let sshd = Sshd::start();
@@ -330,6 +351,7 @@ fn cpu_sample_sees_a_busy_process_and_its_ticks_grow() {
         )))
         .unwrap();
     let pids: Vec<String> = out.stdout_str().lines().map(str::to_string).collect();
+    let _cleanup = KillOnDrop(pids.clone());
 
     let patterns = vec![marker.clone(), "pb-pattern-nobody-runs".to_string()];
     let first = host::cpu_sample(&ssh, &patterns).unwrap();
@@ -387,6 +409,7 @@ fn command_runtime_starts_stops_and_ignores_a_stale_pid_file() {
     assert_eq!(rt.port(), 32400);
     assert!(!rt.is_running(&ssh).unwrap());
 
+    let _cleanup = StopOnDrop(&rt);
     let (_, log) = capture_log(|| rt.start(&ssh).unwrap());
     assert!(!log.contains("TOPSECRET"), "{log}");
     assert!(rt.is_running(&ssh).unwrap());
@@ -438,6 +461,7 @@ fn command_runtime_kills_a_server_that_ignores_sigterm() {
         child_pid.display()
     );
     let rt = Runtime::Command(spec.clone());
+    let _cleanup = StopOnDrop(&rt);
     rt.start(&local).unwrap();
     assert!(rt.is_running(&local).unwrap());
     let pid: u32 = std::fs::read_to_string(&spec.pid_file)
