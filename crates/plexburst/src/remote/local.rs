@@ -193,7 +193,11 @@ pub(super) fn run_program(p: &Program) -> Result<Output, RunError> {
 
     let Some(status) = status else {
         kill_group(pid);
-        let _ = child.wait();
+        // Reap it on a thread: a process stuck in uninterruptible sleep (a hung FUSE mount) dies
+        // only when the kernel lets it, and the caller must not wait for that.
+        thread::spawn(move || {
+            let _ = child.wait();
+        });
         tracing::debug!(
             target: "plexburst::remote",
             remote = p.log_target,
