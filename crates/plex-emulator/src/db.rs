@@ -75,8 +75,16 @@ pub fn open(path: &Path) -> anyhow::Result<Connection> {
 /// Create both databases if missing (idempotent: a restart keeps everything).
 pub fn init(dd: &DataDir) -> anyhow::Result<()> {
     let c = open(&dd.library_db())?;
-    c.execute_batch(&format!("BEGIN;\n{SCHEMA}\nCOMMIT;"))
-        .context("creating the library schema")?;
+    let exists: i64 = c.query_row(
+        "SELECT count(*) FROM sqlite_master WHERE type='table' AND name='metadata_items'",
+        [],
+        |r| r.get(0),
+    )?;
+    // The real DDL has no IF NOT EXISTS on its indexes: create it once, in one transaction.
+    if exists == 0 {
+        c.execute_batch(&format!("BEGIN;\n{SCHEMA}\nCOMMIT;"))
+            .context("creating the library schema")?;
+    }
     let tx = c.unchecked_transaction()?;
     {
         let mut ins = tx.prepare(

@@ -292,7 +292,14 @@ async fn gate(AxState(st): St, req: Request, next: Next) -> Response {
             "server is still starting up. Please retry later",
         );
     }
-    next.run(req).await
+    // Drain any request body (clients send empty chunked bodies with PUT/POST): an unread body
+    // makes hyper close the keep-alive connection, and a pooling client then fails its next call.
+    let (parts, body) = req.into_parts();
+    let bytes = axum::body::to_bytes(body, 1 << 20)
+        .await
+        .unwrap_or_default();
+    next.run(Request::from_parts(parts, axum::body::Body::from(bytes)))
+        .await
 }
 
 async fn identity(AxState(st): St, h: HeaderMap) -> Response {
@@ -309,13 +316,15 @@ async fn identity(AxState(st): St, h: HeaderMap) -> Response {
 
 async fn root(AxState(st): St, h: HeaderMap) -> Response {
     let claimed = st.token().is_some();
+    // Take the prefs lock in its own statement: a guard inside the builder chain below would
+    // live to the end of it and deadlock with machine_id().
+    let friendly = st.prefs().get("FriendlyName");
     let mut n = Node::new("MediaContainer")
         .a("size", 0i64)
         .a("claimed", claimed)
         .a(
             "friendlyName",
-            st.prefs()
-                .get("FriendlyName")
+            friendly
                 .filter(|s| !s.is_empty())
                 .unwrap_or_else(|| "plex-emulator".into()),
         )

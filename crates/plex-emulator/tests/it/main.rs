@@ -1,0 +1,13 @@
+//! Integration tests: every test runs the real `plex-emulator` binary on 127.0.0.1 with temp
+//! dirs and a generated library.
+
+mod analysis;
+mod api;
+mod faults;
+mod genlib;
+mod harness;
+mod image;
+mod lifecycle;
+mod prefs;
+mod scan;
+mod schema;
