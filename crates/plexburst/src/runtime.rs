@@ -118,15 +118,31 @@ fn quote(s: &str) -> String {
     shell_escape::unix::escape(s.into()).into_owned()
 }
 
-/// A command carrying `env` and `secret_env` in its environment, with the secrets redacted.
-fn with_env(mut cmd: Cmd, env: &[(String, String)], secret_env: &[(String, String)]) -> Cmd {
-    for (k, v) in env {
-        cmd = cmd.env(k, v);
-    }
+/// A command carrying `secret_env` in its environment (`Cmd.env`: never on a command line,
+/// redacted everywhere).
+fn with_secret_env(mut cmd: Cmd, secret_env: &[(String, String)]) -> Cmd {
     for (k, v) in secret_env {
         cmd = cmd.env(k, v).secret(v);
     }
     cmd
+}
+
+/// `export K='V'` lines for plain (non-secret) settings. They go in the script rather than in
+/// `Cmd.env`, whose values are redacted: a data path must stay readable in logs and errors.
+fn export_lines(env: &[(String, String)]) -> anyhow::Result<String> {
+    let mut out = String::new();
+    for (k, v) in env {
+        let valid = k
+            .chars()
+            .next()
+            .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
+            && k.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
+        if !valid {
+            bail!("environment variable name {k:?} is not a valid shell name");
+        }
+        out.push_str(&format!("export {k}={}\n", quote(v)));
+    }
+    Ok(out)
 }
 
 impl DockerSpec {
@@ -219,9 +235,8 @@ impl DockerSpec {
             None => {}
         }
         let line: Vec<String> = self.run_args().iter().map(|a| quote(a)).collect();
-        let cmd = with_env(
+        let cmd = with_secret_env(
             Cmd::new(format!("docker {}", line.join(" "))).timeout(Duration::from_secs(300)),
-            &[],
             &self.secret_env,
         );
         r.run(&cmd)?;
@@ -304,9 +319,9 @@ done
             prelude = self.prelude(),
             command = quote(&self.command),
         );
-        let cmd = with_env(
+        let script = format!("{}{script}", export_lines(&self.env)?);
+        let cmd = with_secret_env(
             Cmd::new(script).timeout(Duration::from_secs(60)),
-            &self.env,
             &self.secret_env,
         );
         r.run(&cmd)?;

@@ -412,6 +412,8 @@ fn command_runtime_starts_stops_and_ignores_a_stale_pid_file() {
     let _cleanup = StopOnDrop(&rt);
     let (_, log) = capture_log(|| rt.start(&ssh).unwrap());
     assert!(!log.contains("TOPSECRET"), "{log}");
+    // Plain settings stay readable in the log; only secrets are masked.
+    assert!(log.contains("export MODE=test-mode"), "{log}");
     assert!(rt.is_running(&ssh).unwrap());
     let pid: u32 = std::fs::read_to_string(&spec.pid_file)
         .unwrap()
