@@ -11,4 +11,4 @@ set -eu
 cd "$(dirname "$0")/../.."
 set -- --walk-files "${WALK_FILES:-20000}" --export-files "${EXPORT_FILES:-20000}" --delay-ms "${DELAY_MS:-5}"
 if [ -n "${ONLY:-}" ]; then set -- "$@" --only "$ONLY"; fi
-exec cargo run --release -q -p plexburst --example storage_bench -- "$@"
+exec cargo run -q -p plexburst --example storage_bench -- "$@"

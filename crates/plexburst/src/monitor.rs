@@ -228,12 +228,27 @@ pub fn watch(
         b
     });
     let mut first = true;
+    // The storage guard runs every few polls: a health probe costs a handful of remote commands.
+    let health_every =
+        (mcfg.poll_interval * 10).clamp(Duration::from_secs(2), Duration::from_secs(30));
+    let mut last_health = Instant::now();
+    let mut remounts = 0u32;
     loop {
         if !first {
             ctx.pause(mcfg.poll_interval)?;
         }
         first = false;
         ctx.check_interrupt()?;
+        if last_health.elapsed() >= health_every {
+            last_health = Instant::now();
+            if guard_storage(ctx, phase, job, &mut remounts)? {
+                let remaining = timeout.saturating_sub(phase_start.elapsed());
+                tracker = new_tracker(remaining);
+                tracker_start = Instant::now();
+                ctx.save()?;
+                continue;
+            }
+        }
         let sample = match take_sample(ctx) {
             Ok(s) => {
                 consecutive_failures = 0;
@@ -356,6 +371,38 @@ pub fn watch(
             });
         }
     }
+}
+
+/// The mount-health guard (STORAGE): on a degraded storage, cancel a running scan before Plex
+/// reads the dead mount as "files gone", remount, and ask for the work again. Returns whether it
+/// intervened.
+fn guard_storage(
+    ctx: &mut Ctx,
+    phase: &str,
+    job: &Job,
+    remounts: &mut u32,
+) -> anyhow::Result<bool> {
+    let why = match ctx.storage.health(ctx.remote.as_ref())? {
+        crate::storage::Health::Healthy => return Ok(false),
+        crate::storage::Health::Degraded(why) => why,
+    };
+    *remounts += 1;
+    if *remounts > MAX_RESTARTS {
+        bail!("{phase}: the storage degraded {remounts} times; giving up. Last: {why}");
+    }
+    tracing::warn!(
+        "{phase}: the storage is degraded ({why}); cancelling and remounting ({remounts}/{MAX_RESTARTS})"
+    );
+    if matches!(job, Job::Scan { .. })
+        && let Ok(client) = ctx.client()
+        && let Err(e) = client.cancel_refresh_all()
+    {
+        tracing::warn!("{phase}: cancelling the scan failed: {e}");
+    }
+    ctx.storage.recover(ctx.remote.as_ref())?;
+    ensure_plex(ctx)?;
+    job.trigger(ctx)?;
+    Ok(true)
 }
 
 /// Turn a stall or timeout into an error (recorded in the phase), or pass a done report through.

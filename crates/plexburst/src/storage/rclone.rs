@@ -924,7 +924,7 @@ impl Rclone {
         if self.cfg.mtime == MtimeMode::Real && self.cfg.prewarm_stat.unwrap_or(true) {
             let t0 = Instant::now();
             let script = format!(
-                "find {mp} -type f -print0 | xargs -0 -r -n 8 -P {p} stat -c %Y -- >/dev/null",
+                "find {mp} -type f -print0 | xargs -0 -r -n 32 -P {p} stat -c %Y -- >/dev/null",
                 mp = sh_quote(self.mount_point()),
                 p = self.settings.stat_parallel.max(1)
             );
