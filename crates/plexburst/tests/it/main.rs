@@ -3,6 +3,7 @@
 mod config_table;
 mod harness;
 
+mod plex_api;
 mod rclone;
 mod remote;
 mod sshd;
