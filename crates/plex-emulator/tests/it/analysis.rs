@@ -239,3 +239,39 @@ fn killing_the_server_kills_its_scanner_child() {
     e.wait_exit(10);
     wait_until(10, "the orphaned scanner exits", || stat(child).is_none());
 }
+
+#[test]
+fn cancelling_an_analysis_kills_the_child_and_keeps_what_was_done() {
+    let lib = gen_library(&["--tracks", "60"]);
+    let e = claimed(&["--analysis-rate", "10"]);
+    e.add_section("Music", "artist", &lib.path("Music"));
+    e.scan_all();
+    e.ok("POST", "/butler/MusicAnalysis");
+    let server = e.pid();
+    let mut child = 0;
+    wait_until(20, "scanner child and first results", || {
+        child = scanner_processes()
+            .into_iter()
+            .find(|(_, p, _)| *p == server)
+            .map(|x| x.0)
+            .unwrap_or(0);
+        child != 0 && sonic(&e) > 0
+    });
+    let timeline = e.get("/library/sections/1/timeline");
+    assert_eq!(timeline["MediaContainer"]["updateQueueSize"], 1);
+    let uuid = e.get("/activities")["MediaContainer"]["Activity"][0]["uuid"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    e.ok("DELETE", &format!("/activities/{uuid}"));
+    wait_until(10, "child killed", || stat(child).is_none());
+    e.wait_idle(10);
+    let done = sonic(&e);
+    assert!(done > 0 && done < 60, "{done}");
+    // A new run continues with the rest; stopping it through the butler works too.
+    e.ok("POST", "/butler/MusicAnalysis");
+    wait_until(20, "second run under way", || sonic(&e) > done);
+    e.ok("DELETE", "/butler/MusicAnalysis");
+    e.wait_idle(10);
+    assert!(sonic(&e) < 60);
+}
