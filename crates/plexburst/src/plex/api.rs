@@ -353,11 +353,6 @@ impl Client {
             .read_to_string()
             .map_err(|e| self.transport_error(e))?;
         if (200..300).contains(&status) {
-            if body.contains(STARTING_UP) {
-                return Err(ApiError::Starting {
-                    url: self.base.clone(),
-                });
-            }
             return Ok(body);
         }
         if status == 401 {
