@@ -154,7 +154,8 @@ struct Ctx<'a> {
     sec: &'a Section,
     now: i64,
     known: HashMap<String, Known>,
-    dirs: HashMap<(i64, String), i64>,
+    /// `directories` ids by path relative to the location root.
+    dirs: HashMap<String, i64>,
     parents: HashMap<(i64, i64, String), i64>,
     seen: HashSet<String>,
     added: u64,
@@ -191,12 +192,28 @@ pub fn scan_section(
     // Phase 1: list every candidate file (cheap; gives the progress total).
     let mut files: Vec<(i64, PathBuf, PathBuf)> = Vec::new(); // (location, root, file)
     let mut listed_dirs: Vec<(i64, PathBuf, PathBuf)> = Vec::new();
+    let mut unavailable: Vec<PathBuf> = Vec::new();
     for (loc_id, root) in &sec.locations {
         let start = match only {
             Some(p) if p.starts_with(root) => p.to_path_buf(),
             Some(_) => continue,
             None => root.clone(),
         };
+        // A root that cannot be listed at all (missing mount point, dead mount) marks the
+        // location unavailable and protects its items; a root that lists (even empty) does not.
+        let available = std::fs::read_dir(root).is_ok();
+        c.execute(
+            "UPDATE section_locations SET available=? WHERE id=?",
+            params![available, loc_id],
+        )?;
+        if !available {
+            st.log(&format!(
+                "Scanner: location {} is unavailable; its items are kept",
+                root.display()
+            ));
+            unavailable.push(root.clone());
+            continue;
+        }
         walk(
             &start,
             sec.kind,
@@ -213,8 +230,8 @@ pub fn scan_section(
     // Directories first, so parts can point at them.
     {
         let tx = c.transaction()?;
-        for (loc, root, dir) in &listed_dirs {
-            ensure_dir(&tx, &mut ctx, *loc, root, dir)?;
+        for (_, root, dir) in &listed_dirs {
+            ensure_dir(&tx, &mut ctx, root, dir)?;
         }
         tx.commit()?;
     }
@@ -258,7 +275,7 @@ pub fn scan_section(
         }
     }
     // Phase 3: everything known under the scanned scope that we did not read is gone.
-    let deleted = soft_delete_unseen(c, &ctx, only)?;
+    let deleted = soft_delete_unseen(c, &ctx, only, &unavailable)?;
     let tx = c.transaction()?;
     let dt = crate::db::datetime(now);
     tx.execute(
@@ -384,7 +401,7 @@ fn load_known(c: &Connection, ctx: &mut Ctx<'_>) -> anyhow::Result<()> {
     })?;
     for r in rows {
         let (id, _parent, path) = r?;
-        ctx.dirs.insert((0, path.unwrap_or_default()), id);
+        ctx.dirs.insert(path.unwrap_or_default(), id);
     }
     let mut q = c.prepare(
         "SELECT id, metadata_type, COALESCE(parent_id, 0), title FROM metadata_items \
@@ -409,17 +426,15 @@ fn load_known(c: &Connection, ctx: &mut Ctx<'_>) -> anyhow::Result<()> {
 fn ensure_dir(
     tx: &Transaction<'_>,
     ctx: &mut Ctx<'_>,
-    loc: i64,
     root: &Path,
     dir: &Path,
 ) -> anyhow::Result<i64> {
-    let _ = loc;
     let rel = dir
         .strip_prefix(root)
         .unwrap_or(dir)
         .to_string_lossy()
         .into_owned();
-    if let Some(id) = ctx.dirs.get(&(0, rel.clone())) {
+    if let Some(id) = ctx.dirs.get(&rel) {
         tx.execute(
             "UPDATE directories SET deleted_at=NULL WHERE id=? AND deleted_at IS NOT NULL",
             [id],
@@ -430,7 +445,7 @@ fn ensure_dir(
         None
     } else {
         let p = dir.parent().unwrap_or(root);
-        Some(ensure_dir(tx, ctx, loc, root, p)?)
+        Some(ensure_dir(tx, ctx, root, p)?)
     };
     let dt = crate::db::datetime(ctx.now);
     tx.prepare_cached(
@@ -438,7 +453,7 @@ fn ensure_dir(
     )?
     .execute(params![ctx.sec.id, parent, rel, dt, dt])?;
     let id = tx.last_insert_rowid();
-    ctx.dirs.insert((0, rel), id);
+    ctx.dirs.insert(rel, id);
     Ok(id)
 }
 
@@ -593,7 +608,7 @@ fn upsert(
         .iter()
         .map(|c| c.to_string_lossy().into_owned())
         .collect();
-    let dir_id = ensure_dir(tx, ctx, loc, root, file.parent().unwrap_or(root))?;
+    let dir_id = ensure_dir(tx, ctx, root, file.parent().unwrap_or(root))?;
     let name = stem(file);
     let ext = file
         .extension()
@@ -760,9 +775,13 @@ fn soft_delete_unseen(
     c: &mut Connection,
     ctx: &Ctx<'_>,
     only: Option<&Path>,
+    unavailable: &[PathBuf],
 ) -> anyhow::Result<u64> {
     let in_scope = |f: &str| {
         let p = Path::new(f);
+        if unavailable.iter().any(|u| p.starts_with(u)) {
+            return false;
+        }
         match only {
             Some(o) => p.starts_with(o),
             None => true,

@@ -120,12 +120,10 @@ fn run_job(
                     Some(*id),
                 );
                 let out = analysis::run(st, c, *task, *id, &act, analysed)?;
-                if out != analysis::Outcome::Done(0)
-                    && matches!(
-                        out,
-                        analysis::Outcome::Cancelled | analysis::Outcome::Stopped
-                    )
-                {
+                if matches!(
+                    out,
+                    analysis::Outcome::Cancelled | analysis::Outcome::Stopped
+                ) {
                     break;
                 }
             }

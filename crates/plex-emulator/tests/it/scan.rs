@@ -365,3 +365,23 @@ fn tricky_names_and_a_5000_file_directory_scan_completely() {
         "{xml}"
     );
 }
+
+#[test]
+fn a_root_that_cannot_be_listed_keeps_its_items_but_an_empty_root_trashes_them() {
+    let lib = gen_library(&["--tracks", "6"]);
+    let e = Emu::start(&[]);
+    e.set_prefs("autoEmptyTrash=0");
+    e.add_section("Music", "artist", &lib.path("Music"));
+    e.scan_all();
+    // Mount point gone: the location is unavailable and nothing is deleted.
+    std::fs::rename(lib.path("Music"), lib.path("Music.away")).unwrap();
+    e.scan_all();
+    assert_eq!((tracks(&e), deleted_tracks(&e)), (6, 0));
+    assert_eq!(e.count("SELECT available FROM section_locations"), 0);
+    // An empty directory where the mount was (a mount that died under its mount point) lists
+    // fine, so every item goes to the trash.
+    std::fs::create_dir(lib.path("Music")).unwrap();
+    e.scan_all();
+    assert_eq!((tracks(&e), deleted_tracks(&e)), (0, 6));
+    assert_eq!(e.count("SELECT available FROM section_locations"), 1);
+}
