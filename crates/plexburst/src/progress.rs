@@ -6,9 +6,11 @@
 //!
 //! Rules, in the order they are checked:
 //! 1. **Done** — Plex is idle (`busy == false`) and `done` has kept the same value in the last
-//!    `stable_samples` observations, *and* either the work is complete (`done >= total`) or the
-//!    tracker has seen work happen (`busy` once, or `done` moving). The second half keeps a phase
-//!    from ending in the seconds between "start the analysis" and Plex reporting it busy.
+//!    `stable_samples` observations, *and*, when the total is known, either the work is complete
+//!    (`done >= total`) or the tracker has seen work happen (`busy` once, or `done` moving). The
+//!    second half keeps an analysis from ending in the seconds between "start it" and Plex
+//!    reporting it busy. Without a total (a scan) idle and stable is enough: a small scan can
+//!    finish before the first poll, and there is nothing else to compare against.
 //!    A Done phase may still have `done < total` (Plex skipped items); the caller reports that.
 //! 2. **TimedOut** — `elapsed >= timeout`.
 //! 3. **Stalled** — neither `done` nor `cpu_ticks` changed for `stall_window` while work remains
@@ -124,8 +126,12 @@ impl Tracker {
         }
         self.last = Some(o);
 
+        // With a known total, "idle and stable" before any work was seen means "not started
+        // yet" unless the work is already complete. Without a total there is nothing to compare
+        // against (a small scan can finish before the first poll), so idle and stable is done.
         let complete = o.total.is_some_and(|t| o.done >= t);
-        if self.stable >= self.cfg.stable_samples.max(1) && (complete || self.saw_work) {
+        let plausible = complete || self.saw_work || o.total.is_none();
+        if self.stable >= self.cfg.stable_samples.max(1) && plausible {
             return Verdict::Done;
         }
         if o.elapsed >= self.cfg.timeout {
@@ -372,9 +378,27 @@ mod tests {
     }
 
     #[test]
+    fn unknown_total_idle_and_stable_is_done_even_if_no_work_was_seen() {
+        // A scan of a small library can finish between the request and the first poll: with no
+        // total to compare against, idle and stable is all there is to go on.
+        let v = run(
+            CFG,
+            None,
+            &[
+                (0, 42, None, false),
+                (10, 42, None, false),
+                (20, 42, None, false),
+                (30, 42, None, false),
+            ],
+        );
+        // The last three observations were idle with the same count.
+        assert_eq!(v, vec![Working, Working, Done, Done]);
+    }
+
+    #[test]
     fn no_stall_without_remaining_work() {
-        // Unknown total and Plex idle: there is nothing to be stalled on (but not done either,
-        // as no work was seen; the timeout ends it).
+        // Unknown total and Plex idle but the count still creeping (late commits): nothing is
+        // stalled, and it is not done while the count moves.
         let cfg = TrackerConfig {
             timeout: Duration::from_secs(500),
             ..CFG
@@ -384,9 +408,9 @@ mod tests {
             None,
             &[
                 (0, 0, None, false),
-                (100, 0, None, false),
-                (200, 0, None, false),
-                (500, 0, None, false),
+                (100, 1, None, false),
+                (200, 2, None, false),
+                (500, 3, None, false),
             ],
         );
         assert_eq!(v, vec![Working, Working, Working, TimedOut]);
