@@ -264,15 +264,18 @@ pub enum SampleKind {
 ///
 /// Exactness is kept by construction and checked at run time:
 /// - if rows were hard-deleted (row count below what the ids predict), the next sample is full;
-/// - whenever the DB looks quiet (no new id, no newer `changed_at`, same row count), the sample is
-///   full, and is compared with the incremental counts. A difference means this Plex (or
-///   emulator) changes rows without stamping `changed_at`; from then on every sample is full.
-///   A phase ends on counts that stopped moving, so it always ends on a full, exact count.
+/// - after a sample where the DB looked quiet (no new id, no newer `changed_at`, same row count),
+///   the next sample is full, and is compared with the incremental counts. A difference means
+///   this Plex (or emulator) changes rows without stamping `changed_at`; from then on every
+///   sample is full. A phase ends on counts that stayed still for several samples, so it always
+///   ends on a full, exact count.
 #[derive(Debug, Clone)]
 pub struct Sampler {
     db_path: String,
     base: Option<Baseline>,
     trust_changed_at: bool,
+    /// The last sample was quiet: the next one is full (and checks the incremental state).
+    full_next: bool,
     last_kind: Option<SampleKind>,
 }
 
@@ -282,6 +285,7 @@ impl Sampler {
             db_path: db_path.into(),
             base: None,
             trust_changed_at: true,
+            full_next: false,
             last_kind: None,
         }
     }
@@ -300,46 +304,46 @@ impl Sampler {
         self.trust_changed_at
     }
 
-    /// Take one sample: a value or an error, never a silent zero.
+    /// Take one sample: a value or an error, never a silent zero. One `sqlite3` run, except
+    /// right after rows were hard-deleted (the incremental answer is then recounted in full).
     pub fn sample(&mut self, remote: &dyn Remote) -> Result<DbSample, DbError> {
         let Some(base) = self.base.as_ref().filter(|_| self.trust_changed_at) else {
             return self.full(remote);
         };
+        if self.full_next {
+            // The last sample was quiet: count from scratch, and check the incremental state
+            // against it if the DB still has the same signals.
+            let incremental = base.clone();
+            let full = self.full(remote)?;
+            let contradicted = self.base.as_ref().is_some_and(|b| {
+                b.signals == incremental.signals
+                    && (nonzero(&b.leaf_rows) != nonzero(&incremental.leaf_rows)
+                        || nonzero(&b.sonic_rows) != nonzero(&incremental.sonic_rows))
+            });
+            if contradicted {
+                tracing::warn!(
+                    db = %self.db_path,
+                    "the database changed without new changed_at stamps; sampling in full from now on"
+                );
+                self.trust_changed_at = false;
+            }
+            return Ok(full);
+        }
         let sql = incremental_sql(base.signals.max_id, base.signals.max_changed);
         let a: Answer = query_one(remote, &self.db_path, &sql, SAMPLE_TIMEOUT)?;
         let quiet = a.signals() == base.signals;
-        let next = apply_incremental(base, &a);
-        match next {
+        let Some(next) = apply_incremental(base, &a) else {
             // Rows were hard-deleted (trash emptied): recount everything.
-            None => self.full(remote),
-            // Nothing stamped a change. Either nothing changed, or this server changes rows
-            // without stamping them: only a full count can tell, and it also checks the
-            // incremental counts. Phases end on quiet samples, so they end on exact counts.
-            Some(next) if quiet => {
-                let full = self.full(remote)?;
-                // Compare only what the incremental path derives (trash and thumbnails are
-                // counted from scratch each time, and may move between the two queries).
-                let contradicted = self.base.as_ref().is_some_and(|b| {
-                    b.signals == a.signals()
-                        && (nonzero(&b.leaf_rows) != nonzero(&next.leaf_rows)
-                            || nonzero(&b.sonic_rows) != nonzero(&next.sonic_rows))
-                });
-                if contradicted && self.trust_changed_at {
-                    tracing::warn!(
-                        db = %self.db_path,
-                        "the database changed without new changed_at stamps; sampling in full from now on"
-                    );
-                    self.trust_changed_at = false;
-                }
-                Ok(full)
-            }
-            Some(next) => {
-                let sample = next.sample.clone();
-                self.base = Some(next);
-                self.last_kind = Some(SampleKind::Incremental);
-                Ok(sample)
-            }
-        }
+            return self.full(remote);
+        };
+        // Nothing stamped a change: either nothing changed, or this server changes rows without
+        // stamping them. Only a full count can tell, so the next sample is one. A phase ends on
+        // several stable samples in a row, so it always ends on a full, checked count.
+        self.full_next = quiet;
+        let sample = next.sample.clone();
+        self.base = Some(next);
+        self.last_kind = Some(SampleKind::Incremental);
+        Ok(sample)
     }
 
     fn full(&mut self, remote: &dyn Remote) -> Result<DbSample, DbError> {
@@ -350,6 +354,7 @@ impl Sampler {
         }
         let sample = base.sample.clone();
         self.base = Some(base);
+        self.full_next = false;
         self.last_kind = Some(SampleKind::Full);
         Ok(sample)
     }
@@ -813,10 +818,12 @@ mod tests {
         // The incremental sample equals a from-scratch one.
         assert_eq!(second, sample(&local, &db).unwrap());
 
-        // Nothing changed since: the quiet sample is a full one and confirms the counts.
+        // Nothing changed since: a quiet incremental sample, then a full one that confirms it.
         let third = sampler.sample(&local).unwrap();
+        assert_eq!(sampler.last_kind(), Some(SampleKind::Incremental));
+        let fourth = sampler.sample(&local).unwrap();
         assert_eq!(sampler.last_kind(), Some(SampleKind::Full));
-        assert_eq!(third, second);
+        assert_eq!((&third, &fourth), (&second, &second));
         assert!(sampler.trusts_changed_at());
     }
 
@@ -830,7 +837,13 @@ mod tests {
         // A writer that does not stamp changed_at (an emulator, or a future Plex).
         analyse(&c, tracks[0], false);
         analyse(&c, tracks[1], false);
+        // The DB looks quiet, so this incremental sample cannot see the change...
         let s = sampler.sample(&local).unwrap();
+        assert_eq!(sampler.last_kind(), Some(SampleKind::Incremental));
+        assert_eq!(s.section(5).unwrap().sonic_analyzed, 0);
+        // ...but the next one is full, sees it, and stops trusting changed_at.
+        let s = sampler.sample(&local).unwrap();
+        assert_eq!(sampler.last_kind(), Some(SampleKind::Full));
         assert_eq!(s.section(5).unwrap().sonic_analyzed, 2);
         assert!(!sampler.trusts_changed_at());
         analyse(&c, tracks[2], false);
