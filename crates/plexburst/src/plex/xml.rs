@@ -112,6 +112,12 @@ mod tests {
     }
 
     #[test]
+    fn byte_order_mark_and_crlf_are_fine() {
+        let xml = "\u{feff}<?xml version=\"1.0\" encoding=\"utf-8\"?>\r\n<Preferences\r\n PlexOnlineToken=\"abc\"/>\r\n";
+        assert_eq!(online_token(xml).unwrap().as_deref(), Some("abc"));
+    }
+
+    #[test]
     fn malformed_is_an_error() {
         for bad in [
             "",
