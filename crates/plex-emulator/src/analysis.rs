@@ -394,32 +394,40 @@ pub fn run(
     Ok(outcome)
 }
 
-/// Re-exec ourselves as the analysis child; argv[0] carries `Plex Media Scanner` so process
-/// monitors match it as they match the real binary (plex.md §5).
+/// Re-exec ourselves as a child whose argv[0] is `Plex Media Scanner`, so process monitors match
+/// it as they match the real binary (plex.md §5). Pipes on stdin and stdout.
 #[allow(clippy::disallowed_methods)] // The emulator's one spawn point; not product code.
-fn spawn_scanner(st: &State, task: Task, stall_after: Option<u64>) -> anyhow::Result<Child> {
+pub fn spawn_media_scanner(args: &[String]) -> anyhow::Result<Child> {
     let exe = std::env::current_exe()?;
-    let mut cmd = std::process::Command::new(exe);
-    cmd.arg0("Plex Media Scanner")
+    let child = std::process::Command::new(exe)
+        .arg0("Plex Media Scanner")
         .arg("media-scanner")
-        .arg("--task")
-        .arg(task.name())
-        .arg("--cost-ms")
-        .arg(st.opts.analysis_cost.as_millis().to_string())
+        .args(args)
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
-        .stderr(Stdio::null());
+        .stderr(Stdio::null())
+        .spawn()?;
+    Ok(child)
+}
+
+fn spawn_scanner(st: &State, task: Task, stall_after: Option<u64>) -> anyhow::Result<Child> {
+    let mut args: Vec<String> = vec![
+        "--task".into(),
+        task.name().into(),
+        "--cost-ms".into(),
+        st.opts.analysis_cost.as_millis().to_string(),
+    ];
     if let Some(r) = task.rate(st) {
-        cmd.arg("--rate").arg(r.to_string());
+        args.extend(["--rate".into(), r.to_string()]);
     }
     if let Some(n) = stall_after {
-        cmd.arg("--stall-after").arg(n.to_string());
+        args.extend(["--stall-after".into(), n.to_string()]);
     }
     if task == Task::Sonic {
         // The flag cloud-bursting matches with `pgrep -f 'server-action sonic'` (§3.4, [S]).
-        cmd.arg("--server-action").arg("sonic");
+        args.extend(["--server-action".into(), "sonic".into()]);
     }
-    Ok(cmd.spawn()?)
+    spawn_media_scanner(&args)
 }
 
 fn num(d: &str, i: usize, scale: f64, offset: f64) -> String {
@@ -569,8 +577,17 @@ fn write_media_file(st: &State, hash: &str, rel: &str, bytes: &[u8]) {
 /// Arguments of the hidden `media-scanner` subcommand (the analysis child).
 #[derive(Debug, Clone, clap::Args)]
 pub struct ScannerArgs {
+    /// Analysis task name (see `Task::name`).
     #[arg(long)]
-    pub task: String,
+    pub task: Option<String>,
+    /// Scan mode: read NUL-separated paths, answer one probe line per path (see `scan::probe_main`).
+    #[arg(long)]
+    pub scan: bool,
+    #[arg(long)]
+    pub section: Option<i64>,
+    /// Scan mode: paths whose files must read as unreadable (the `--unreadable` knob).
+    #[arg(long)]
+    pub unreadable: Vec<PathBuf>,
     /// CPU burnt per item on top of hashing the file.
     #[arg(long, default_value_t = 5)]
     pub cost_ms: u64,
@@ -587,6 +604,9 @@ pub struct ScannerArgs {
 /// The child's main loop: read `part\tfile` lines, hash the whole file plus `cost_ms` of extra
 /// hashing, print `ok\tpart\tdigest`. Exits when its parent dies (its parent id changes).
 pub fn scanner_main(a: &ScannerArgs) -> anyhow::Result<()> {
+    if a.scan {
+        return crate::scan::probe_main(&a.unreadable);
+    }
     let parent = std::os::unix::process::parent_id();
     let orphaned = move || std::os::unix::process::parent_id() != parent;
     let stdin = std::io::stdin();

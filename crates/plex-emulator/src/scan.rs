@@ -236,8 +236,17 @@ pub fn scan_section(
         tx.commit()?;
     }
     let batch = if rate.is_some() { 50 } else { BATCH };
-    for chunk in files.chunks(batch) {
-        let probes = probe_parallel(chunk, &st.opts.unreadable);
+    // Reading files happens in a `Plex Media Scanner` child, as real scans do (plex.md §5).
+    let mut prober = ProbeChild::start(st, sec.id)?;
+    let chunks: Vec<&[(i64, PathBuf, PathBuf)]> = files.chunks(batch).collect();
+    if let Some(first) = chunks.first() {
+        prober.send(first)?;
+    }
+    for (k, chunk) in chunks.iter().enumerate() {
+        let probes = prober.recv(chunk.len())?;
+        if let Some(next) = chunks.get(k + 1) {
+            prober.send(next)?;
+        }
         let tx = c.transaction()?;
         let mut stop = None;
         for ((loc, root, file), pr) in chunk.iter().zip(probes) {
@@ -274,6 +283,7 @@ pub fn scan_section(
             }
         }
     }
+    drop(prober);
     // Phase 3: everything known under the scanned scope that we did not read is gone.
     let deleted = soft_delete_unseen(c, &ctx, only, &unavailable)?;
     let tx = c.transaction()?;
@@ -344,18 +354,15 @@ fn walk(dir: &Path, kind: Kind, on_dir: &mut dyn FnMut(&Path), on_file: &mut dyn
     }
 }
 
-fn probe_parallel(
-    chunk: &[(i64, PathBuf, PathBuf)],
-    unreadable: &[PathBuf],
-) -> Vec<std::io::Result<Probe>> {
-    let per = chunk.len().div_ceil(READ_THREADS).max(1);
+fn probe_parallel(paths: &[PathBuf], unreadable: &[PathBuf]) -> Vec<std::io::Result<Probe>> {
+    let per = paths.len().div_ceil(READ_THREADS).max(1);
     std::thread::scope(|s| {
-        let handles: Vec<_> = chunk
+        let handles: Vec<_> = paths
             .chunks(per)
             .map(|part| {
                 s.spawn(move || {
                     part.iter()
-                        .map(|(_, _, f)| probe(f, unreadable))
+                        .map(|f| probe(f, unreadable))
                         .collect::<Vec<_>>()
                 })
             })
@@ -365,6 +372,128 @@ fn probe_parallel(
             .flat_map(|h| h.join().unwrap_or_default())
             .collect()
     })
+}
+
+/// The scan child (`Plex Media Scanner media-scanner --scan`): read NUL-separated paths on stdin,
+/// probe them in parallel batches, answer one line per path in order:
+/// `ok\tSIZE\tMTIME\tHEADER_HEX` or `err\tMESSAGE`. Exits on EOF or when the server is gone.
+pub fn probe_main(unreadable: &[PathBuf]) -> anyhow::Result<()> {
+    use std::io::{BufRead, Write};
+    use std::os::unix::ffi::OsStringExt;
+    let parent = std::os::unix::process::parent_id();
+    let mut input = std::io::stdin().lock();
+    let mut out = std::io::BufWriter::new(std::io::stdout().lock());
+    loop {
+        // A batch ends with an empty record; EOF ends the scan.
+        let mut batch = Vec::new();
+        let mut eof = false;
+        loop {
+            let mut rec = Vec::new();
+            if input.read_until(0, &mut rec)? == 0 {
+                eof = true;
+                break;
+            }
+            if rec.last() == Some(&0) {
+                rec.pop();
+            }
+            if rec.is_empty() {
+                break;
+            }
+            batch.push(PathBuf::from(std::ffi::OsString::from_vec(rec)));
+        }
+        for r in probe_parallel(&batch, unreadable) {
+            let line = match r {
+                Ok(p) => format!("ok\t{}\t{}\t{}\n", p.size, p.mtime, hex::encode(p.header)),
+                Err(e) => format!("err\t{}\n", e.to_string().replace(['\t', '\n'], " ")),
+            };
+            if out.write_all(line.as_bytes()).is_err() {
+                return Ok(());
+            }
+        }
+        if out.flush().is_err() || eof || std::os::unix::process::parent_id() != parent {
+            return Ok(());
+        }
+    }
+}
+
+fn parse_probe(line: &str) -> std::io::Result<Probe> {
+    let f: Vec<&str> = line.trim_end().split('\t').collect();
+    match f.as_slice() {
+        ["ok", size, mtime, head] => {
+            let mut header = [0u8; 16];
+            let bytes = hex::decode(head).unwrap_or_default();
+            header[..bytes.len().min(16)].copy_from_slice(&bytes[..bytes.len().min(16)]);
+            Ok(Probe {
+                size: size.parse().unwrap_or(0),
+                mtime: mtime.parse().unwrap_or(0),
+                header,
+            })
+        }
+        _ => Err(std::io::Error::other(
+            f.get(1).copied().unwrap_or("unreadable").to_string(),
+        )),
+    }
+}
+
+/// The running scan child, fed one batch ahead so it reads files while we write the DB; killed
+/// when the scan ends, however it ends.
+struct ProbeChild {
+    child: std::process::Child,
+    stdin: std::io::BufWriter<std::process::ChildStdin>,
+    lines: std::io::Lines<std::io::BufReader<std::process::ChildStdout>>,
+}
+
+impl ProbeChild {
+    fn start(st: &State, section: i64) -> anyhow::Result<ProbeChild> {
+        use std::io::BufRead;
+        let mut args = vec![
+            "--scan".to_string(),
+            "--section".into(),
+            section.to_string(),
+        ];
+        for u in &st.opts.unreadable {
+            args.extend(["--unreadable".into(), u.to_string_lossy().into_owned()]);
+        }
+        let mut child = crate::analysis::spawn_media_scanner(&args)?;
+        let stdin = std::io::BufWriter::new(child.stdin.take().expect("piped stdin"));
+        let lines = std::io::BufReader::new(child.stdout.take().expect("piped stdout")).lines();
+        Ok(ProbeChild {
+            child,
+            stdin,
+            lines,
+        })
+    }
+
+    fn send(&mut self, batch: &[(i64, PathBuf, PathBuf)]) -> anyhow::Result<()> {
+        use std::io::Write;
+        use std::os::unix::ffi::OsStrExt;
+        for (_, _, f) in batch {
+            self.stdin.write_all(f.as_os_str().as_bytes())?;
+            self.stdin.write_all(&[0])?;
+        }
+        self.stdin.write_all(&[0])?;
+        self.stdin.flush()?;
+        Ok(())
+    }
+
+    fn recv(&mut self, n: usize) -> anyhow::Result<Vec<std::io::Result<Probe>>> {
+        let mut out = Vec::with_capacity(n);
+        for _ in 0..n {
+            let line = self
+                .lines
+                .next()
+                .ok_or_else(|| anyhow::anyhow!("the scanner child exited early"))??;
+            out.push(parse_probe(&line));
+        }
+        Ok(out)
+    }
+}
+
+impl Drop for ProbeChild {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
 }
 
 fn load_known(c: &Connection, ctx: &mut Ctx<'_>) -> anyhow::Result<()> {

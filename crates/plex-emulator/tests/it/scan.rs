@@ -123,7 +123,12 @@ fn scan_reports_progress_and_refreshing_and_db_stays_readable() {
     let mut seen_progress = Vec::new();
     let mut refreshing_seen = false;
     let mut counts = Vec::new();
+    let mut scanner_seen = false;
+    let server = e.pid();
     wait_until(30, "scan finishes", || {
+        scanner_seen |= scanner_processes()
+            .iter()
+            .any(|(_, ppid, _)| *ppid == server);
         let acts = e.get("/activities");
         if let Some(a) = acts["MediaContainer"]["Activity"]
             .as_array()
@@ -141,6 +146,7 @@ fn scan_reports_progress_and_refreshing_and_db_stays_readable() {
         e.idle() && tracks(&e) == 150
     });
     assert!(refreshing_seen);
+    assert!(scanner_seen, "files are read by a Plex Media Scanner child");
     assert!(
         seen_progress.windows(2).all(|w| w[0] <= w[1]),
         "{seen_progress:?}"
