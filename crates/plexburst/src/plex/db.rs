@@ -74,10 +74,8 @@ const EXIT_NO_DB: i32 = 66;
 /// POSIX shells exit 127 when a command is not found.
 const EXIT_NOT_FOUND: i32 = 127;
 
-/// `CASE` mapping a section type (column `t`) to its leaf metadata type; -1 never matches.
-fn leaf_case(t: &str) -> String {
-    format!("CASE {t} WHEN 1 THEN 1 WHEN 2 THEN 4 WHEN 8 THEN 10 WHEN 13 THEN 13 ELSE -1 END")
-}
+/// The leaf metadata types: movie, episode, track, photo.
+const LEAF_TYPES: &str = "(1, 4, 10, 13)";
 
 /// The leaf metadata type of a section type.
 fn leaf_type(section_type: i64) -> i64 {
@@ -123,17 +121,19 @@ fn common_parts() -> String {
 }
 
 /// A full, exact sample: every count from scratch, plus the analysed track ids as ranges so later
-/// samples can be incremental. Reads every track row once (the Sonic marker lives in
+/// samples can be incremental. The leaf counts walk the covering section/type index once (the
+/// unary `+` keeps SQLite from using the type index and looking up every row instead: 480 ms
+/// instead of 120 ms on 1,000,000 tracks). Reads every track row once (the Sonic marker lives in
 /// `extra_data`, which no index covers).
 fn full_sql() -> String {
-    let leaf = leaf_case("s.section_type");
     format!(
         "SELECT json_object(
  {common},
- 'sections', (SELECT json_group_array(json_array(s.id, s.name, s.section_type,
-    (SELECT count(*) FROM metadata_items m
-       WHERE m.library_section_id = s.id AND m.metadata_type = {leaf})))
+ 'sections', (SELECT json_group_array(json_array(s.id, s.name, s.section_type))
     FROM library_sections s),
+ 'leaves', (SELECT json_group_array(json_array(sid, mt, n)) FROM (
+    SELECT library_section_id AS sid, metadata_type AS mt, count(*) AS n FROM metadata_items
+    WHERE +metadata_type IN {LEAF_TYPES} GROUP BY library_section_id, metadata_type)),
  'sonic_ranges', (SELECT json_group_array(json_array(sid, lo, hi)) FROM (
     SELECT sid, min(id) AS lo, max(id) AS hi FROM (
       SELECT id, library_section_id AS sid,
@@ -152,7 +152,7 @@ fn incremental_sql(max_id: i64, max_changed: i64) -> String {
     format!(
         "SELECT json_object(
  {common},
- 'sections', (SELECT json_group_array(json_array(s.id, s.name, s.section_type, NULL))
+ 'sections', (SELECT json_group_array(json_array(s.id, s.name, s.section_type))
     FROM library_sections s),
  'new_rows', (SELECT json_group_array(json_array(sid, mt, n)) FROM (
     SELECT library_section_id AS sid, metadata_type AS mt, count(*) AS n
@@ -164,8 +164,8 @@ fn incremental_sql(max_id: i64, max_changed: i64) -> String {
     )
 }
 
-/// (id, name, section type, leaf rows — full samples only)
-type SectionRow = (i64, Option<String>, Option<i64>, Option<i64>);
+/// (id, name, section type)
+type SectionRow = (i64, Option<String>, Option<i64>);
 /// (section, metadata type, rows, of which Sonic-analysed)
 type TrashRow = (Option<i64>, Option<i64>, i64, Option<i64>);
 
@@ -178,6 +178,9 @@ struct Answer {
     sections: Vec<SectionRow>,
     trash: Vec<TrashRow>,
     thumbs: Vec<(Option<i64>, i64)>,
+    /// Full samples only: (section, leaf metadata type, rows).
+    #[serde(default)]
+    leaves: Vec<(Option<i64>, Option<i64>, i64)>,
     #[serde(default)]
     sonic_ranges: Vec<(Option<i64>, i64, i64)>,
     #[serde(default)]
@@ -243,8 +246,9 @@ impl Bits {
 #[derive(Debug, Clone)]
 struct Baseline {
     signals: Signals,
-    /// Leaf rows per section with id <= signals.max_id, deleted or not.
-    leaf_rows: HashMap<i64, i64>,
+    /// Rows per (section, leaf metadata type) with id <= signals.max_id, deleted or not. Kept
+    /// per type, not per section, so rows counted before their section row appears still count.
+    leaf_rows: HashMap<(i64, i64), i64>,
     /// Sonic-analysed tracks per section, deleted or not, and which ids they are.
     sonic_rows: HashMap<i64, i64>,
     analysed: Bits,
@@ -360,8 +364,8 @@ impl Sampler {
     }
 }
 
-fn nonzero(m: &HashMap<i64, i64>) -> Vec<(i64, i64)> {
-    let mut v: Vec<(i64, i64)> = m
+fn nonzero<K: Ord + Copy>(m: &HashMap<K, i64>) -> Vec<(K, i64)> {
+    let mut v: Vec<(K, i64)> = m
         .iter()
         .filter(|(_, n)| **n != 0)
         .map(|(k, n)| (*k, *n))
@@ -372,8 +376,10 @@ fn nonzero(m: &HashMap<i64, i64>) -> Vec<(i64, i64)> {
 
 fn baseline_from_full(a: &Answer) -> Baseline {
     let mut leaf_rows = HashMap::new();
-    for (id, _, _, leaf) in &a.sections {
-        leaf_rows.insert(*id, leaf.unwrap_or(0));
+    for (sid, mt, n) in &a.leaves {
+        *leaf_rows
+            .entry((sid.unwrap_or(0), mt.unwrap_or(0)))
+            .or_default() += n;
     }
     let mut sonic_rows: HashMap<i64, i64> = HashMap::new();
     let mut analysed = Bits::default();
@@ -407,18 +413,11 @@ fn apply_incremental(base: &Baseline, a: &Answer) -> Option<Baseline> {
     if a.total_rows - new_total != base.signals.total_rows {
         return None;
     }
-    let types: HashMap<i64, i64> = a
-        .sections
-        .iter()
-        .map(|(id, _, t, _)| (*id, t.unwrap_or(0)))
-        .collect();
     let mut next = base.clone();
     for (sid, mt, n) in &a.new_rows {
-        let (Some(sid), Some(mt)) = (sid, mt) else {
-            continue;
-        };
-        if types.get(sid).is_some_and(|t| leaf_type(*t) == *mt) {
-            *next.leaf_rows.entry(*sid).or_default() += n;
+        let mt = mt.unwrap_or(0);
+        if [1, 4, 10, 13].contains(&mt) {
+            *next.leaf_rows.entry((sid.unwrap_or(0), mt)).or_default() += n;
         }
     }
     for (id, sid, now) in &a.changed {
@@ -438,11 +437,11 @@ fn apply_incremental(base: &Baseline, a: &Answer) -> Option<Baseline> {
 
 fn build_sample(
     a: &Answer,
-    leaf_rows: &HashMap<i64, i64>,
+    leaf_rows: &HashMap<(i64, i64), i64>,
     sonic_rows: &HashMap<i64, i64>,
 ) -> DbSample {
     let mut sections = Vec::new();
-    for (id, name, t, _) in &a.sections {
+    for (id, name, t) in &a.sections {
         let section_type = t.unwrap_or(0);
         let leaf = leaf_type(section_type);
         let mut deleted = 0;
@@ -455,7 +454,7 @@ fn build_sample(
                 deleted_sonic += sonic.unwrap_or(0);
             }
         }
-        let items = leaf_rows.get(id).copied().unwrap_or(0) - deleted;
+        let items = leaf_rows.get(&(*id, leaf)).copied().unwrap_or(0) - deleted;
         let thumbnailed = a
             .thumbs
             .iter()
@@ -859,6 +858,32 @@ mod tests {
         assert_eq!(sampler.last_kind(), Some(SampleKind::Full));
         let music = s.section(5).unwrap();
         assert_eq!((music.tracks, music.sonic_analyzed), (10, 3));
+    }
+
+    #[test]
+    fn a_section_created_after_the_first_sample_is_counted() {
+        let (_dir, db, c) = writable_copy();
+        let local = Local::new();
+        let mut sampler = Sampler::new(&db);
+        sampler.sample(&local).unwrap();
+        c.execute_batch(&format!(
+            "INSERT INTO library_sections(id, name, section_type, language, agent, scanner)
+               VALUES (9, 'More Music', 8, 'en-US', 'tv.plex.agents.music', 'Plex Music');
+             INSERT INTO metadata_items(library_section_id, metadata_type, title, changed_at)
+               VALUES (9, 10, 'a', {STAMP});
+             INSERT INTO metadata_items(library_section_id, metadata_type, title, changed_at,
+                 extra_data)
+               VALUES (9, 10, 'b', {STAMP}, '{{\"ms:musicAnalysisVersion\":\"1\"}}');"
+        ))
+        .unwrap();
+        let s = sampler.sample(&local).unwrap();
+        assert_eq!(sampler.last_kind(), Some(SampleKind::Incremental));
+        let more = s.section(9).unwrap();
+        assert_eq!(
+            (more.name.as_str(), more.tracks, more.sonic_analyzed),
+            ("More Music", 2, 1)
+        );
+        assert_eq!(s, sample(&local, &db).unwrap());
     }
 
     #[test]
