@@ -541,11 +541,28 @@ fn run_sqlite(
             target: remote.describe(),
             path: db_path.to_string(),
         }),
-        status => Err(DbError::Query(format!(
-            "sqlite3 on {} exited with status {status}: {}",
-            remote.describe(),
-            String::from_utf8_lossy(&out.stderr).trim()
-        ))),
+        status => {
+            let stderr = String::from_utf8_lossy(&out.stderr);
+            // JSON functions (3.38, or JSON1 built in), window functions (3.25) and `-json` (3.33)
+            // are what an old sqlite3 lacks; say so instead of leaving a bare SQL error.
+            let hint = if [
+                "no such function: json",
+                "unknown option: -json",
+                "near \"OVER\"",
+            ]
+            .iter()
+            .any(|m| stderr.contains(m))
+            {
+                "; this sqlite3 is too old: plexburst needs 3.38 or newer (or JSON1 built in)"
+            } else {
+                ""
+            };
+            Err(DbError::Query(format!(
+                "sqlite3 on {} exited with status {status}: {}{hint}",
+                remote.describe(),
+                stderr.trim()
+            )))
+        }
     }
 }
 
@@ -999,6 +1016,59 @@ mod tests {
         let (_dir, db) = fixture_copy();
         match sample(&NoSqlite, &db) {
             Err(DbError::MissingSqlite { target }) => assert_eq!(target, "bare-host"),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    /// A target whose `sqlite3` is too old for `-json` (an sqlite3 3.31 answers like this).
+    struct OldSqlite(tempfile::TempDir);
+    impl OldSqlite {
+        fn new() -> OldSqlite {
+            let dir = tempfile::tempdir().unwrap();
+            let fake = dir.path().join("sqlite3");
+            std::fs::write(
+                &fake,
+                "#!/bin/sh\necho 'sqlite3: Error: unknown option: -json' >&2\nexit 1\n",
+            )
+            .unwrap();
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::set_permissions(&fake, std::fs::Permissions::from_mode(0o755)).unwrap();
+            OldSqlite(dir)
+        }
+    }
+    impl Remote for OldSqlite {
+        fn describe(&self) -> String {
+            "old-host".into()
+        }
+        fn exec(&self, cmd: &Cmd) -> Result<crate::remote::Output, crate::remote::RemoteError> {
+            let script = format!("PATH={}:$PATH\n{}", self.0.path().display(), cmd.script);
+            Local::new().exec(&Cmd {
+                script,
+                ..cmd.clone()
+            })
+        }
+        fn put_file(&self, _: &str, _: &[u8], _: u32) -> Result<(), crate::remote::RemoteError> {
+            unreachable!()
+        }
+        fn get_file(&self, _: &str) -> Result<Vec<u8>, crate::remote::RemoteError> {
+            unreachable!()
+        }
+        fn forward(
+            &self,
+            _: u16,
+        ) -> Result<Box<dyn crate::remote::Forward>, crate::remote::RemoteError> {
+            unreachable!()
+        }
+    }
+
+    #[test]
+    fn an_old_sqlite3_is_named_as_the_problem() {
+        let (_dir, db) = fixture_copy();
+        match section_files(&OldSqlite::new(), &db, 5) {
+            Err(DbError::Query(msg)) => {
+                assert!(msg.contains("old-host"), "{msg}");
+                assert!(msg.contains("too old"), "{msg}");
+            }
             other => panic!("{other:?}"),
         }
     }
