@@ -127,9 +127,19 @@ impl State {
         self.shutdown.load(Ordering::SeqCst)
     }
 
+    /// Queue a job, unless the same job is already waiting (repeated refresh or butler calls
+    /// coalesce, as Plex does not scan a section twice for two quick requests).
     pub fn enqueue(&self, job: Job) {
+        let mut j = self.jobs();
+        let same = |q: &Job| format!("{q:?}") == format!("{job:?}");
+        if j.queue.iter().any(same) {
+            drop(j);
+            self.log(&format!("Already queued: {job:?}"));
+            return;
+        }
+        j.queue.push_back(job.clone());
+        drop(j);
         self.log(&format!("Queued {job:?}"));
-        self.jobs().queue.push_back(job);
         self.wake.notify_all();
     }
 

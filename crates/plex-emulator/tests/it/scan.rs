@@ -391,3 +391,22 @@ fn a_root_that_cannot_be_listed_keeps_its_items_but_an_empty_root_trashes_them()
     assert_eq!((tracks(&e), deleted_tracks(&e)), (0, 6));
     assert_eq!(e.count("SELECT available FROM section_locations"), 1);
 }
+
+#[test]
+fn repeated_refreshes_coalesce_into_one_queued_scan() {
+    let lib = gen_library(&["--tracks", "100"]);
+    let e = Emu::start(&["--scan-rate", "100"]);
+    let m = e.add_section("Music", "artist", &lib.path("Music"));
+    for _ in 0..4 {
+        e.ok("GET", &format!("/library/sections/{m}/refresh"));
+    }
+    let q = e.get(&format!("/library/sections/{m}/timeline"))["MediaContainer"]["updateQueueSize"]
+        .as_i64()
+        .unwrap();
+    assert!(
+        (1..=2).contains(&q),
+        "one running and at most one waiting, got {q}"
+    );
+    e.wait_idle(30);
+    assert_eq!(tracks(&e), 100);
+}
