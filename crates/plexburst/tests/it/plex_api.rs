@@ -89,19 +89,28 @@ impl Emulator {
     }
 }
 
-#[allow(clippy::disallowed_methods)]
 fn gen_library(out: &Path) -> serde_json::Value {
-    let o = Command::new(emulator_bin())
-        .args([
-            "gen-library",
+    gen_media(
+        out,
+        &[
             "--artists",
             "2",
             "--albums",
             "3",
             "--tracks",
             "12",
-        ])
-        .args(["--photos", "5", "--seed", "7", "--out"])
+            "--photos",
+            "5",
+        ],
+    )
+}
+
+#[allow(clippy::disallowed_methods)]
+fn gen_media(out: &Path, args: &[&str]) -> serde_json::Value {
+    let o = Command::new(emulator_bin())
+        .arg("gen-library")
+        .args(args)
+        .args(["--seed", "7", "--out"])
         .arg(out)
         .output()
         .unwrap();
@@ -295,4 +304,54 @@ fn starting_up_then_ready() {
     assert!(first.unwrap_err().is_retryable());
     wait_for("ready", Duration::from_secs(20), || client.ready().ok());
     assert!(client.sections().unwrap().is_empty());
+}
+
+/// The sampler's incremental path against the emulator's own writer: while a scan inserts rows,
+/// every sample is a plausible count (never above the library, never going back), and the last
+/// one is exact.
+#[test]
+fn sampler_follows_a_live_scan() {
+    let tmp = tempfile::tempdir().unwrap();
+    let media = tmp.path().join("media");
+    let lib = gen_media(
+        &media,
+        &["--artists", "10", "--albums", "40", "--tracks", "1500"],
+    );
+    let tracks = lib["tracks"].as_i64().unwrap();
+    let emu = Emulator::start(&tmp.path().join("config"), &["--scan-rate", "500"]);
+    let client = Client::new(&emu.base, None, Duration::from_secs(10));
+    let dir = media.join("Music").to_str().unwrap().to_string();
+    client
+        .create_section(&NewSection {
+            name: "Music".into(),
+            kind: "artist".into(),
+            agent: "tv.plex.agents.music".into(),
+            scanner: "Plex Music".into(),
+            language: "en-US".into(),
+            locations: vec![dir],
+        })
+        .unwrap();
+    let mut sampler = Sampler::new(emu.db_path());
+    client.refresh_all(true).unwrap();
+    let mut seen: Vec<i64> = Vec::new();
+    wait_for("the scan", Duration::from_secs(60), || {
+        let n = counts(&mut sampler, 8)?.tracks;
+        assert!(n <= tracks, "{n} > {tracks}");
+        assert!(
+            seen.last().is_none_or(|l| *l <= n),
+            "went back: {seen:?} then {n}"
+        );
+        seen.push(n);
+        let idle = client.sections().ok()?.iter().all(|s| !s.refreshing);
+        (idle && n == tracks).then_some(())
+    });
+    // The scan was watched while it ran, not only at the end.
+    assert!(
+        seen.iter().any(|n| *n > 0 && *n < tracks),
+        "no sample saw the scan in progress: {seen:?}"
+    );
+    assert_eq!(
+        db::sample(&Local::new(), &emu.db_path()).unwrap().sections[0].tracks,
+        tracks
+    );
 }
