@@ -30,7 +30,7 @@ packages=(
     docker.io iptables
     busybox-static
     sqlite3 zstd tar gzip xz-utils
-    procps psmisc iproute2 util-linux
+    procps psmisc iproute2 util-linux mount coreutils findutils
     tzdata
     python3 python3-pip
 )

@@ -18,10 +18,12 @@ cargo fmt --all -- --check
 step "cargo clippy"
 cargo clippy --workspace --all-targets --locked -- -D warnings
 
-# The image is built from the same debug binary `cargo test` uses, so the image test (and any
-# test running the docker runtime) finds it up to date instead of rebuilding it mid-run.
+# Compile the tests first, exactly as the test run will (same profile and feature unification), so
+# the image is built from the very plex-emulator binary the tests use: the image test and the
+# docker runtime tests then find it up to date instead of rebuilding it mid-run.
+step "cargo test --no-run"
+cargo test --workspace --locked --no-run
 step "build the plex-emulator image"
-cargo build -p plex-emulator --bin plex-emulator --locked
 target_dir="$(cargo metadata --no-deps --format-version 1 | sed -n 's/.*"target_directory":"\([^"]*\)".*/\1/p')"
 bash crates/plex-emulator/docker/build-image.sh "$target_dir/debug/plex-emulator" >/dev/null
 
