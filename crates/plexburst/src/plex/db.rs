@@ -103,8 +103,7 @@ const SONIC: &str = "(extra_data LIKE '%musicAnalysisVersion%' \
 /// thumbnails are found from the photo sections through index_media_items_on_library_section_id.
 fn common_parts() -> String {
     format!(
-        "'total_rows', (SELECT count(*) FROM metadata_items),
- 'max_id', (SELECT coalesce(max(id), 0) FROM metadata_items),
+        "'max_id', (SELECT coalesce(max(id), 0) FROM metadata_items),
  'max_changed', (SELECT coalesce(max(changed_at), 0) FROM metadata_items),
  'trash', (SELECT json_group_array(json_array(sid, mt, n, sonic)) FROM (
     SELECT library_section_id AS sid, metadata_type AS mt, count(*) AS n,
@@ -172,7 +171,6 @@ type TrashRow = (Option<i64>, Option<i64>, i64, Option<i64>);
 /// What both queries return (`sections` rows carry the leaf count only in a full sample).
 #[derive(serde::Deserialize)]
 struct Answer {
-    total_rows: i64,
     max_id: i64,
     max_changed: i64,
     sections: Vec<SectionRow>,
@@ -193,7 +191,6 @@ struct Answer {
 /// as Plex stamps its changes, which `Sampler` verifies).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 struct Signals {
-    total_rows: i64,
     max_id: i64,
     max_changed: i64,
 }
@@ -201,12 +198,15 @@ struct Signals {
 impl Answer {
     fn signals(&self) -> Signals {
         Signals {
-            total_rows: self.total_rows,
             max_id: self.max_id,
             max_changed: self.max_changed,
         }
     }
 }
+
+/// A full sample at least this often, to bound how long a hard delete that did not go through
+/// the trash can go unnoticed during a long busy stretch (100 polls: about 17 min at 10 s).
+const FULL_EVERY: u32 = 100;
 
 /// Ids above this are not tracked in the bitset (memory); such a DB is always sampled in full.
 const MAX_TRACKED_ID: i64 = 1 << 33;
@@ -252,6 +252,9 @@ struct Baseline {
     /// Sonic-analysed tracks per section, deleted or not, and which ids they are.
     sonic_rows: HashMap<i64, i64>,
     analysed: Bits,
+    /// Rows in the trash per (section, metadata type), and the sections, as last seen.
+    trash: HashMap<(i64, i64), i64>,
+    sections: Vec<i64>,
     sample: DbSample,
 }
 
@@ -267,8 +270,9 @@ pub enum SampleKind {
 /// so a sample costs about the same on a 1,000,000-track library as on a small one.
 ///
 /// Exactness is kept by construction and checked at run time:
-/// - if rows were hard-deleted (row count below what the ids predict), the next sample is full;
-/// - after a sample where the DB looked quiet (no new id, no newer `changed_at`, same row count),
+/// - if rows may have been deleted for good (a trash count dropped, a section vanished), the
+///   sample is recounted in full; a full sample also comes every 100 samples regardless;
+/// - after a sample where the DB looked quiet (no new id, no newer `changed_at`),
 ///   the next sample is full, and is compared with the incremental counts. A difference means
 ///   this Plex (or emulator) changes rows without stamping `changed_at`; from then on every
 ///   sample is full. A phase ends on counts that stayed still for several samples, so it always
@@ -280,6 +284,8 @@ pub struct Sampler {
     trust_changed_at: bool,
     /// The last sample was quiet: the next one is full (and checks the incremental state).
     full_next: bool,
+    /// Incremental samples since the last full one.
+    since_full: u32,
     last_kind: Option<SampleKind>,
 }
 
@@ -290,6 +296,7 @@ impl Sampler {
             base: None,
             trust_changed_at: true,
             full_next: false,
+            since_full: 0,
             last_kind: None,
         }
     }
@@ -309,14 +316,14 @@ impl Sampler {
     }
 
     /// Take one sample: a value or an error, never a silent zero. One `sqlite3` run, except
-    /// right after rows were hard-deleted (the incremental answer is then recounted in full).
+    /// when the trash shrank or a section vanished (the sample is then recounted in full).
     pub fn sample(&mut self, remote: &dyn Remote) -> Result<DbSample, DbError> {
         let Some(base) = self.base.as_ref().filter(|_| self.trust_changed_at) else {
             return self.full(remote);
         };
-        if self.full_next {
-            // The last sample was quiet: count from scratch, and check the incremental state
-            // against it if the DB still has the same signals.
+        if self.full_next || self.since_full >= FULL_EVERY {
+            // The last sample was quiet (or it is time): count from scratch, and check the
+            // incremental state against it if the DB still has the same signals.
             let incremental = base.clone();
             let full = self.full(remote)?;
             let contradicted = self.base.as_ref().is_some_and(|b| {
@@ -344,6 +351,7 @@ impl Sampler {
         // stamping them. Only a full count can tell, so the next sample is one. A phase ends on
         // several stable samples in a row, so it always ends on a full, checked count.
         self.full_next = quiet;
+        self.since_full += 1;
         let sample = next.sample.clone();
         self.base = Some(next);
         self.last_kind = Some(SampleKind::Incremental);
@@ -359,6 +367,7 @@ impl Sampler {
         let sample = base.sample.clone();
         self.base = Some(base);
         self.full_next = false;
+        self.since_full = 0;
         self.last_kind = Some(SampleKind::Full);
         Ok(sample)
     }
@@ -401,19 +410,45 @@ fn baseline_from_full(a: &Answer) -> Baseline {
         leaf_rows,
         sonic_rows,
         analysed,
+        trash: trash_map(a),
+        sections: a.sections.iter().map(|s| s.0).collect(),
         sample,
     }
 }
 
-/// The next baseline after an incremental answer; `None` when rows vanished (hard deletes).
+fn trash_map(a: &Answer) -> HashMap<(i64, i64), i64> {
+    let mut m = HashMap::new();
+    for (sid, mt, n, _) in &a.trash {
+        *m.entry((sid.unwrap_or(0), mt.unwrap_or(0))).or_default() += n;
+    }
+    m
+}
+
+/// The next baseline after an incremental answer; `None` when rows may have been deleted for good.
+///
+/// Plex deletes rows for good when it empties the trash (rows leave the trash: a trash count
+/// drops) or removes a section (a section disappears). Counting the whole table to catch any
+/// other hard delete would cost more than the rest of the sample (a `count(*)` walks an index of
+/// every row), so any other vanished row is caught by the next full sample instead.
 fn apply_incremental(base: &Baseline, a: &Answer) -> Option<Baseline> {
-    let new_total: i64 = a.new_rows.iter().map(|(_, _, n)| n).sum();
-    // Every row with id <= the old max_id was counted before; ids are never reused, so fewer of
-    // them now means rows were deleted for good.
-    if a.total_rows - new_total != base.signals.total_rows {
+    let trash = trash_map(a);
+    if base
+        .trash
+        .iter()
+        .any(|(k, n)| trash.get(k).copied().unwrap_or(0) < *n)
+    {
+        return None;
+    }
+    if base
+        .sections
+        .iter()
+        .any(|id| !a.sections.iter().any(|s| s.0 == *id))
+    {
         return None;
     }
     let mut next = base.clone();
+    next.trash = trash;
+    next.sections = a.sections.iter().map(|s| s.0).collect();
     for (sid, mt, n) in &a.new_rows {
         let mt = mt.unwrap_or(0);
         if [1, 4, 10, 13].contains(&mt) {
@@ -904,17 +939,31 @@ mod tests {
     }
 
     #[test]
-    fn hard_deletes_force_a_full_recount() {
+    fn emptying_the_trash_forces_a_full_recount() {
         let (_dir, db, c) = writable_copy();
         let local = Local::new();
         let mut sampler = Sampler::new(&db);
         sampler.sample(&local).unwrap();
         let tracks = track_ids(&c);
         analyse(&c, tracks[0], true);
-        sampler.sample(&local).unwrap();
+        // A rescan finds two files gone: Plex moves their tracks to the trash (stamped).
+        c.execute(
+            &format!(
+                "UPDATE metadata_items SET deleted_at = 1700000000, changed_at = {STAMP}
+                 WHERE id IN (?1, ?2)"
+            ),
+            [tracks[0], tracks[5]],
+        )
+        .unwrap();
+        let s = sampler.sample(&local).unwrap();
         assert_eq!(sampler.last_kind(), Some(SampleKind::Incremental));
-        // The trash is emptied: rows vanish without a stamp; a new row moves max(id) so the
-        // sample is not "quiet".
+        let music = s.section(5).unwrap();
+        assert_eq!(
+            (music.tracks, music.sonic_analyzed, music.deleted),
+            (7, 0, 2)
+        );
+        // Then it empties the trash: the rows vanish without a stamp, while a new movie moves
+        // max(id) so the sample is not quiet. The shrinking trash gives it away.
         c.execute(
             "DELETE FROM metadata_items WHERE id IN (?1, ?2)",
             [tracks[0], tracks[5]],
@@ -931,9 +980,31 @@ mod tests {
         let s = sampler.sample(&local).unwrap();
         assert_eq!(sampler.last_kind(), Some(SampleKind::Full));
         let music = s.section(5).unwrap();
-        assert_eq!((music.tracks, music.sonic_analyzed), (7, 0));
+        assert_eq!(
+            (music.tracks, music.sonic_analyzed, music.deleted),
+            (7, 0, 0)
+        );
         assert_eq!(s.section(1).unwrap().items, 6);
         assert!(sampler.trusts_changed_at());
+    }
+
+    #[test]
+    fn a_row_deleted_outside_the_trash_is_caught_by_the_next_full_sample() {
+        let (_dir, db, c) = writable_copy();
+        let local = Local::new();
+        let mut sampler = Sampler::new(&db);
+        sampler.sample(&local).unwrap();
+        let tracks = track_ids(&c);
+        c.execute("DELETE FROM metadata_items WHERE id = ?1", [tracks[3]])
+            .unwrap();
+        // Quiet (nothing stamped): the incremental sample still counts 9...
+        let s = sampler.sample(&local).unwrap();
+        assert_eq!(s.section(5).unwrap().tracks, 9);
+        // ...and the full one right after it is exact, and no longer trusts the stamps.
+        let s = sampler.sample(&local).unwrap();
+        assert_eq!(sampler.last_kind(), Some(SampleKind::Full));
+        assert_eq!(s.section(5).unwrap().tracks, 8);
+        assert!(!sampler.trusts_changed_at());
     }
 
     #[test]
