@@ -4,18 +4,22 @@
 //! One sample is ONE `sqlite3` process running ONE `SELECT`, so every count comes from the same
 //! read snapshot (WAL readers never block Plex's writer, and see a consistent state).
 //!
+//! [`sample`] counts everything from scratch (about 0.5 s on 1,000,000 tracks). The monitor keeps
+//! a [`Sampler`] instead: after its first sample it reads only what changed (about 10 ms at that
+//! size, see docs/benchmarks.md "Monitor sample"), and proves itself against full samples.
+//!
 //! What is counted, per section (plex.md §1.4-1.5, §2.2-2.3):
 //! - leaf rows: `metadata_items` of the section's leaf type (movie 1, show -> episode 4,
 //!   music -> track 10, photo -> photo 13), counted on the covering index
 //!   `index_metadata_items_on_library_section_id_and_metadata_type_and_added_at`;
-//! - deleted: leaf rows with `deleted_at` set, found through `index_metadata_items_on_deleted_at`
+//! - deleted: leaf rows with `deleted_at > 0`, found through `index_metadata_items_on_deleted_at`
 //!   (the section/type terms are kept off the index with unary `+`, so the plan walks only the
 //!   trash, not the whole section);
 //! - items = leaf rows - deleted;
 //! - Sonic: non-deleted tracks whose `extra_data` holds `ms:musicAnalysisVersion` (JSON, since
 //!   Plex 1.40) or `ms%3AmusicAnalysisVersion` (URL-encoded, older Plex). A cheap `LIKE` on the common
-//!   part runs first; the exact key check runs only on the rows it lets through. This is the one
-//!   term that reads every track row: see docs/benchmarks.md "Monitor sample" for its cost;
+//!   part runs first; the exact key check runs only on the rows it lets through. A full count
+//!   reads every track row for this;
 //! - thumbnailed: non-deleted photos whose `media_items.media_analysis_version > 0`. This is a
 //!   documented guess: the real fixture's photos all carry 5 after Plex processed them, and the
 //!   emulator writes the same marker; real Plex's exact thumbnail marker is unknown.
