@@ -160,6 +160,62 @@ pub fn take_sample(ctx: &Ctx) -> anyhow::Result<Sample> {
     })
 }
 
+/// Share of one core below which Plex's CPU is noise (answering our own polls), not work.
+pub const CPU_NOISE_CORES: f64 = 0.2;
+/// Clock ticks per second of /proc/*/stat (USER_HZ).
+const TICKS_PER_SEC: f64 = 100.0;
+
+/// Turns raw CPU ticks into a counter that only moves while Plex uses more than
+/// [`CPU_NOISE_CORES`]: otherwise the CPU our own polling costs the server would hide every stall.
+#[derive(Debug, Default)]
+pub struct CpuFilter {
+    last: Option<(Instant, u64)>,
+    effective: u64,
+}
+
+impl CpuFilter {
+    pub fn feed(&mut self, ticks: Option<u64>) -> Option<u64> {
+        self.feed_at(Instant::now(), ticks)
+    }
+
+    pub fn feed_at(&mut self, now: Instant, ticks: Option<u64>) -> Option<u64> {
+        let t = ticks?;
+        if let Some((t0, k0)) = self.last {
+            let dt = now.saturating_duration_since(t0).as_secs_f64();
+            let d = t.saturating_sub(k0);
+            if dt > 0.0 && d as f64 / TICKS_PER_SEC / dt >= CPU_NOISE_CORES {
+                self.effective += d;
+            }
+        }
+        self.last = Some((now, t));
+        Some(self.effective)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cpu_below_the_noise_floor_does_not_move_the_counter() {
+        let mut f = CpuFilter::default();
+        let t0 = Instant::now();
+        assert_eq!(f.feed_at(t0, Some(1000)), Some(0));
+        // 1 tick in 200 ms = 5% of a core: noise.
+        assert_eq!(
+            f.feed_at(t0 + Duration::from_millis(200), Some(1001)),
+            Some(0)
+        );
+        // 20 ticks in 200 ms = one full core: work.
+        assert_eq!(
+            f.feed_at(t0 + Duration::from_millis(400), Some(1021)),
+            Some(20)
+        );
+        // An unreadable sample stays unknown, never zero.
+        assert_eq!(f.feed_at(t0 + Duration::from_millis(600), None), None);
+    }
+}
+
 /// How a watch ended.
 #[derive(Debug, Clone)]
 pub struct WatchReport {
@@ -228,6 +284,7 @@ pub fn watch(
         b
     });
     let mut first = true;
+    let mut cpu_filter = CpuFilter::default();
     // The storage guard runs every few polls: a health probe costs a handful of remote commands.
     let health_every =
         (mcfg.poll_interval * 10).clamp(Duration::from_secs(2), Duration::from_secs(30));
@@ -306,7 +363,7 @@ pub fn watch(
             elapsed,
             done,
             total,
-            cpu_ticks: sample.cpu_ticks,
+            cpu_ticks: cpu_filter.feed(sample.cpu_ticks),
             busy,
         });
         // A scan request Plex has not picked up yet looks idle; do not call that done.

@@ -205,6 +205,9 @@ pub fn runtime_for(config: &Config, claim: Option<&str>) -> Runtime {
 fn install_signal_flag() -> anyhow::Result<Arc<AtomicBool>> {
     let flag = Arc::new(AtomicBool::new(false));
     for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
+        // The first signal asks for a clean stop at the next poll; a second one exits at once.
+        signal_hook::flag::register_conditional_shutdown(sig, 130, Arc::clone(&flag))
+            .context("cannot install the signal handler")?;
         signal_hook::flag::register(sig, Arc::clone(&flag))
             .context("cannot install the signal handler")?;
     }
@@ -363,6 +366,18 @@ fn run_phase(ctx: &mut Ctx, name: &str) -> anyhow::Result<Outcome> {
 
 fn execute(ctx: &mut Ctx) -> anyhow::Result<()> {
     let mut failure: Option<anyhow::Error> = None;
+    // A resumed run whose storage was released after the interruption mounts it again first.
+    let prepared = ctx
+        .state
+        .phase("prepare")
+        .is_some_and(|p| p.status == PhaseStatus::Done);
+    if prepared && !ctx.state.storage_mounted {
+        ctx.storage
+            .mount(ctx.remote.as_ref())
+            .context("mounting the storage again failed")?;
+        ctx.state.storage_mounted = true;
+        ctx.save()?;
+    }
     for name in PHASES {
         let status = ctx
             .state

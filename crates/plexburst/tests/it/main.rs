@@ -1,6 +1,7 @@
 //! Integration tests: one binary, one module per topic; `harness` holds the shared setup.
 
 mod config_table;
+mod e2e;
 mod harness;
 
 mod plex_api;

@@ -1,0 +1,379 @@
+//! Bad configs, run through the real binary's `plan`: each one exits 2, names the field in
+//! stderr, and starts nothing (no state dir is created).
+
+use crate::harness::{plexburst_bin, run, text};
+
+const GOOD: &str = r#"
+[target]
+kind = "local"
+
+[storage]
+kind = "path"
+path = "/srv/media"
+
+[plex]
+runtime = "command"
+command = "plex-emulator serve --data-dir {data_dir} --listen 127.0.0.1:{port}"
+data_dir = "/var/lib/plexburst/plex"
+
+[timeouts]
+scan = "1h"
+
+[monitor]
+poll_interval = "10s"
+stall_window = "10m"
+
+[export]
+destination = "/var/backups/plexburst"
+
+[[sections]]
+name = "Music"
+type = "music"
+paths = ["/srv/media/Music"]
+
+[[sections]]
+name = "Movies"
+type = "movie"
+paths = ["/srv/media/Movies"]
+"#;
+
+/// (case name, config text, text stderr must contain).
+fn cases() -> Vec<(&'static str, String, &'static str)> {
+    let r = |from: &str, to: &str| {
+        assert!(GOOD.contains(from), "{from:?} not in the base config");
+        GOOD.replacen(from, to, 1)
+    };
+    vec![
+        (
+            "section type",
+            r("type = \"movie\"", "type = \"film\""),
+            "sections[1].type \"film\" is not one of movie, show, music, photo",
+        ),
+        (
+            "section type missing",
+            r("type = \"movie\"\n", ""),
+            "sections[1].type is missing",
+        ),
+        (
+            "section name missing",
+            r("name = \"Movies\"\n", ""),
+            "sections[1].name is missing",
+        ),
+        (
+            "duplicate section",
+            r("name = \"Movies\"", "name = \"Music\""),
+            "sections[1].name \"Music\" is used by another section",
+        ),
+        (
+            "section paths empty",
+            r("paths = [\"/srv/media/Movies\"]", "paths = []"),
+            "sections[1].paths is empty",
+        ),
+        (
+            "section path relative",
+            r("\"/srv/media/Movies\"", "\"Movies\""),
+            "sections[1].paths[0] \"Movies\" is not an absolute path",
+        ),
+        (
+            "section path outside storage",
+            r("\"/srv/media/Movies\"", "\"/mnt/other/Movies\""),
+            "sections[1].paths[0] \"/mnt/other/Movies\" is not under the storage root",
+        ),
+        (
+            "section agent empty",
+            r("name = \"Movies\"", "name = \"Movies\"\nagent = \"\""),
+            "sections[1].agent is empty",
+        ),
+        (
+            "section timeout",
+            r(
+                "name = \"Movies\"",
+                "name = \"Movies\"\ntimeout = \"forever\"",
+            ),
+            "sections[1].timeout",
+        ),
+        (
+            "no sections",
+            GOOD[..GOOD.find("[[sections]]").unwrap()].to_string(),
+            "sections is empty",
+        ),
+        (
+            "target kind",
+            r("kind = \"local\"", "kind = \"aws\""),
+            "target.kind \"aws\" is not one of local, ssh",
+        ),
+        (
+            "ssh without host",
+            r("kind = \"local\"", "kind = \"ssh\""),
+            "target.host is missing",
+        ),
+        (
+            "ssh port zero",
+            r("kind = \"local\"", "kind = \"ssh\"\nhost = \"h\"\nport = 0"),
+            "target.port is 0",
+        ),
+        (
+            "ssh identity relative",
+            r(
+                "kind = \"local\"",
+                "kind = \"ssh\"\nhost = \"h\"\nidentity = \"id_ed25519\"",
+            ),
+            "target.identity",
+        ),
+        (
+            "host on local target",
+            r("kind = \"local\"", "kind = \"local\"\nhost = \"h\""),
+            "target.host is only used with target.kind = \"ssh\"",
+        ),
+        (
+            "ssh option not k=v",
+            r(
+                "kind = \"local\"",
+                "kind = \"ssh\"\nhost = \"h\"\nssh_options = [\"Compression\"]",
+            ),
+            "target.ssh_options[0]",
+        ),
+        (
+            "profile",
+            r("kind = \"local\"", "kind = \"local\"\nprofile = \"huge\""),
+            "target.profile \"huge\"",
+        ),
+        (
+            "storage missing",
+            r("[storage]\nkind = \"path\"\npath = \"/srv/media\"\n", ""),
+            "storage is missing",
+        ),
+        (
+            "storage path relative",
+            r("path = \"/srv/media\"", "path = \"srv/media\""),
+            "storage.path",
+        ),
+        ("storage kind", r("kind = \"path\"", "kind = \"s4\""), "s4"),
+        (
+            "plex missing",
+            r(
+                "[plex]\nruntime = \"command\"\ncommand = \"plex-emulator serve --data-dir {data_dir} --listen 127.0.0.1:{port}\"\ndata_dir = \"/var/lib/plexburst/plex\"\n",
+                "",
+            ),
+            "plex is missing",
+        ),
+        (
+            "runtime",
+            r("runtime = \"command\"", "runtime = \"podman\""),
+            "plex.runtime \"podman\" is not one of docker, command",
+        ),
+        (
+            "command missing",
+            r(
+                "command = \"plex-emulator serve --data-dir {data_dir} --listen 127.0.0.1:{port}\"\n",
+                "",
+            ),
+            "plex.command is missing",
+        ),
+        (
+            "image with command runtime",
+            r(
+                "runtime = \"command\"",
+                "runtime = \"command\"\nimage = \"x\"",
+            ),
+            "plex.image is only used with runtime = \"docker\"",
+        ),
+        (
+            "data dir relative",
+            r(
+                "data_dir = \"/var/lib/plexburst/plex\"",
+                "data_dir = \"plex\"",
+            ),
+            "plex.data_dir \"plex\" is not an absolute path",
+        ),
+        (
+            "data dir missing",
+            r("data_dir = \"/var/lib/plexburst/plex\"\n", ""),
+            "plex.data_dir is missing",
+        ),
+        (
+            "plex port zero",
+            r(
+                "data_dir = \"/var/lib/plexburst/plex\"",
+                "data_dir = \"/var/lib/plexburst/plex\"\nport = 0",
+            ),
+            "plex.port is 0",
+        ),
+        (
+            "claim in config",
+            r(
+                "data_dir = \"/var/lib/plexburst/plex\"",
+                "data_dir = \"/var/lib/plexburst/plex\"\nenv = { PLEX_CLAIM = \"claim-x\" }",
+            ),
+            "plex.env.PLEX_CLAIM must not be in the config file",
+        ),
+        (
+            "bad duration",
+            r("scan = \"1h\"", "scan = \"1 fortnight\""),
+            "timeouts.scan",
+        ),
+        (
+            "duration without unit",
+            r("scan = \"1h\"", "scan = \"60\""),
+            "timeouts.scan \"60\" has no unit",
+        ),
+        (
+            "zero poll",
+            r("poll_interval = \"10s\"", "poll_interval = \"0s\""),
+            "monitor.poll_interval \"0s\" is zero",
+        ),
+        (
+            "stall shorter than poll",
+            r("stall_window = \"10m\"", "stall_window = \"5s\""),
+            "monitor.stall_window",
+        ),
+        (
+            "stable samples zero",
+            r(
+                "stall_window = \"10m\"",
+                "stall_window = \"10m\"\nstable_samples = 0",
+            ),
+            "monitor.stable_samples is 0",
+        ),
+        (
+            "export relative",
+            r(
+                "destination = \"/var/backups/plexburst\"",
+                "destination = \"backups\"",
+            ),
+            "export.destination \"backups\" is not an absolute path",
+        ),
+        (
+            "export missing",
+            r("[export]\ndestination = \"/var/backups/plexburst\"\n", ""),
+            "export.destination is missing",
+        ),
+        (
+            "unknown key",
+            r(
+                "data_dir = \"/var/lib/plexburst/plex\"",
+                "data_dir = \"/var/lib/plexburst/plex\"\nprot = 32400",
+            ),
+            "prot",
+        ),
+        ("toml syntax", r("[timeouts]", "[timeouts"), "line"),
+        (
+            "wrong value type",
+            r("data_dir = \"/var/lib/plexburst/plex\"", "data_dir = 7"),
+            "line",
+        ),
+    ]
+}
+
+#[test]
+fn bad_configs_exit_2_naming_the_field_and_start_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut failures = Vec::new();
+    let cases = cases();
+    assert!(cases.len() >= 20);
+    for (i, (name, toml, want)) in cases.iter().enumerate() {
+        let cfg = dir.path().join(format!("case{i}.toml"));
+        std::fs::write(&cfg, toml).unwrap();
+        let state = dir.path().join(format!("state{i}"));
+        let out = run(crate::harness::command(plexburst_bin())
+            .args(["plan", "--config"])
+            .arg(&cfg)
+            .arg("--state-dir")
+            .arg(&state));
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        if out.status.code() != Some(2) || !stderr.contains(want) || !stderr.contains("config: ") {
+            failures.push(format!(
+                "case {name:?}: want exit 2 and {want:?} in stderr, got {}",
+                text(&out)
+            ));
+        }
+        if state.exists() {
+            failures.push(format!("case {name:?}: the state dir was created"));
+        }
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n\n"));
+}
+
+#[test]
+fn all_problems_are_reported_at_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("p.toml");
+    let bad = GOOD
+        .replace("type = \"movie\"", "type = \"film\"")
+        .replace("scan = \"1h\"", "scan = \"x\"")
+        .replace("runtime = \"command\"", "runtime = \"podman\"");
+    std::fs::write(&cfg, bad).unwrap();
+    let out = run(crate::harness::command(plexburst_bin())
+        .args(["plan", "--config"])
+        .arg(&cfg));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    for want in ["sections[1].type", "timeouts.scan", "plex.runtime"] {
+        assert!(stderr.contains(want), "{want} missing: {stderr}");
+    }
+}
+
+#[test]
+fn good_config_plans_every_phase_as_json() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("p.toml");
+    std::fs::write(&cfg, GOOD).unwrap();
+    let out = run(crate::harness::command(plexburst_bin())
+        .args(["plan", "--json", "--config"])
+        .arg(&cfg));
+    assert!(out.status.success(), "{}", text(&out));
+    let plan: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let phases: Vec<&str> = plan["phases"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        phases,
+        [
+            "prepare",
+            "start-plex",
+            "configure",
+            "scan",
+            "analyze",
+            "restore",
+            "export",
+            "teardown"
+        ]
+    );
+    assert_eq!(plan["sections"][1]["agent"], "tv.plex.agents.movie");
+    assert!(
+        plan["plex"]["db_path"]
+            .as_str()
+            .unwrap()
+            .ends_with("Databases/com.plexapp.plugins.library.db")
+    );
+    assert!(
+        !dir.path().join(".plexburst").exists(),
+        "plan must not create the state dir"
+    );
+}
+
+#[test]
+fn init_writes_a_config_that_plans() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("plexburst.toml");
+    let out = run(crate::harness::command(plexburst_bin())
+        .args(["init", "--config"])
+        .arg(&cfg));
+    assert!(out.status.success(), "{}", text(&out));
+    let again = run(crate::harness::command(plexburst_bin())
+        .args(["init", "--config"])
+        .arg(&cfg));
+    assert_eq!(
+        again.status.code(),
+        Some(2),
+        "init must not overwrite: {}",
+        text(&again)
+    );
+    let plan = run(crate::harness::command(plexburst_bin())
+        .args(["plan", "--config"])
+        .arg(&cfg));
+    assert!(plan.status.success(), "{}", text(&plan));
+}

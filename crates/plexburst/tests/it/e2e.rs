@@ -1,0 +1,455 @@
+//! End-to-end runs of the real `plexburst` binary against the emulator: local target with the
+//! command runtime, the same over a real sshd, the docker runtime with the emulator's image, and
+//! the faults (crash, stall, timeout, missing sqlite3, SIGINT + resume, no Plex Pass).
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use crate::harness::{
+    Lab, LabOpts, command, emulator_bin, pid_alive, pids_with_cmdline, run, text, wait_for,
+};
+
+const TRACKS: &str =
+    "SELECT count(*) FROM metadata_items WHERE metadata_type = 10 AND deleted_at IS NULL";
+const MOVIES: &str =
+    "SELECT count(*) FROM metadata_items WHERE metadata_type = 1 AND deleted_at IS NULL";
+const PHOTOS: &str =
+    "SELECT count(*) FROM metadata_items WHERE metadata_type = 13 AND deleted_at IS NULL";
+/// Both `extra_data` formats carry the key `musicAnalysisVersion` (JSON `ms:`, or URL-encoded `ms%3A`).
+const SONIC: &str = "SELECT count(*) FROM metadata_items WHERE metadata_type = 10 AND deleted_at IS NULL \
+     AND instr(extra_data, 'musicAnalysisVersion') > 0";
+
+/// A server started by the test itself (to read prefs before and after a run).
+struct Server {
+    child: std::process::Child,
+    base: String,
+    token: String,
+}
+
+impl Server {
+    fn start(lab: &Lab) -> Server {
+        let port = crate::harness::free_port();
+        let mut cmd = command(emulator_bin());
+        cmd.args(["serve", "--data-dir"])
+            .arg(lab.data_dir())
+            .args([
+                "--listen",
+                &format!("127.0.0.1:{port}"),
+                "--claim",
+                "claim-e2e-test",
+            ])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null());
+        let child = crate::harness::spawn(&mut cmd);
+        let base = format!("http://127.0.0.1:{port}");
+        let prefs = lab
+            .data_dir()
+            .join("Library/Application Support/Plex Media Server/Preferences.xml");
+        let mut token = String::new();
+        wait_for("the emulator's token", Duration::from_secs(30), || {
+            let xml = std::fs::read_to_string(&prefs).unwrap_or_default();
+            match xml
+                .split("PlexOnlineToken=\"")
+                .nth(1)
+                .and_then(|r| r.split('"').next())
+            {
+                Some(t) if !t.is_empty() => {
+                    token = t.to_string();
+                    true
+                }
+                _ => false,
+            }
+        });
+        wait_for("the emulator's API", Duration::from_secs(30), || {
+            ureq::get(&format!("{base}/identity")).call().is_ok()
+        });
+        Server { child, base, token }
+    }
+
+    /// `GET /:/prefs` as id -> value.
+    fn prefs(&self) -> std::collections::BTreeMap<String, String> {
+        let body: serde_json::Value = ureq::get(&format!("{}/:/prefs", self.base))
+            .header("Accept", "application/json")
+            .header("X-Plex-Token", &self.token)
+            .call()
+            .expect("GET /:/prefs")
+            .body_mut()
+            .read_json()
+            .expect("prefs JSON");
+        body["MediaContainer"]["Setting"]
+            .as_array()
+            .expect("Setting[]")
+            .iter()
+            .map(|s| {
+                let v = match &s["value"] {
+                    serde_json::Value::String(x) => x.clone(),
+                    other => other.to_string(),
+                };
+                (s["id"].as_str().unwrap().to_string(), v)
+            })
+            .collect()
+    }
+
+    fn put_prefs(&self, q: &str) {
+        ureq::put(&format!("{}/:/prefs?{q}", self.base))
+            .header("X-Plex-Token", &self.token)
+            .send_empty()
+            .expect("PUT /:/prefs");
+    }
+
+    fn stop(mut self) {
+        let pid = self.child.id().to_string();
+        run(command("kill").args(["-TERM", &pid]));
+        let end = Instant::now() + Duration::from_secs(20);
+        while Instant::now() < end {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let _ = self.child.kill();
+        panic!("the emulator did not stop on SIGTERM within 20 s");
+    }
+}
+
+/// Everything a finished run must show: DB counts equal to what gen-library wrote, every track
+/// Sonic-analysed, a verified archive, a report, and no server left running.
+fn assert_complete_run(lab: &Lab, out: &std::process::Output) {
+    assert_eq!(out.status.code(), Some(0), "{}", text(out));
+    assert_eq!(lab.count(TRACKS), lab.counts.tracks, "tracks in the DB");
+    assert_eq!(lab.count(MOVIES), lab.counts.movies, "movies in the DB");
+    assert_eq!(lab.count(PHOTOS), lab.counts.photos, "photos in the DB");
+    assert_eq!(
+        lab.count(SONIC),
+        lab.counts.tracks,
+        "every track Sonic-analysed"
+    );
+
+    let state = lab.state();
+    assert_eq!(state["status"], "done", "{state:#}");
+    let archive = state["export"]["archive"]
+        .as_str()
+        .expect("export in the state")
+        .to_string();
+    assert!(Path::new(&archive).exists(), "archive {archive} missing");
+    let zt = run(command("zstd").args(["-t", "-q", &archive]));
+    assert!(zt.status.success(), "zstd -t: {}", text(&zt));
+    let sha = run(command("sha256sum").arg(&archive));
+    let sha = String::from_utf8_lossy(&sha.stdout)
+        .split_whitespace()
+        .next()
+        .unwrap()
+        .to_string();
+    assert_eq!(state["export"]["sha256"], sha.as_str(), "checksum recorded");
+    let listing = run(command("sh")
+        .arg("-c")
+        .arg(format!("zstd -dc '{archive}' | tar -tf -")));
+    let listing = String::from_utf8_lossy(&listing.stdout);
+    assert!(
+        listing.contains("Databases/com.plexapp.plugins.library.db\n"),
+        "DB in the archive"
+    );
+    assert!(
+        listing.contains("Preferences.xml\n"),
+        "prefs in the archive"
+    );
+    assert!(
+        !listing.contains("Plex Media Server/Logs/"),
+        "logs excluded from the archive"
+    );
+    let manifest: serde_json::Value = serde_json::from_slice(
+        &std::fs::read(state["export"]["manifest"].as_str().unwrap()).unwrap(),
+    )
+    .unwrap();
+    assert_eq!(manifest["sha256"], sha.as_str());
+    let music = manifest["sections"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["name"] == "Music")
+        .expect("Music in manifest");
+    assert_eq!(music["tracks"], lab.counts.tracks);
+
+    let report = lab
+        .state_dir()
+        .join("runs")
+        .join(state["run_id"].as_str().unwrap());
+    let rj: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(report.join("report.json")).unwrap()).unwrap();
+    assert_eq!(rj["status"], "done");
+    assert!(
+        std::fs::read_to_string(report.join("report.md"))
+            .unwrap()
+            .contains("## Export")
+    );
+
+    assert_no_server(lab);
+}
+
+fn assert_no_server(lab: &Lab) {
+    if let Some(pid) = lab.server_pid() {
+        assert!(!pid_alive(pid), "the server (pid {pid}) is still running");
+    }
+    let left = pids_with_cmdline(&lab.data_dir().display().to_string());
+    assert!(left.is_empty(), "processes left behind: {left:?}");
+}
+
+/// Prefs as the user had them (one of them changed from its default), to prove restore puts them back.
+fn seed_prefs(lab: &Lab) -> std::collections::BTreeMap<String, String> {
+    let s = Server::start(lab);
+    s.put_prefs(
+        "ButlerTaskDeepMediaAnalysis=true&autoEmptyTrash=true&MusicAnalysisBehavior=scheduled",
+    );
+    let before = s.prefs();
+    s.stop();
+    before
+}
+
+fn prefs_now(lab: &Lab) -> std::collections::BTreeMap<String, String> {
+    let s = Server::start(lab);
+    let p = s.prefs();
+    s.stop();
+    p
+}
+
+fn assert_prefs_restored(
+    before: &std::collections::BTreeMap<String, String>,
+    after: &std::collections::BTreeMap<String, String>,
+) {
+    let diff: Vec<String> = before
+        .iter()
+        .filter(|(k, v)| after.get(*k) != Some(*v))
+        .map(|(k, v)| format!("{k}: before {v:?}, after {:?}", after.get(k)))
+        .collect();
+    assert!(diff.is_empty(), "prefs not restored:\n{}", diff.join("\n"));
+}
+
+#[test]
+fn local_run_scans_analyses_restores_and_exports() {
+    let lab = Lab::new(LabOpts::default());
+    let before = seed_prefs(&lab);
+    let out = lab.plexburst(&["run"]);
+    assert_complete_run(&lab, &out);
+    assert_prefs_restored(&before, &prefs_now(&lab));
+    let status = lab.plexburst(&["status", "--json"]);
+    let status: serde_json::Value = serde_json::from_slice(&status.stdout).unwrap();
+    assert_eq!(status["status"], "done");
+}
+
+#[test]
+fn ssh_run_scans_analyses_restores_and_exports() {
+    let sshd = crate::sshd::Sshd::start();
+    let lab = Lab::new(LabOpts {
+        target_toml: Some(sshd.config_toml()),
+        ..Default::default()
+    });
+    let before = seed_prefs(&lab);
+    let out = lab.plexburst(&["run"]);
+    assert_complete_run(&lab, &out);
+    assert_prefs_restored(&before, &prefs_now(&lab));
+}
+
+#[test]
+fn docker_run_with_the_emulator_image() {
+    let image = "plexburst/plex-emulator:dev";
+    let have = run(command("docker").args(["image", "inspect", image]));
+    assert!(
+        have.status.success(),
+        "the image {image} is missing; build it with crates/plex-emulator/docker/build-image.sh (scripts/test.sh does): {}",
+        text(&have)
+    );
+    let lab = Lab::new(LabOpts {
+        docker_image: Some(image.into()),
+        ..Default::default()
+    });
+    // The container runs the server as uid 1000: it must reach the media and its data dir.
+    run(command("chmod").args(["755", lab.dir.path().to_str().unwrap()]));
+    let out = lab.plexburst(&["run"]);
+    assert_complete_run(&lab, &out);
+    let ps =
+        run(command("docker").args(["ps", "-q", "--filter", &format!("name={}", lab.container)]));
+    assert!(
+        String::from_utf8_lossy(&ps.stdout).trim().is_empty(),
+        "the container is still running"
+    );
+}
+
+#[test]
+fn crash_mid_scan_restarts_plex_and_completes() {
+    let lab = Lab::new(LabOpts {
+        emulator_args: vec![
+            "--scan-rate".into(),
+            "40".into(),
+            "--fault".into(),
+            "crash:scan:8".into(),
+        ],
+        ..Default::default()
+    });
+    let out = lab.plexburst(&["run"]);
+    assert_complete_run(&lab, &out);
+    let scan = lab.state()["phases"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["name"] == "scan")
+        .unwrap()
+        .clone();
+    assert!(
+        scan["restarts"].as_u64().unwrap() >= 1,
+        "no restart recorded: {scan:#}"
+    );
+}
+
+#[test]
+fn stalled_scan_is_detected_within_the_stall_window_and_reported() {
+    let lab = Lab::new(LabOpts {
+        emulator_args: vec![
+            "--scan-rate".into(),
+            "40".into(),
+            "--fault".into(),
+            "stall:scan:5".into(),
+        ],
+        monitor: vec!["stall_window = \"3s\"".into()],
+        ..Default::default()
+    });
+    let t = Instant::now();
+    let out = lab.plexburst(&["run", "--skip-analysis"]);
+    let took = t.elapsed();
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("scan stalled"), "{}", text(&out));
+    assert!(
+        took < Duration::from_secs(40),
+        "the stall took {took:?} to detect"
+    );
+    let st = lab.state();
+    let scan = st["phases"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["name"] == "scan")
+        .unwrap()
+        .clone();
+    assert_eq!(scan["stalls"], 1, "{scan:#}");
+    let report = std::fs::read_to_string(
+        lab.state_dir()
+            .join("runs")
+            .join(st["run_id"].as_str().unwrap())
+            .join("report.md"),
+    )
+    .unwrap();
+    assert!(report.contains("stalled"), "{report}");
+    assert_no_server(&lab);
+}
+
+#[test]
+fn slow_scan_times_out() {
+    let lab = Lab::new(LabOpts {
+        emulator_args: vec!["--scan-rate".into(), "2".into()],
+        timeouts: vec!["scan = \"2s\"".into()],
+        ..Default::default()
+    });
+    let out = lab.plexburst(&["run", "--skip-analysis"]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("scan timed out"),
+        "{}",
+        text(&out)
+    );
+    let scan = lab.state()["phases"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["name"] == "scan")
+        .unwrap()
+        .clone();
+    assert_eq!(scan["timeouts"], 1);
+    assert_no_server(&lab);
+}
+
+#[test]
+fn missing_sqlite3_is_a_clear_error_not_zero_items() {
+    let lab = Lab::new(LabOpts::default());
+    // A PATH with every usual tool but sqlite3.
+    let bin = lab.path("bin");
+    std::fs::create_dir_all(&bin).unwrap();
+    for dir in ["/usr/local/bin", "/usr/bin", "/bin", "/usr/sbin", "/sbin"] {
+        for e in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+            let name = e.file_name();
+            if name == "sqlite3" || bin.join(&name).exists() {
+                continue;
+            }
+            let _ = std::os::unix::fs::symlink(e.path(), bin.join(&name));
+        }
+    }
+    let out = run(lab.cmd(&["run"]).env("PATH", &bin));
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("sqlite3 missing") && stderr.contains("apt-get install sqlite3"),
+        "{}",
+        text(&out)
+    );
+    assert!(!stderr.contains("0 items"), "{}", text(&out));
+    assert_eq!(
+        lab.state()["phases"][1]["status"],
+        "pending",
+        "Plex must not start without sqlite3"
+    );
+    assert_no_server(&lab);
+}
+
+#[test]
+fn sigint_mid_scan_then_resume_completes() {
+    let lab = Lab::new(LabOpts {
+        emulator_args: vec!["--scan-rate".into(), "4".into()],
+        ..Default::default()
+    });
+    let child = crate::harness::spawn(&mut lab.cmd(&["run"]));
+    wait_for("the scan to be under way", Duration::from_secs(60), || {
+        let Ok(bytes) = std::fs::read(lab.state_dir().join("state.json")) else {
+            return false;
+        };
+        let Ok(st) = serde_json::from_slice::<serde_json::Value>(&bytes) else {
+            return false;
+        };
+        st["current_phase"] == "scan"
+            && st["last_sample"]["sections"]
+                .as_array()
+                .is_some_and(|s| s.iter().any(|c| c["items"].as_i64() > Some(0)))
+    });
+    run(command("kill").args(["-INT", &child.id().to_string()]));
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(out.status.code(), Some(130), "{}", text(&out));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("plexburst resume"),
+        "{}",
+        text(&out)
+    );
+    assert_eq!(lab.state()["status"], "interrupted");
+    assert_no_server(&lab);
+
+    let out = lab.plexburst(&["resume"]);
+    assert_complete_run(&lab, &out);
+}
+
+#[test]
+fn analysis_without_plex_pass_fails_before_the_scan() {
+    let lab = Lab::new(LabOpts {
+        emulator_args: vec!["--plex-pass".into(), "false".into()],
+        ..Default::default()
+    });
+    let out = lab.plexburst(&["run"]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("Plex Pass"),
+        "{}",
+        text(&out)
+    );
+    assert_eq!(
+        lab.state()["phases"][3]["status"],
+        "pending",
+        "the scan must not start"
+    );
+    assert_no_server(&lab);
+}

@@ -1,0 +1,357 @@
+//! Shared harness for the end-to-end tests: the real `plexburst` binary, the emulator binary, a
+//! generated library in a temp dir, a config file, and cleanup of any server left behind on drop.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+pub fn plexburst_bin() -> PathBuf {
+    PathBuf::from(env!("CARGO_BIN_EXE_plexburst"))
+}
+
+/// `target/<profile>/plex-emulator`, built by `cargo test --workspace` next to the test binary's
+/// parent dir (the test binary lives in `target/<profile>/deps/`).
+pub fn emulator_bin() -> PathBuf {
+    let exe = std::env::current_exe().expect("current_exe");
+    let profile_dir = exe
+        .parent()
+        .and_then(Path::parent)
+        .expect("target/<profile>");
+    let bin = profile_dir.join("plex-emulator");
+    assert!(
+        bin.exists(),
+        "the emulator binary {} is missing; build it first: `cargo build -p plex-emulator` (or run `cargo test --workspace`)",
+        bin.display()
+    );
+    bin
+}
+
+/// A free TCP port on 127.0.0.1 (bound then released; the emulator binds it right after).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// Poll `cond` every 50 ms until it holds or `timeout` passes.
+pub fn wait_for(what: &str, timeout: Duration, mut cond: impl FnMut() -> bool) {
+    let end = Instant::now() + timeout;
+    while !cond() {
+        assert!(
+            Instant::now() < end,
+            "timed out after {timeout:?} waiting for {what}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// Counts written by `plex-emulator gen-library`.
+#[derive(Debug, Clone, serde::Deserialize)]
+pub struct LibCounts {
+    pub tracks: i64,
+    pub movies: i64,
+    pub photos: i64,
+}
+
+/// How to run the server in a test.
+#[derive(Debug, Clone, Default)]
+pub struct LabOpts {
+    /// Extra `serve` flags for the emulator (faults, rates).
+    pub emulator_args: Vec<String>,
+    /// `[monitor]` overrides as TOML lines.
+    pub monitor: Vec<String>,
+    /// `[timeouts]` overrides as TOML lines.
+    pub timeouts: Vec<String>,
+    /// Replace the `[target]` block (e.g. the sshd harness's).
+    pub target_toml: Option<String>,
+    /// Use the docker runtime with this image instead of the command runtime.
+    pub docker_image: Option<String>,
+}
+
+/// One test's world: a generated library, a data dir, an export dir, a state dir and a config.
+pub struct Lab {
+    pub dir: tempfile::TempDir,
+    pub port: u16,
+    pub counts: LibCounts,
+    pub opts: LabOpts,
+    pub container: String,
+}
+
+impl Lab {
+    pub fn new(opts: LabOpts) -> Lab {
+        let dir = tempfile::Builder::new()
+            .prefix("pb-e2e-")
+            .tempdir()
+            .unwrap();
+        let media = dir.path().join("media");
+        let out = run(command(emulator_bin()).args([
+            "gen-library",
+            "--out",
+            media.to_str().unwrap(),
+            "--artists",
+            "2",
+            "--albums",
+            "3",
+            "--tracks",
+            "12",
+            "--movies",
+            "4",
+            "--photos",
+            "6",
+            "--seed",
+            "7",
+        ]));
+        assert!(
+            out.status.success(),
+            "gen-library failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let counts: LibCounts = serde_json::from_slice(&out.stdout).expect("gen-library JSON");
+        let container = format!(
+            "pb-test-{}",
+            &dir.path().file_name().unwrap().to_string_lossy()[7..]
+        )
+        .to_lowercase();
+        let lab = Lab {
+            dir,
+            port: free_port(),
+            counts,
+            opts,
+            container,
+        };
+        std::fs::write(lab.config_path(), lab.config_toml()).unwrap();
+        lab
+    }
+
+    pub fn path(&self, rel: &str) -> PathBuf {
+        self.dir.path().join(rel)
+    }
+    pub fn config_path(&self) -> PathBuf {
+        self.path("plexburst.toml")
+    }
+    pub fn data_dir(&self) -> PathBuf {
+        self.path("plex")
+    }
+    pub fn state_dir(&self) -> PathBuf {
+        self.path(".plexburst")
+    }
+    pub fn db_path(&self) -> PathBuf {
+        self.data_dir().join(
+            "Library/Application Support/Plex Media Server/Plug-in Support/Databases/com.plexapp.plugins.library.db",
+        )
+    }
+    pub fn pid_file(&self) -> PathBuf {
+        self.data_dir().join(".plexburst/plex.pid")
+    }
+
+    pub fn config_toml(&self) -> String {
+        let media = self.path("media");
+        let m = media.display();
+        let emu = emulator_bin();
+        let runtime = match &self.opts.docker_image {
+            Some(image) => format!(
+                "runtime = \"docker\"\nimage = \"{image}\"\ncontainer_name = \"{}\"\n",
+                self.container
+            ),
+            None => {
+                let mut cmd = format!(
+                    "{} serve --data-dir {{data_dir}} --listen 127.0.0.1:{{port}}",
+                    emu.display()
+                );
+                for a in &self.opts.emulator_args {
+                    cmd.push(' ');
+                    cmd.push_str(a);
+                }
+                format!("runtime = \"command\"\ncommand = \"{cmd}\"\n")
+            }
+        };
+        let target = self
+            .opts
+            .target_toml
+            .clone()
+            .unwrap_or_else(|| "[target]\nkind = \"local\"\n".into());
+        let mut monitor = vec![
+            "poll_interval = \"200ms\"".to_string(),
+            "stall_window = \"5s\"".into(),
+            "stable_samples = 3".into(),
+            "log_interval = \"1s\"".into(),
+        ];
+        for l in &self.opts.monitor {
+            let key = l.split('=').next().unwrap().trim();
+            monitor.retain(|x| x.split('=').next().unwrap().trim() != key);
+            monitor.push(l.clone());
+        }
+        format!(
+            r#"{target}
+[storage]
+kind = "path"
+path = "{m}"
+
+[plex]
+{runtime}data_dir = "{data}"
+port = {port}
+startup_timeout = "60s"
+stop_grace = "10s"
+
+[timeouts]
+{timeouts}
+
+[monitor]
+{monitor}
+
+[export]
+destination = "{export}"
+
+[[sections]]
+name = "Music"
+type = "music"
+paths = ["{m}/Music"]
+
+[[sections]]
+name = "Movies"
+type = "movie"
+paths = ["{m}/Movies"]
+
+[[sections]]
+name = "Photos"
+type = "photo"
+paths = ["{m}/Photos"]
+"#,
+            data = self.data_dir().display(),
+            port = self.port,
+            timeouts = self.opts.timeouts.join("\n"),
+            monitor = monitor.join("\n"),
+            export = self.path("export").display(),
+        )
+    }
+
+    /// `plexburst ARGS --config <lab config>` with PLEX_CLAIM set (the emulator claims itself).
+    pub fn cmd(&self, args: &[&str]) -> Command {
+        let mut c = command(plexburst_bin());
+        c.args(args)
+            .arg("--config")
+            .arg(self.config_path())
+            .env("PLEX_CLAIM", "claim-e2e-test")
+            .env("PLEXBURST_LOG", "plexburst=info")
+            .stdin(Stdio::null());
+        c
+    }
+
+    pub fn plexburst(&self, args: &[&str]) -> Output {
+        run(&mut self.cmd(args))
+    }
+
+    /// The pid in the command runtime's pid file, if any.
+    pub fn server_pid(&self) -> Option<i32> {
+        let text = std::fs::read_to_string(self.pid_file()).ok()?;
+        text.split_whitespace().next()?.parse().ok()
+    }
+
+    /// One read-only query through the sqlite3 CLI.
+    pub fn sql(&self, q: &str) -> String {
+        let out = run(command("sqlite3")
+            .arg("-readonly")
+            .arg(self.db_path())
+            .arg(q));
+        assert!(
+            out.status.success(),
+            "sqlite3 {q}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).trim().to_string()
+    }
+
+    pub fn count(&self, q: &str) -> i64 {
+        self.sql(q)
+            .parse()
+            .unwrap_or_else(|_| panic!("not a number from {q}"))
+    }
+
+    pub fn state(&self) -> serde_json::Value {
+        serde_json::from_slice(&std::fs::read(self.state_dir().join("state.json")).unwrap())
+            .unwrap()
+    }
+}
+
+impl Drop for Lab {
+    fn drop(&mut self) {
+        // Never leave a server behind, even when the test panicked.
+        if let Some(pid) = self.server_pid()
+            && pid_alive(pid)
+        {
+            let _ = run(command("kill").arg("-9").arg(format!("-{pid}")));
+            let _ = run(command("kill").arg("-9").arg(pid.to_string()));
+        }
+        if self.opts.docker_image.is_some() {
+            let _ = run(command("docker").args(["rm", "-f", &self.container]));
+        }
+    }
+}
+
+/// A process with this pid exists and is not a zombie.
+pub fn pid_alive(pid: i32) -> bool {
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Ok(stat) => {
+            let state = stat
+                .rsplit(')')
+                .next()
+                .unwrap_or("")
+                .split_whitespace()
+                .next()
+                .unwrap_or("");
+            state != "Z" && state != "X"
+        }
+        Err(_) => false,
+    }
+}
+
+/// Pids of processes whose command line contains `needle`.
+pub fn pids_with_cmdline(needle: &str) -> Vec<i32> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir("/proc").unwrap().flatten() {
+        let Ok(pid) = e.file_name().to_string_lossy().parse::<i32>() else {
+            continue;
+        };
+        if let Ok(c) = std::fs::read(e.path().join("cmdline"))
+            && String::from_utf8_lossy(&c)
+                .replace('\0', " ")
+                .contains(needle)
+            && pid_alive(pid)
+        {
+            out.push(pid);
+        }
+    }
+    out
+}
+
+/// `Command::new`, in the one place the tests may call it (clippy forbids it elsewhere: the product
+/// spawns only through `remote`; tests run real binaries on purpose).
+#[allow(clippy::disallowed_methods)]
+pub fn command(program: impl AsRef<std::ffi::OsStr>) -> Command {
+    Command::new(program)
+}
+
+/// Run a command to completion.
+pub fn run(cmd: &mut Command) -> Output {
+    cmd.output()
+        .unwrap_or_else(|e| panic!("cannot run {cmd:?}: {e}"))
+}
+
+/// Start a command in the background (for the SIGINT test).
+pub fn spawn(cmd: &mut Command) -> Child {
+    cmd.stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("cannot start {cmd:?}: {e}"))
+}
+
+pub fn text(o: &Output) -> String {
+    format!(
+        "status {:?}\n--- stdout\n{}\n--- stderr\n{}",
+        o.status.code(),
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    )
+}
