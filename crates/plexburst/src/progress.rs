@@ -12,11 +12,14 @@
 //!    reporting it busy. Without a total (a scan) idle and stable is enough: a small scan can
 //!    finish before the first poll, and there is nothing else to compare against.
 //!    A Done phase may still have `done < total` (Plex skipped items); the caller reports that.
+//!    Also **Done**: the work is complete (`done >= total`) and neither `done` nor `cpu_ticks`
+//!    moved for `stall_window`, even if `busy` stays up (an unrelated activity or a leftover
+//!    process must not hold a finished phase open until its timeout).
 //! 2. **TimedOut** — `elapsed >= timeout`.
-//! 3. **Stalled** — neither `done` nor `cpu_ticks` changed for `stall_window` while work remains
-//!    (`busy`, or `done < total`). Moving CPU alone keeps a phase alive: Plex can spend minutes
-//!    on one big file without a count changing. A stall is not final: progress turns it back into
-//!    Working, and the caller decides when to give up.
+//! 3. **Stalled** — neither `done` nor `cpu_ticks` changed for `stall_window` while work remains:
+//!    `done < total` when the total is known, `busy` when it is not. Moving CPU alone keeps a
+//!    phase alive: Plex can spend minutes on one big file without a count changing. A stall is
+//!    not final: progress turns it back into Working, and the caller decides when to give up.
 //! 4. otherwise **Working**.
 
 use std::collections::VecDeque;
@@ -134,11 +137,21 @@ impl Tracker {
         if self.stable >= self.cfg.stable_samples.max(1) && plausible {
             return Verdict::Done;
         }
+        let still = o.elapsed.saturating_sub(self.last_progress) >= self.cfg.stall_window;
+        // Every item is done and nothing has moved for a whole stall window: a busy flag that
+        // stays up (an unrelated activity, a leftover process) must not keep the phase open.
+        if complete && still {
+            return Verdict::Done;
+        }
         if o.elapsed >= self.cfg.timeout {
             return Verdict::TimedOut;
         }
-        let work_remains = o.busy || o.total.is_some_and(|t| o.done < t);
-        if work_remains && o.elapsed.saturating_sub(self.last_progress) >= self.cfg.stall_window {
+        // With a known total the count says whether work remains; without one, only `busy` can.
+        let work_remains = match o.total {
+            Some(t) => o.done < t,
+            None => o.busy,
+        };
+        if work_remains && still {
             return Verdict::Stalled;
         }
         Verdict::Working
@@ -444,6 +457,51 @@ mod tests {
             ],
         );
         assert_eq!(v, vec![Working, Working, Working, Done]);
+    }
+
+    #[test]
+    fn complete_but_still_flagged_busy_is_done_after_the_stall_window() {
+        // 12/12 analysed, but an activity (or a process of another server) keeps `busy` up.
+        let v = run(
+            CFG,
+            Some(12),
+            &[
+                (0, 0, Some(10), true),
+                (10, 12, Some(90), true),
+                (40, 12, Some(90), true),
+                (69, 12, Some(90), true),
+                (70, 12, Some(90), true),
+            ],
+        );
+        assert_eq!(v, vec![Working, Working, Working, Working, Done]);
+    }
+
+    #[test]
+    fn incomplete_and_busy_with_frozen_count_and_cpu_is_stalled_not_done() {
+        let v = run(
+            CFG,
+            Some(12),
+            &[
+                (0, 3, Some(10), true),
+                (30, 11, Some(90), true),
+                (90, 11, Some(90), true),
+            ],
+        );
+        assert_eq!(v, vec![Working, Working, Stalled]);
+    }
+
+    #[test]
+    fn busy_without_a_total_can_stall() {
+        let v = run(
+            CFG,
+            None,
+            &[
+                (0, 3, Some(10), true),
+                (30, 5, Some(20), true),
+                (90, 5, Some(20), true),
+            ],
+        );
+        assert_eq!(v, vec![Working, Working, Stalled]);
     }
 
     #[test]
