@@ -13,7 +13,7 @@ use anyhow::bail;
 
 use crate::pipeline::{Ctx, ensure_plex};
 use crate::plex::api::{Activity, Section};
-use crate::plex::db::{DbError, DbSample};
+use crate::plex::db::{DbError, DbSample, Sampler};
 use crate::progress::{Observation, Tracker, TrackerConfig, Verdict};
 
 /// Restarts of a crashed Plex within one phase before giving up.
@@ -120,10 +120,35 @@ impl Job {
                         total += c.tracks;
                     }
                 }
-                let busy = s.scanner_running || !s.activities.is_empty();
+                // A scanner process that outlives the work (idle, waiting for more) is not busy
+                // once every item is done; an activity always is.
+                let busy = !s.activities.is_empty() || (s.scanner_running && done < total);
                 (done, Some(total), busy)
             }
         }
+    }
+}
+
+/// What makes Plex look busy, for the progress line (so a stall says what is hanging).
+fn busy_why(s: &Sample) -> String {
+    let mut why: Vec<String> = s
+        .sections
+        .iter()
+        .filter(|x| x.refreshing)
+        .map(|x| format!("{} refreshing", x.title))
+        .collect();
+    why.extend(
+        s.activities
+            .iter()
+            .map(|a| format!("activity {} {}%", a.kind, a.progress)),
+    );
+    if s.scanner_running {
+        why.push("scanner process".into());
+    }
+    if why.is_empty() {
+        " (idle)".into()
+    } else {
+        format!(" ({})", why.join(", "))
     }
 }
 
@@ -138,8 +163,8 @@ pub struct Sample {
 
 /// Take one sample. Any failed part fails the whole sample (CPU excepted: it is optional and
 /// reported as unknown, which the tracker never reads as "stopped").
-pub fn take_sample(ctx: &Ctx) -> anyhow::Result<Sample> {
-    let db = crate::plex::db::sample(ctx.remote.as_ref(), &ctx.config.plex.db_path())?;
+pub fn take_sample(ctx: &Ctx, sampler: &mut Sampler) -> anyhow::Result<Sample> {
+    let db = sampler.sample(ctx.remote.as_ref())?;
     let client = ctx.client()?;
     let sections = client.sections()?;
     let activities = client.activities()?;
@@ -285,6 +310,8 @@ pub fn watch(
     });
     let mut first = true;
     let mut cpu_filter = CpuFilter::default();
+    // Incremental DB sampling: after the first full count only what changed is read.
+    let mut sampler = Sampler::new(ctx.config.plex.db_path());
     // The storage guard runs every few polls: a health probe costs a handful of remote commands.
     let health_every =
         (mcfg.poll_interval * 10).clamp(Duration::from_secs(2), Duration::from_secs(30));
@@ -306,7 +333,7 @@ pub fn watch(
                 continue;
             }
         }
-        let sample = match take_sample(ctx) {
+        let sample = match take_sample(ctx, &mut sampler) {
             Ok(s) => {
                 consecutive_failures = 0;
                 s
@@ -385,7 +412,7 @@ pub fn watch(
             rate.map(|r| format!("{r:.1}"))
                 .unwrap_or_else(|| "?".into()),
             fmt_eta(eta),
-            if busy { "" } else { " (idle)" }
+            busy_why(&sample)
         );
         match &bar {
             Some(b) => {

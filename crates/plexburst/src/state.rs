@@ -132,8 +132,9 @@ pub struct State {
 }
 
 pub fn now() -> String {
+    // Milliseconds: phase durations in the report are computed from these.
     jiff::Timestamp::now()
-        .round(jiff::Unit::Second)
+        .round(jiff::Unit::Millisecond)
         .unwrap_or_else(|_| jiff::Timestamp::now())
         .to_string()
 }

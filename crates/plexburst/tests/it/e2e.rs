@@ -406,18 +406,7 @@ fn sigint_mid_scan_then_resume_completes() {
         ..Default::default()
     });
     let child = crate::harness::spawn(&mut lab.cmd(&["run"]));
-    wait_for("the scan to be under way", Duration::from_secs(60), || {
-        let Ok(bytes) = std::fs::read(lab.state_dir().join("state.json")) else {
-            return false;
-        };
-        let Ok(st) = serde_json::from_slice::<serde_json::Value>(&bytes) else {
-            return false;
-        };
-        st["current_phase"] == "scan"
-            && st["last_sample"]["sections"]
-                .as_array()
-                .is_some_and(|s| s.iter().any(|c| c["items"].as_i64() > Some(0)))
-    });
+    wait_for_scan_under_way(&lab);
     run(command("kill").args(["-INT", &child.id().to_string()]));
     let out = child.wait_with_output().unwrap();
     assert_eq!(out.status.code(), Some(130), "{}", text(&out));
@@ -452,4 +441,36 @@ fn analysis_without_plex_pass_fails_before_the_scan() {
         "the scan must not start"
     );
     assert_no_server(&lab);
+}
+
+/// Poll the state file until the scan phase runs and the DB shows its first items.
+fn wait_for_scan_under_way(lab: &Lab) {
+    wait_for("the scan to be under way", Duration::from_secs(60), || {
+        let Ok(bytes) = std::fs::read(lab.state_dir().join("state.json")) else {
+            return false;
+        };
+        let Ok(st) = serde_json::from_slice::<serde_json::Value>(&bytes) else {
+            return false;
+        };
+        st["current_phase"] == "scan"
+            && st["last_sample"]["sections"]
+                .as_array()
+                .is_some_and(|s| s.iter().any(|c| c["items"].as_i64() > Some(0)))
+    });
+}
+
+#[test]
+fn ssh_connection_cut_mid_monitor_reconnects_and_completes() {
+    let sshd = crate::sshd::Sshd::start();
+    let lab = Lab::new(LabOpts {
+        target_toml: Some(sshd.config_toml()),
+        emulator_args: vec!["--scan-rate".into(), "4".into()],
+        ..Default::default()
+    });
+    let child = crate::harness::spawn(&mut lab.cmd(&["run"]));
+    wait_for_scan_under_way(&lab);
+    let cut = sshd.cut_connections();
+    assert!(cut > 0, "no ssh connection to cut");
+    let out = child.wait_with_output().unwrap();
+    assert_complete_run(&lab, &out);
 }
