@@ -183,6 +183,35 @@ fn assert_complete_run(lab: &Lab, out: &std::process::Output) {
             .contains("## Export")
     );
 
+    // No secret anywhere plexburst writes: not the claim token, not the server's own token.
+    let xml = std::fs::read_to_string(
+        lab.data_dir()
+            .join("Library/Application Support/Plex Media Server/Preferences.xml"),
+    )
+    .unwrap();
+    let token = xml
+        .split("PlexOnlineToken=\"")
+        .nth(1)
+        .and_then(|r| r.split('"').next())
+        .unwrap_or("");
+    assert!(!token.is_empty(), "the server was not claimed");
+    let mut written =
+        String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr);
+    for f in [
+        lab.state_dir().join("state.json"),
+        report.join("report.json"),
+        report.join("report.md"),
+    ] {
+        written.push_str(&std::fs::read_to_string(f).unwrap());
+    }
+    written
+        .push_str(&std::fs::read_to_string(state["export"]["manifest"].as_str().unwrap()).unwrap());
+    assert!(
+        !written.contains("claim-e2e-test"),
+        "the claim token leaked"
+    );
+    assert!(!written.contains(token), "the server token leaked");
+
     assert_no_server(lab);
 }
 
@@ -473,4 +502,50 @@ fn ssh_connection_cut_mid_monitor_reconnects_and_completes() {
     assert!(cut > 0, "no ssh connection to cut");
     let out = child.wait_with_output().unwrap();
     assert_complete_run(&lab, &out);
+}
+
+#[test]
+fn refused_connections_and_a_slow_start_are_waited_out() {
+    let lab = Lab::new(LabOpts {
+        emulator_args: [
+            "--fault",
+            "refuse:2s",
+            "--fault",
+            "starting:3s",
+            "--fault",
+            "slow-api:20ms",
+        ]
+        .map(String::from)
+        .to_vec(),
+        ..Default::default()
+    });
+    let out = lab.plexburst(&["run"]);
+    assert_complete_run(&lab, &out);
+}
+
+#[test]
+fn unknown_only_section_is_bad_input_and_starts_nothing() {
+    let lab = Lab::new(LabOpts::default());
+    let out = lab.plexburst(&["run", "--only-section", "Nope"]);
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("--only-section \"Nope\""),
+        "{}",
+        text(&out)
+    );
+    assert!(!lab.state_dir().exists(), "nothing may start on bad input");
+}
+
+#[test]
+fn only_section_scans_and_analyses_just_that_section() {
+    let lab = Lab::new(LabOpts::default());
+    let out = lab.plexburst(&["run", "--only-section", "Music"]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    assert_eq!(lab.count(SONIC), lab.counts.tracks);
+    assert_eq!(
+        lab.count("SELECT count(*) FROM library_sections"),
+        1,
+        "only Music is created"
+    );
+    assert_no_server(&lab);
 }
