@@ -436,6 +436,18 @@ fn sigint_mid_scan_then_resume_completes() {
     });
     let child = crate::harness::spawn(&mut lab.cmd(&["run"]));
     wait_for_scan_under_way(&lab);
+    // While it runs: a second run is refused by the state lock, and status reads the live state.
+    let second = lab.plexburst(&["run"]);
+    assert_eq!(second.status.code(), Some(1), "{}", text(&second));
+    assert!(
+        String::from_utf8_lossy(&second.stderr).contains("another plexburst process"),
+        "{}",
+        text(&second)
+    );
+    let status = lab.plexburst(&["status", "--json"]);
+    let status: serde_json::Value = serde_json::from_slice(&status.stdout).expect("status JSON");
+    assert_eq!(status["status"], "running");
+    assert_eq!(status["current_phase"], "scan");
     run(command("kill").args(["-INT", &child.id().to_string()]));
     let out = child.wait_with_output().unwrap();
     assert_eq!(out.status.code(), Some(130), "{}", text(&out));
@@ -547,5 +559,73 @@ fn only_section_scans_and_analyses_just_that_section() {
         1,
         "only Music is created"
     );
+    assert_no_server(&lab);
+}
+
+#[test]
+fn crash_mid_analysis_restarts_plex_and_completes() {
+    let lab = Lab::new(LabOpts {
+        emulator_args: ["--analysis-rate", "20", "--fault", "crash:analysis:5"]
+            .map(String::from)
+            .to_vec(),
+        ..Default::default()
+    });
+    let out = lab.plexburst(&["run"]);
+    assert_complete_run(&lab, &out);
+    let st = lab.state();
+    let analyze = st["phases"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["name"] == "analyze")
+        .unwrap();
+    assert!(
+        analyze["restarts"].as_u64().unwrap() >= 1,
+        "no restart recorded: {analyze:#}"
+    );
+}
+
+#[test]
+fn stalled_analysis_is_detected_and_reported() {
+    let lab = Lab::new(LabOpts {
+        emulator_args: ["--analysis-rate", "20", "--fault", "stall:analysis:4"]
+            .map(String::from)
+            .to_vec(),
+        monitor: vec!["stall_window = \"3s\"".into()],
+        ..Default::default()
+    });
+    let out = lab.plexburst(&["run"]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("Sonic analysis of Music stalled"),
+        "{}",
+        text(&out)
+    );
+    let st = lab.state();
+    let analyze = st["phases"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["name"] == "analyze")
+        .unwrap();
+    assert_eq!(analyze["stalls"], 1, "{analyze:#}");
+    assert_eq!(
+        st["phases"][5]["status"], "pending",
+        "restore waits for a resume"
+    );
+    assert_no_server(&lab);
+}
+
+#[test]
+fn keep_leaves_plex_running_until_destroy() {
+    let lab = Lab::new(LabOpts::default());
+    let out = lab.plexburst(&["run", "--keep", "--skip-analysis"]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    let pid = lab.server_pid().expect("a pid file");
+    assert!(pid_alive(pid), "--keep must leave Plex running");
+    let logs = lab.plexburst(&["logs", "-n", "5"]);
+    assert!(logs.status.success(), "{}", text(&logs));
+    let out = lab.plexburst(&["destroy"]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
     assert_no_server(&lab);
 }
