@@ -629,3 +629,40 @@ fn keep_leaves_plex_running_until_destroy() {
     assert_eq!(out.status.code(), Some(0), "{}", text(&out));
     assert_no_server(&lab);
 }
+
+#[test]
+fn unreadable_db_mid_scan_fails_after_k_samples_never_reads_zero() {
+    let lab = Lab::new(LabOpts {
+        emulator_args: vec!["--scan-rate".into(), "4".into()],
+        monitor: vec!["max_failed_samples = 4".into()],
+        ..Default::default()
+    });
+    let child = crate::harness::spawn(&mut lab.cmd(&["run"]));
+    wait_for_scan_under_way(&lab);
+    // The server keeps its open handles; every new reader finds no DB at the path.
+    let dbs = lab.db_path().parent().unwrap().to_path_buf();
+    std::fs::rename(&dbs, dbs.with_extension("moved")).unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("4 samples in a row failed"),
+        "{}",
+        text(&out)
+    );
+    assert!(
+        stderr.contains("does not exist"),
+        "the DB error must be shown: {}",
+        text(&out)
+    );
+    let st = lab.state();
+    let scan = st["phases"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["name"] == "scan")
+        .unwrap();
+    assert!(scan["failed_samples"].as_u64().unwrap() >= 4, "{scan:#}");
+    assert_eq!(scan["status"], "failed");
+    assert_no_server(&lab);
+}
