@@ -42,6 +42,35 @@ pub fn run(ctx: &mut Ctx) -> anyhow::Result<Outcome> {
         if rec.counts_before.is_none() {
             rec.counts_before = Some(before);
         }
+        // On a mount, files never read since the scan hit ENOENT/timeouts in analysis until the
+        // VFS cache knew them (rclone-and-plex-ops.md): read each file's head first.
+        if ctx.storage.as_rclone().is_some() {
+            let files = crate::plex::db::section_files(
+                ctx.remote.as_ref(),
+                &ctx.config.plex.db_path(),
+                s.id,
+            )
+            .context("cannot list the section's files")?;
+            let warm = ctx
+                .storage
+                .warm_files(ctx.remote.as_ref(), &files)
+                .context("warming the section's files failed")?;
+            tracing::info!(
+                "{}: warmed {} files ({} missing, {} unreadable)",
+                s.name,
+                warm.ok,
+                warm.missing.len(),
+                warm.failed.len()
+            );
+            if !warm.missing.is_empty() || !warm.failed.is_empty() {
+                warnings.push(format!(
+                    "{}: {} files missing and {} unreadable on the mount before analysis",
+                    s.name,
+                    warm.missing.len(),
+                    warm.failed.len()
+                ));
+            }
+        }
         tracing::info!("{}: starting", job.label());
         job.trigger(ctx)
             .with_context(|| format!("cannot start the {}", job.label()))?;
