@@ -62,9 +62,10 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
     let state_dir = state_dir(&cli);
     match &cli.command {
         Command::Init { force } => init(&cli.config, *force),
-        Command::Plan { json } => {
+        Command::Plan { json, run } => {
             let config = load_config(&cli.config)?;
-            let plan = crate::plan::build(&config, &RunArgs::default());
+            check_only_section(&config, &cli.config, run)?;
+            let plan = crate::plan::build(&config, run);
             if *json {
                 println!("{}", serde_json::to_string_pretty(&plan)?);
             } else {
@@ -74,17 +75,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Command::Run(args) => {
             let config = load_config(&cli.config)?;
-            for name in &args.only_section {
-                if !config.sections.iter().any(|s| &s.name == name) {
-                    let names: Vec<_> = config.sections.iter().map(|s| s.name.as_str()).collect();
-                    return Err(BadInput(format!(
-                        "--only-section {name:?} is not a section of {}; use one of {}",
-                        cli.config.display(),
-                        names.join(", ")
-                    ))
-                    .into());
-                }
-            }
+            check_only_section(&config, &cli.config, args)?;
             pipeline::run(&config, &cli.config, &state_dir, args.clone())
         }
         Command::Resume => {
@@ -108,6 +99,22 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
             ssh(&config, &state_dir, command)
         }
     }
+}
+
+/// `--only-section` names must be sections of the config (bad input otherwise).
+fn check_only_section(config: &Config, path: &Path, args: &RunArgs) -> anyhow::Result<()> {
+    for name in &args.only_section {
+        if !config.sections.iter().any(|s| &s.name == name) {
+            let names: Vec<_> = config.sections.iter().map(|s| s.name.as_str()).collect();
+            return Err(BadInput(format!(
+                "--only-section {name:?} is not a section of {}; use one of {}",
+                path.display(),
+                names.join(", ")
+            ))
+            .into());
+        }
+    }
+    Ok(())
 }
 
 fn init(path: &Path, force: bool) -> anyhow::Result<()> {
@@ -181,13 +188,21 @@ fn status(state_dir: &Path, json: bool, watch: bool) -> anyhow::Result<()> {
             ))
             .into());
         };
+        let alive = st.status == state::RunStatus::Running && state::run_alive(state_dir);
         if json {
-            println!(
-                "{}",
-                serde_json::to_string_pretty(&crate::report::StatusJson::from_state(&st))?
-            );
+            let mut v = serde_json::to_value(crate::report::StatusJson::from_state(&st))?;
+            v["process_alive"] = serde_json::Value::Bool(alive);
+            println!("{}", serde_json::to_string_pretty(&v)?);
         } else {
             print!("{}", crate::report::render_status(&st));
+            if st.status == state::RunStatus::Running && !alive {
+                println!(
+                    "no plexburst process holds this run: it died; continue with `plexburst resume` or clean up with `plexburst destroy`"
+                );
+            }
+        }
+        if watch && st.status == state::RunStatus::Running && !alive {
+            return Ok(());
         }
         if !watch || st.status != state::RunStatus::Running {
             return Ok(());

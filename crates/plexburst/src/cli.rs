@@ -40,6 +40,9 @@ pub enum Command {
         /// Print the plan as JSON.
         #[arg(long)]
         json: bool,
+        /// The `run` flags to plan for.
+        #[command(flatten)]
+        run: RunArgs,
     },
     /// Run the whole job: prepare, start Plex, configure, scan, analyze, restore, export, teardown.
     Run(RunArgs),

@@ -256,6 +256,15 @@ impl StateStore {
     }
 }
 
+/// Whether a plexburst process holds the state dir's lock right now (a "running" state whose lock
+/// is free belongs to a process that died). Probes with a shared lock, released at once.
+pub fn run_alive(dir: &Path) -> bool {
+    match File::open(dir.join("lock")) {
+        Ok(f) => matches!(f.try_lock_shared(), Err(std::fs::TryLockError::WouldBlock)),
+        Err(_) => false,
+    }
+}
+
 /// Read the state without taking the lock (for `status`, which must work while a run is going).
 pub fn read(dir: &Path) -> anyhow::Result<Option<State>> {
     let path = StateStore::state_path(dir);

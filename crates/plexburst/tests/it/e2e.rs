@@ -448,6 +448,7 @@ fn sigint_mid_scan_then_resume_completes() {
     let status: serde_json::Value = serde_json::from_slice(&status.stdout).expect("status JSON");
     assert_eq!(status["status"], "running");
     assert_eq!(status["current_phase"], "scan");
+    assert_eq!(status["process_alive"], true);
     run(command("kill").args(["-INT", &child.id().to_string()]));
     let out = child.wait_with_output().unwrap();
     assert_eq!(out.status.code(), Some(130), "{}", text(&out));
@@ -664,5 +665,34 @@ fn unreadable_db_mid_scan_fails_after_k_samples_never_reads_zero() {
         .unwrap();
     assert!(scan["failed_samples"].as_u64().unwrap() >= 4, "{scan:#}");
     assert_eq!(scan["status"], "failed");
+    assert_no_server(&lab);
+}
+
+#[test]
+fn destroy_stops_what_a_killed_run_left() {
+    let lab = Lab::new(LabOpts {
+        emulator_args: vec!["--scan-rate".into(), "4".into()],
+        ..Default::default()
+    });
+    let mut child = crate::harness::spawn(&mut lab.cmd(&["run"]));
+    wait_for_scan_under_way(&lab);
+    // plexburst dies without any chance to clean up; its server keeps running.
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let pid = lab.server_pid().expect("a pid file");
+    assert!(
+        pid_alive(pid),
+        "the server should outlive a killed plexburst"
+    );
+    let status = lab.plexburst(&["status", "--json"]);
+    let status: serde_json::Value = serde_json::from_slice(&status.stdout).expect("status JSON");
+    assert_eq!(status["status"], "running");
+    assert_eq!(
+        status["process_alive"], false,
+        "a dead run must show as such"
+    );
+    let out = lab.plexburst(&["destroy"]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    assert_eq!(lab.state()["status"], "destroyed");
     assert_no_server(&lab);
 }
