@@ -69,7 +69,41 @@ pub fn open(path: &Path) -> anyhow::Result<Connection> {
     c.pragma_update(None, "journal_mode", "WAL")?;
     c.pragma_update(None, "synchronous", "NORMAL")?;
     c.pragma_update(None, "cache_size", -65536)?;
+    stamp_changes(&c)?;
     Ok(c)
+}
+
+/// Give every inserted or changed `metadata_items` row the next value of a database-wide change
+/// stamp in `changed_at`, as real Plex does (in the real 1.32 fixture every row carries a distinct,
+/// increasing `changed_at`). plexburst's incremental progress sampler relies on it.
+///
+/// TEMP triggers live in this connection only, so the database file's schema stays the real one.
+/// Recursive triggers are off (SQLite's default), so the stamping UPDATE does not fire them again;
+/// an UPDATE that sets `changed_at` itself is left alone.
+fn stamp_changes(c: &Connection) -> anyhow::Result<()> {
+    let has_table: i64 = c.query_row(
+        "SELECT count(*) FROM main.sqlite_master WHERE type='table' AND name='metadata_items'",
+        [],
+        |r| r.get(0),
+    )?;
+    if has_table == 0 {
+        return Ok(());
+    }
+    c.execute_batch(
+        "CREATE TEMP TRIGGER IF NOT EXISTS emulator_stamp_insert AFTER INSERT ON main.metadata_items
+         BEGIN
+           UPDATE main.metadata_items SET changed_at =
+             (SELECT coalesce(max(changed_at), 0) + 1 FROM main.metadata_items) WHERE id = new.id;
+         END;
+         CREATE TEMP TRIGGER IF NOT EXISTS emulator_stamp_update AFTER UPDATE ON main.metadata_items
+         WHEN new.changed_at IS old.changed_at
+         BEGIN
+           UPDATE main.metadata_items SET changed_at =
+             (SELECT coalesce(max(changed_at), 0) + 1 FROM main.metadata_items) WHERE id = new.id;
+         END;",
+    )
+    .context("installing the changed_at stamp triggers")?;
+    Ok(())
 }
 
 /// Create both databases if missing (idempotent: a restart keeps everything).
@@ -84,6 +118,7 @@ pub fn init(dd: &DataDir) -> anyhow::Result<()> {
     if exists == 0 {
         c.execute_batch(&format!("BEGIN;\n{SCHEMA}\nCOMMIT;"))
             .context("creating the library schema")?;
+        stamp_changes(&c)?;
     }
     let tx = c.unchecked_transaction()?;
     {

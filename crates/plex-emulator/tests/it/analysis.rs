@@ -275,3 +275,31 @@ fn cancelling_an_analysis_kills_the_child_and_keeps_what_was_done() {
     e.wait_idle(10);
     assert!(sonic(&e) < 60);
 }
+
+/// plexburst's incremental sampler finds changed rows by `changed_at`; real Plex gives every write
+/// the next value of one database-wide stamp (the real fixture: distinct, increasing per row).
+#[test]
+fn every_scanned_or_analysed_row_gets_a_fresh_change_stamp() {
+    let lib = gen_library(&["--tracks", "12", "--albums", "3"]);
+    let e = claimed(&["--analysis-cost", "0ms"]);
+    e.add_section("Music", "artist", &lib.path("Music"));
+    e.scan_all();
+    let rows = e.count("SELECT count(*) FROM metadata_items");
+    assert!(rows >= 12 + 3, "scan wrote {rows} rows");
+    assert_eq!(
+        e.count("SELECT count(DISTINCT changed_at) FROM metadata_items WHERE changed_at > 0"),
+        rows,
+        "every row needs its own non-zero stamp"
+    );
+    let before = e.count("SELECT max(changed_at) FROM metadata_items");
+    e.set_prefs("MusicAnalysisBehavior=scheduled");
+    e.ok("POST", "/butler/MusicAnalysis");
+    wait_until(30, "every track analysed", || sonic(&e) == 12);
+    assert_eq!(
+        e.count(&format!(
+            "SELECT count(*) FROM metadata_items WHERE metadata_type=10 AND changed_at > {before}"
+        )),
+        12,
+        "each analysed track must be stamped above the pre-analysis maximum"
+    );
+}
