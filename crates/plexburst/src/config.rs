@@ -770,6 +770,18 @@ fn validate(raw: RawConfig) -> Result<Config, ConfigError> {
         }
     }
 
+    // The archive must not land inside the tree it archives.
+    if let Some(px) = &plex {
+        let lib = format!("{}/Library", px.data_dir);
+        if destination == lib || destination.starts_with(&format!("{lib}/")) {
+            p.push(
+                "export.destination",
+                format!(
+                    "{destination:?} is inside the Plex data folder it archives; put it outside {lib:?}"
+                ),
+            );
+        }
+    }
     if !p.0.is_empty() {
         return Err(ConfigError { problems: p.0 });
     }

@@ -10,7 +10,9 @@ use std::time::Duration;
 use anyhow::{Context, bail};
 use serde::Serialize;
 
-use crate::plan::{EXPORT_EXCLUDES, quote, tar_command, zstd_command};
+use crate::plan::{
+    EXPORT_EXCLUDES, find_command, quote, snapshot_command, tar_command, zstd_command,
+};
 use crate::plex::db::DbSample;
 use crate::remote::{Cmd, Remote};
 use crate::state::ExportRecord;
@@ -53,24 +55,15 @@ fn one_number(remote: &dyn Remote, script: String, what: &str) -> anyhow::Result
         .with_context(|| format!("cannot {what}: unexpected output {text:?}"))
 }
 
-/// `find` over the same tree tar archives, pruning the same directories: the expected entry count.
-fn find_count_script(data_dir: &str) -> String {
-    let prunes: Vec<String> = EXPORT_EXCLUDES
-        .iter()
-        .map(|x| {
-            format!(
-                "-path {}",
-                quote(&format!(
-                    "Library/Application Support/Plex Media Server/{x}"
-                ))
-            )
-        })
-        .collect();
-    format!(
-        "cd {} && find Library \\( {} \\) -prune -o -print | wc -l",
-        quote(data_dir),
-        prunes.join(" -o ")
-    )
+fn mv_partial(remote: &dyn Remote, partial: &str, archive: &str) -> anyhow::Result<()> {
+    remote
+        .run(&Cmd::new(format!(
+            "mv -f {} {}",
+            quote(partial),
+            quote(archive)
+        )))
+        .context("cannot move the archive into place")?;
+    Ok(())
 }
 
 /// Archive, checksum, verify (decompress + list, count against `find`), write the manifest.
@@ -80,20 +73,57 @@ pub fn export(remote: &dyn Remote, job: &ExportJob) -> anyhow::Result<ExportReco
     let partial = format!("{archive}.partial");
     let manifest_path = format!("{dest}/{}.manifest.json", job.run_id);
     let tar_status = format!("{archive}.tar-status");
-    // POSIX sh has no pipefail: tar's status goes through a file so a tar failure is not hidden.
+    let list = format!("{archive}.files");
+    let before = format!("{archive}.before");
+    let relist = format!("{archive}.after");
+    // The list is taken first and tar archives exactly it, so the archive's content is known;
+    // POSIX sh has no pipefail, so tar's status goes through a file and a failure is not hidden.
     let script = format!(
-        "set -e; mkdir -p {d}; rm -f {p} {st}; ({tar} && echo 0 > {st} || echo $? > {st}) | {zstd}; test \"$(cat {st})\" = 0 || {{ echo \"tar failed with status $(cat {st})\" >&2; exit 1; }}; rm -f {st}; mv -f {p} {a}",
+        "set -e; mkdir -p {d}; rm -f {p} {st}; {snap} > {b}; {find} > {l}; ({tar} && echo 0 > {st} || echo $? > {st}) | {zstd}; test \"$(cat {st})\" = 0 || {{ echo \"tar failed with status $(cat {st})\" >&2; exit 1; }}; rm -f {st}; {snap} > {rl}",
         d = quote(dest),
         p = quote(&partial),
         st = quote(&tar_status),
-        a = quote(&archive),
-        tar = tar_command(&job.data_dir),
+        l = quote(&list),
+        b = quote(&before),
+        rl = quote(&relist),
+        snap = snapshot_command(&job.data_dir),
+        find = find_command(&job.data_dir),
+        tar = tar_command(&job.data_dir, &list),
         zstd = zstd_command(&partial),
     );
     tracing::info!("archiving {} to {archive}", job.data_dir);
     remote
         .run(&Cmd::new(script).timeout(EXPORT_TIMEOUT))
         .context("archiving the data folder failed")?;
+    // Plex is stopped: nothing may have changed the folder (names, sizes, mtimes) while tar read it.
+    let changed = remote
+        .run(&Cmd::new(format!(
+            "cmp -s {b} {rl} || {{ tr '\\0' '\\n' < {b} > {b}.txt; tr '\\0' '\\n' < {rl} > {rl}.txt; diff {b}.txt {rl}.txt | head -n 10; rm -f {b}.txt {rl}.txt; }}",
+            b = quote(&before),
+            rl = quote(&relist)
+        )))
+        .context("cannot compare the data folder before and after the archive")?
+        .stdout_str();
+    if !changed.trim().is_empty() {
+        bail!(
+            "the data folder changed while it was archived (is a Plex process still running?); first differences:\n{}",
+            changed.trim_end()
+        );
+    }
+    let expected = one_number(
+        remote,
+        format!("tr -cd '\\0' < {} | wc -c", quote(&list)),
+        "count the archived entries",
+    )?;
+    remote
+        .run(&Cmd::new(format!(
+            "rm -f {} {} {}",
+            quote(&before),
+            quote(&relist),
+            quote(&list)
+        )))
+        .context("cannot remove the export's file lists")?;
+    mv_partial(remote, &partial, &archive)?;
 
     remote
         .run(&Cmd::new(format!("zstd -t -q {}", quote(&archive))).timeout(EXPORT_TIMEOUT))
@@ -102,11 +132,6 @@ pub fn export(remote: &dyn Remote, job: &ExportJob) -> anyhow::Result<ExportReco
         remote,
         format!("zstd -dc {} | tar -tf - | wc -l", quote(&archive)),
         "list the archive",
-    )?;
-    let expected = one_number(
-        remote,
-        find_count_script(&job.data_dir),
-        "count the data folder's files",
     )?;
     if listed != expected || listed == 0 {
         bail!(

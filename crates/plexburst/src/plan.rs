@@ -88,19 +88,39 @@ pub fn analysis_of(kind: SectionType) -> &'static str {
     }
 }
 
-/// The `tar` half of the export: the data folder's `Library` tree minus the excluded directories.
-pub fn tar_command(data_dir: &str) -> String {
-    let mut cmd = format!("tar -C {} --anchored", quote(data_dir));
-    for x in EXPORT_EXCLUDES {
-        cmd.push_str(&format!(
-            " --exclude={}",
-            quote(&format!(
-                "Library/Application Support/Plex Media Server/{x}"
-            ))
-        ));
-    }
-    cmd.push_str(" -cf - Library");
-    cmd
+/// The `find` that lists what the export archives: the data folder's `Library` tree minus the
+/// excluded directories, NUL-separated (names may hold newlines), in a stable order.
+pub fn find_command(data_dir: &str) -> String {
+    let prunes: Vec<String> = EXPORT_EXCLUDES
+        .iter()
+        .map(|x| {
+            format!(
+                "-path {}",
+                quote(&format!(
+                    "Library/Application Support/Plex Media Server/{x}"
+                ))
+            )
+        })
+        .collect();
+    format!(
+        "cd {} && find Library \\( {} \\) -prune -o -print0 | LC_ALL=C sort -z",
+        quote(data_dir),
+        prunes.join(" -o ")
+    )
+}
+
+/// Size, mtime and name of every entry the export archives (to prove nothing changed meanwhile).
+pub fn snapshot_command(data_dir: &str) -> String {
+    find_command(data_dir).replace("-print0", "-printf '%s %T@ %p\\0'")
+}
+
+/// The `tar` half of the export: exactly the entries of the list `find_command` wrote.
+pub fn tar_command(data_dir: &str, list: &str) -> String {
+    format!(
+        "tar -C {} --null --no-recursion -T {} -cf -",
+        quote(data_dir),
+        quote(list)
+    )
 }
 
 /// The `zstd` half of the export, writing `archive`.
@@ -108,9 +128,16 @@ pub fn zstd_command(archive: &str) -> String {
     format!("zstd -T0 -3 -q -f -o {}", quote(archive))
 }
 
-/// The `tar | zstd` pipeline the export runs on the target (quoted for `sh`).
+/// The export pipeline the target runs (quoted for `sh`): list, then archive exactly that list.
 pub fn export_command(data_dir: &str, archive: &str) -> String {
-    format!("{} | {}", tar_command(data_dir), zstd_command(archive))
+    let list = format!("{archive}.files");
+    format!(
+        "{} > {}; {} | {}",
+        find_command(data_dir),
+        quote(&list),
+        tar_command(data_dir, &list),
+        zstd_command(archive)
+    )
 }
 
 pub fn quote(s: &str) -> String {
@@ -305,7 +332,7 @@ mod tests {
         assert!(
             p.export
                 .command
-                .contains("--exclude='Library/Application Support/Plex Media Server/Cache'")
+                .contains("-path 'Library/Application Support/Plex Media Server/Cache'")
         );
         assert!(p.required_tools.contains(&"docker".to_string()));
         let only = build(

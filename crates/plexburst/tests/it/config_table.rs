@@ -244,6 +244,14 @@ fn cases() -> Vec<(&'static str, String, &'static str)> {
             "export.destination \"backups\" is not an absolute path",
         ),
         (
+            "export inside the data folder",
+            r(
+                "destination = \"/var/backups/plexburst\"",
+                "destination = \"/var/lib/plexburst/plex/Library/backups\"",
+            ),
+            "export.destination \"/var/lib/plexburst/plex/Library/backups\" is inside the Plex data folder",
+        ),
+        (
             "export missing",
             r("[export]\ndestination = \"/var/backups/plexburst\"\n", ""),
             "export.destination is missing",
