@@ -215,6 +215,12 @@ fn image_runs_as_plex_uid_hides_unreadable_media_and_stops_cleanly() {
         cmdline.contains("Plex Media Server"),
         "pid 1 cmdline is {cmdline:?}"
     );
+    // TZ reaches the container and the image has the zoneinfo to honour it.
+    let zone = run_ok("docker", &["exec", name, "date", "+%Z"]);
+    assert!(
+        zone == "CET" || zone == "CEST",
+        "TZ=Europe/Paris gave the zone {zone:?}"
+    );
 
     // /config was chowned to PLEX_UID and holds pms-docker's data folder.
     let data_folder = config.join(DATA_SUBDIR);
@@ -370,6 +376,68 @@ fn image_runs_as_plex_uid_hides_unreadable_media_and_stops_cleanly() {
         count("SELECT count(*) FROM media_parts WHERE file LIKE '/data/Music/%'"),
         tracks,
         "paths are the container's"
+    );
+}
+
+#[test]
+fn image_refuses_to_start_on_a_config_dir_it_cannot_write() {
+    let info = run("docker", &["info"]);
+    assert!(
+        info.status.success(),
+        "this test needs a running Docker daemon; run scripts/start-dockerd.sh"
+    );
+    let bin = env!("CARGO_BIN_EXE_plex-emulator");
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("docker/build-image.sh");
+    run_ok("bash", &[script.to_str().unwrap(), bin]);
+
+    // A root-owned /config and the chown switched off: the plex user cannot create its data
+    // folder, so the server must stop with a message naming the fix, not run half-broken.
+    let tmp = tempfile::tempdir().unwrap();
+    let config = tmp.path().join("config");
+    std::fs::create_dir_all(&config).unwrap();
+    set_mode(&config, 0o755);
+    let name = format!("plexburst-it-image-ro-{}", std::process::id());
+    let _ = run("docker", &["rm", "-f", &name]);
+    let config_bind = format!("{}:/config", config.display());
+    run_ok(
+        "docker",
+        &[
+            "run",
+            "-d",
+            "--name",
+            &name,
+            "-e",
+            "PLEX_UID=1000",
+            "-e",
+            "CHANGE_CONFIG_DIR_OWNERSHIP=false",
+            "-v",
+            &config_bind,
+            IMAGE,
+        ],
+    );
+    let container = Container(name);
+    let name = container.0.as_str();
+    let code = wait_for(
+        "the container to exit",
+        Duration::from_secs(60),
+        || match inspect(name, "{{.State.Status}} {{.State.ExitCode}}").split_once(' ') {
+            Some(("exited", code)) => Ok(code.to_owned()),
+            other => Err(format!("{other:?}")),
+        },
+    );
+    let log = logs(name);
+    assert_ne!(
+        code, "0",
+        "the server started on an unwritable /config; logs:\n{log}"
+    );
+    assert!(
+        log.contains("CHANGE_CONFIG_DIR_OWNERSHIP=true fixes it"),
+        "the error does not name the fix:\n{log}"
+    );
+    assert_eq!(
+        owner(&config),
+        0,
+        "/config was chowned although CHANGE_CONFIG_DIR_OWNERSHIP=false"
     );
 }
 
