@@ -4,6 +4,7 @@
 #
 #   DOCKERD_LOG      where dockerd's output goes (default /var/log/dockerd.log)
 #   DOCKERD_TIMEOUT  seconds to wait for the daemon to answer (default 60)
+#   DOCKERD_ARGS     extra dockerd flags, e.g. "--storage-driver=vfs" where overlayfs is unavailable
 set -euo pipefail
 
 log="${DOCKERD_LOG:-/var/log/dockerd.log}"
@@ -35,7 +36,8 @@ fi
 
 mkdir -p "$(dirname "$log")"
 # setsid + nohup: the daemon must outlive this script and the CI step's process group.
-setsid nohup dockerd >>"$log" 2>&1 </dev/null &
+# shellcheck disable=SC2086 # DOCKERD_ARGS is a list of flags
+setsid nohup dockerd ${DOCKERD_ARGS:-} >>"$log" 2>&1 </dev/null &
 dpid=$!
 echo "start-dockerd: started dockerd (pid $dpid), log $log" >&2
 
