@@ -32,10 +32,31 @@ pub fn run(ctx: &mut Ctx) -> anyhow::Result<Outcome> {
             counts,
         },
     )?;
-    let detail = format!(
+    let mut detail = format!(
         "{} ({} bytes, {} entries, sha256 {})",
         rec.archive, rec.bytes, rec.files, rec.sha256
     );
+    // rclone storage with `export_path`: the verified archive and its manifest go to the bucket
+    // (copyto with retries), checked there by size and by sha256 read back (STORAGE).
+    if let Some(rc) = ctx.storage.as_rclone()
+        && let Some(prefix) = rc.config().export_path.clone()
+    {
+        for local in [&rec.archive, &rec.manifest] {
+            let name = local.rsplit('/').next().unwrap_or(local.as_str());
+            let object = format!("{}/{name}", prefix.trim_end_matches('/'));
+            let up = rc
+                .upload_file(ctx.remote.as_ref(), local, &object, true)
+                .with_context(|| format!("uploading the export to {object}"))?;
+            tracing::info!(
+                "uploaded {} ({} bytes, sha256 verified in the bucket)",
+                up.object,
+                up.bytes
+            );
+            if local == &rec.archive {
+                detail.push_str(&format!("; uploaded to {}", up.object));
+            }
+        }
+    }
     ctx.state.export = Some(rec);
     Ok(Outcome::Done(Some(detail)))
 }

@@ -81,6 +81,10 @@ pub struct RcloneConfig {
     /// Appended verbatim to the `rclone mount` command line.
     #[serde(default)]
     pub extra_flags: Vec<String>,
+    /// `bucket/prefix` on the same remote where the export archive and its manifest are uploaded
+    /// (after the local archive is verified). Unset: the export stays on the target.
+    #[serde(default)]
+    pub export_path: Option<String>,
 }
 
 fn default_provider() -> String {
@@ -283,6 +287,16 @@ impl RcloneConfig {
                 "anchor",
                 format!(
                     "{a:?} must be relative to the mount point; write e.g. \"Movies/anchor.txt\""
+                ),
+            );
+        }
+        if let Some(x) = &self.export_path
+            && (x.trim_matches('/').is_empty() || x.contains(':'))
+        {
+            push(
+                "export_path",
+                format!(
+                    "{x:?} is not a bucket path; write e.g. \"media-exports/plexburst\" (the remote is the storage's)"
                 ),
             );
         }
@@ -1066,6 +1080,90 @@ impl Rclone {
         }]
     }
 
+    /// Check the object in the bucket: its size, and with `download` its sha256 (read back whole).
+    /// Returns whether the checksum was verified.
+    fn verify_object(
+        &self,
+        r: &dyn Remote,
+        obj: &str,
+        bytes: u64,
+        sha256: &str,
+        download: bool,
+    ) -> anyhow::Result<bool> {
+        let stat = r
+            .run(&self.cmd(format!("{} lsjson --stat {}", self.rclone(), sh_quote(obj))))
+            .with_context(|| format!("looking up {obj} after upload"))?;
+        let v: serde_json::Value =
+            serde_json::from_slice(&stat.stdout).context("parsing rclone lsjson --stat")?;
+        let size = v.get("Size").and_then(|s| s.as_u64()).unwrap_or(u64::MAX);
+        if size != bytes {
+            bail!(
+                "{obj} has {size} bytes in the bucket but {bytes} were sent; the export is incomplete"
+            );
+        }
+        if !download {
+            return Ok(false);
+        }
+        let out = r
+            .run(
+                &self
+                    .cmd(format!(
+                        "{} cat {} | sha256sum | cut -d' ' -f1",
+                        self.rclone(),
+                        sh_quote(obj)
+                    ))
+                    .timeout(Duration::from_secs(48 * 3600)),
+            )
+            .with_context(|| format!("downloading {obj} to verify it"))?;
+        let got = out.stdout_str().trim().to_string();
+        if got != sha256 {
+            bail!(
+                "{obj} in the bucket has sha256 {got} but {sha256} was sent; the export is corrupt"
+            );
+        }
+        Ok(true)
+    }
+
+    /// Upload a finished file on the target (e.g. the verified export archive) to `object`
+    /// (`bucket/path`) with `rclone copyto` and its retries, then verify size and sha256.
+    pub fn upload_file(
+        &self,
+        r: &dyn Remote,
+        path: &str,
+        object: &str,
+        verify_download: bool,
+    ) -> anyhow::Result<UploadReport> {
+        let obj = format!("{}:{}", self.remote_name(), object.trim_start_matches('/'));
+        let s = &self.settings;
+        let script = format!(
+            "set -e; {rc} copyto --s3-chunk-size {} --s3-upload-concurrency {} --retries {} --low-level-retries {} {f} {o}; echo \"$(wc -c < {f}) $(sha256sum < {f} | cut -d' ' -f1)\"",
+            s.s3_chunk_size,
+            s.s3_upload_concurrency,
+            s.retries,
+            s.low_level_retries,
+            rc = self.rclone(),
+            f = sh_quote(path),
+            o = sh_quote(&obj)
+        );
+        let out = r
+            .run(&self.cmd(script).timeout(Duration::from_secs(48 * 3600)))
+            .with_context(|| format!("uploading {path} to {obj}"))?;
+        let said = out.stdout_str();
+        let mut it = said.split_whitespace();
+        let bytes: u64 = it
+            .next()
+            .and_then(|b| b.parse().ok())
+            .with_context(|| format!("upload printed no size: {said:?}"))?;
+        let sha256 = it.next().unwrap_or("").to_string();
+        let checksum_verified = self.verify_object(r, &obj, bytes, &sha256, verify_download)?;
+        Ok(UploadReport {
+            object: obj,
+            bytes,
+            sha256,
+            checksum_verified,
+        })
+    }
+
     fn upload(&self, r: &dyn Remote, spec: &UploadSpec) -> anyhow::Result<UploadReport> {
         let obj = format!(
             "{}:{}",
@@ -1120,43 +1218,8 @@ echo \"$(wc -c < \"$f\") $(sha256sum < \"$f\" | cut -d' ' -f1)\"",
             .and_then(|b| b.parse().ok())
             .with_context(|| format!("export printed no size: {said:?}"))?;
         let sha256 = it.next().unwrap_or("").to_string();
-        // Verify: the object's size as the bucket reports it, then optionally its content.
-        let stat = r
-            .run(&self.cmd(format!(
-                "{} lsjson --stat {}",
-                self.rclone(),
-                sh_quote(&obj)
-            )))
-            .with_context(|| format!("looking up {obj} after upload"))?;
-        let v: serde_json::Value =
-            serde_json::from_slice(&stat.stdout).context("parsing rclone lsjson --stat")?;
-        let size = v.get("Size").and_then(|s| s.as_u64()).unwrap_or(u64::MAX);
-        if size != bytes {
-            bail!(
-                "{obj} has {size} bytes in the bucket but {bytes} were sent; the export is incomplete"
-            );
-        }
-        let mut checksum_verified = false;
-        if spec.verify_download {
-            let out = r
-                .run(
-                    &self
-                        .cmd(format!(
-                            "{} cat {} | sha256sum | cut -d' ' -f1",
-                            self.rclone(),
-                            sh_quote(&obj)
-                        ))
-                        .timeout(Duration::from_secs(48 * 3600)),
-                )
-                .with_context(|| format!("downloading {obj} to verify it"))?;
-            let got = out.stdout_str().trim().to_string();
-            if got != sha256 {
-                bail!(
-                    "{obj} in the bucket has sha256 {got} but {sha256} was sent; the export is corrupt"
-                );
-            }
-            checksum_verified = true;
-        }
+        let checksum_verified =
+            self.verify_object(r, &obj, bytes, &sha256, spec.verify_download)?;
         Ok(UploadReport {
             object: obj,
             bytes,

@@ -13,6 +13,8 @@ use plexburst::remote::{Cmd, Remote};
 use plexburst::storage::rclone::{Rclone, RcloneConfig, UploadSpec, upload_stream};
 use plexburst::storage::{Health, Storage, StorageConfig};
 
+use crate::harness::{Lab, LabOpts, pids_with_cmdline, text};
+
 /// A free TCP port on 127.0.0.1 (bound, read, released).
 pub fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")
@@ -555,4 +557,223 @@ fn running_container_reads_the_new_mount_after_a_remount() {
         String::from_utf8_lossy(&after.stderr)
     );
     assert_eq!(after.stdout, want);
+}
+
+// ---- End-to-end: the real binary with storage.kind = "rclone" ----------------------------------
+
+const TRACKS: &str =
+    "SELECT count(*) FROM metadata_items WHERE metadata_type = 10 AND deleted_at IS NULL";
+const MOVIES: &str =
+    "SELECT count(*) FROM metadata_items WHERE metadata_type = 1 AND deleted_at IS NULL";
+const PHOTOS: &str =
+    "SELECT count(*) FROM metadata_items WHERE metadata_type = 13 AND deleted_at IS NULL";
+const ITEMS: &str =
+    "SELECT count(*) FROM metadata_items WHERE metadata_type IN (1, 10, 13) AND deleted_at IS NULL";
+const DELETED: &str = "SELECT count(*) FROM metadata_items WHERE deleted_at IS NOT NULL";
+
+/// A harness `Lab` whose generated library is served by `rclone serve s3` (bucket `media`) and
+/// mounted by plexburst itself: the config's `[storage]` becomes `kind = "rclone"` and the sections
+/// point under the mount point. Unmounts whatever is left on drop.
+pub struct RcloneLab {
+    pub mount_point: String,
+    /// Serves the lab's directory for the lab's lifetime.
+    _s3: S3Server,
+    pub lab: Lab,
+}
+
+impl RcloneLab {
+    pub fn new(opts: LabOpts, extra_storage_toml: &str) -> RcloneLab {
+        let lab = Lab::new(opts);
+        std::fs::create_dir_all(lab.path("exports")).unwrap();
+        let s3 = S3Server::over(lab.dir.path());
+        let conf = lab.path("user-rclone.conf");
+        std::fs::write(&conf, s3.user_conf("s3lib")).unwrap();
+        let media = lab.path("media").display().to_string();
+        let mount_point = lab.path("mnt/media").display().to_string();
+        let toml = std::fs::read_to_string(lab.config_path()).unwrap();
+        let old = format!("[storage]\nkind = \"path\"\npath = \"{media}\"\n");
+        assert!(
+            toml.contains(&old),
+            "the harness config changed shape:\n{toml}"
+        );
+        let new = format!(
+            "[storage]\nkind = \"rclone\"\nremote = \"s3lib\"\nrclone_conf = \"{}\"\nbucket = \"media\"\nmount_point = \"{mount_point}\"\nrc_port = {}\n{extra_storage_toml}\n",
+            conf.display(),
+            free_port()
+        );
+        let toml = toml
+            .replace(&old, &new)
+            .replace(&format!("\"{media}/"), &format!("\"{mount_point}/"));
+        std::fs::write(lab.config_path(), toml).unwrap();
+        RcloneLab {
+            mount_point,
+            _s3: s3,
+            lab,
+        }
+    }
+
+    /// Pids of `rclone mount` processes serving this lab's mount point.
+    pub fn mount_pids(&self) -> Vec<i32> {
+        pids_with_cmdline(&self.mount_point)
+            .into_iter()
+            .filter(|p| {
+                std::fs::read(format!("/proc/{p}/cmdline"))
+                    .map(|c| {
+                        let c = String::from_utf8_lossy(&c).into_owned();
+                        let mut args = c.split('\0');
+                        args.next().is_some_and(|a| a.ends_with("rclone"))
+                            && args.next() == Some("mount")
+                    })
+                    .unwrap_or(false)
+            })
+            .collect()
+    }
+}
+
+impl Drop for RcloneLab {
+    fn drop(&mut self) {
+        for p in self.mount_pids() {
+            let _ = Local::new().exec(&Cmd::new(format!("kill -9 {p}")));
+        }
+        let parent = self.lab.path("mnt");
+        let _ = Local::new().exec(&Cmd::new(format!(
+            "fusermount3 -uz '{}' 2>/dev/null; umount -l '{}' 2>/dev/null; true",
+            self.mount_point,
+            parent.display()
+        )));
+    }
+}
+
+fn assert_counts_match(rl: &RcloneLab, out: &std::process::Output) {
+    assert_eq!(out.status.code(), Some(0), "{}", text(out));
+    let lab = &rl.lab;
+    assert_eq!(lab.count(TRACKS), lab.counts.tracks, "tracks in the DB");
+    assert_eq!(lab.count(MOVIES), lab.counts.movies, "movies in the DB");
+    assert_eq!(lab.count(PHOTOS), lab.counts.photos, "photos in the DB");
+    assert_eq!(lab.count(DELETED), 0, "nothing was ever marked deleted");
+    let paths = lab.sql("SELECT file FROM media_parts LIMIT 1");
+    assert!(
+        paths.starts_with(&rl.mount_point),
+        "Plex read the library through the mount: {paths}"
+    );
+    assert!(rl.mount_pids().is_empty(), "the run unmounted rclone");
+}
+
+/// The verified archive was also uploaded to the bucket, byte for byte.
+fn assert_archive_in_bucket(rl: &RcloneLab) {
+    let state = rl.lab.state();
+    let archive = state["export"]["archive"]
+        .as_str()
+        .expect("export in the state")
+        .to_string();
+    let name = archive.rsplit('/').next().unwrap();
+    let object = rl.lab.path("exports/plexburst").join(name);
+    assert_eq!(
+        std::fs::read(&object)
+            .unwrap_or_else(|e| panic!("{} not in the bucket: {e}", object.display())),
+        std::fs::read(&archive).unwrap(),
+        "the bucket holds the same archive"
+    );
+    let manifest = state["export"]["manifest"]
+        .as_str()
+        .unwrap()
+        .rsplit('/')
+        .next()
+        .unwrap()
+        .to_string();
+    assert!(
+        rl.lab.path("exports/plexburst").join(manifest).exists(),
+        "manifest uploaded"
+    );
+}
+
+#[test]
+fn local_run_on_an_rclone_mount_scans_everything() {
+    let rl = RcloneLab::new(LabOpts::default(), "export_path = \"exports/plexburst\"");
+    let out = rl.lab.plexburst(&["run"]);
+    assert_counts_match(&rl, &out);
+    assert_archive_in_bucket(&rl);
+}
+
+#[test]
+fn ssh_run_on_an_rclone_mount_scans_everything() {
+    let sshd = crate::sshd::Sshd::start();
+    let rl = RcloneLab::new(
+        LabOpts {
+            target_toml: Some(sshd.config_toml()),
+            ..Default::default()
+        },
+        "export_path = \"exports/plexburst\"",
+    );
+    let out = rl.lab.plexburst(&["run"]);
+    assert_counts_match(&rl, &out);
+    assert_archive_in_bucket(&rl);
+}
+
+#[test]
+fn rclone_killed_mid_scan_is_remounted_and_nothing_is_marked_deleted() {
+    // A slow scan (2 files/s over 22 files) leaves room to kill rclone in the middle of it.
+    let rl = RcloneLab::new(
+        LabOpts {
+            emulator_args: vec!["--scan-rate".into(), "2".into()],
+            ..Default::default()
+        },
+        "",
+    );
+    let lab = &rl.lab;
+    let (out, killed, max_deleted) = std::thread::scope(|s| {
+        let run = s.spawn(|| lab.plexburst(&["run"]));
+        let mut killed = None;
+        let mut max_deleted = 0;
+        let deadline = Instant::now() + Duration::from_secs(300);
+        while !run.is_finished() {
+            assert!(
+                Instant::now() < deadline,
+                "the run did not finish within 300 s"
+            );
+            // The DB file appears before its schema: a failed read here just means "not yet".
+            let counts = Local::new().exec(
+                &Cmd::new(format!(
+                    "sqlite3 -readonly -cmd '.timeout 10000' '{}' \"SELECT ({ITEMS}) || ' ' || ({DELETED})\"",
+                    lab.db_path().display()
+                )),
+            );
+            if let Ok(o) = counts
+                && o.status == 0
+            {
+                let counts = o.stdout_str();
+                let mut it = counts
+                    .trim()
+                    .split(' ')
+                    .map(|n| n.parse::<i64>().unwrap_or(0));
+                let (items, deleted) = (it.next().unwrap_or(0), it.next().unwrap_or(0));
+                max_deleted = max_deleted.max(deleted);
+                if killed.is_none() && items >= 1 {
+                    let pids = rl.mount_pids();
+                    assert_eq!(pids.len(), 1, "one rclone mount serves the lab: {pids:?}");
+                    Local::new()
+                        .run(&Cmd::new(format!("kill -9 {}", pids[0])))
+                        .unwrap();
+                    killed = Some((pids[0], items));
+                }
+            }
+            std::thread::sleep(Duration::from_millis(100)); // sampling interval of the DB watcher
+        }
+        (run.join().unwrap(), killed, max_deleted)
+    });
+    let (pid, at) = killed.expect("rclone was killed while the scan ran");
+    assert!(
+        at < lab.counts.tracks + lab.counts.movies + lab.counts.photos,
+        "killed mid-scan ({at} of {} items):\n{}",
+        lab.counts.tracks + lab.counts.movies + lab.counts.photos,
+        text(&out)
+    );
+    let log = text(&out);
+    assert!(
+        log.contains("storage is degraded"),
+        "the guard saw the dead mount:\n{log}"
+    );
+    assert_eq!(max_deleted, 0, "an item was marked deleted during the run");
+    assert!(!Path::new(&format!("/proc/{pid}")).exists());
+    assert_counts_match(&rl, &out);
 }
