@@ -696,3 +696,32 @@ fn destroy_stops_what_a_killed_run_left() {
     assert_eq!(lab.state()["status"], "destroyed");
     assert_no_server(&lab);
 }
+
+#[test]
+fn sigterm_mid_scan_stops_cleanly_and_keeps_the_state() {
+    let lab = Lab::new(LabOpts {
+        emulator_args: vec!["--scan-rate".into(), "4".into()],
+        ..Default::default()
+    });
+    let child = crate::harness::spawn(&mut lab.cmd(&["run", "--skip-analysis"]));
+    wait_for_scan_under_way(&lab);
+    run(command("kill").args(["-TERM", &child.id().to_string()]));
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(out.status.code(), Some(130), "{}", text(&out));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("plexburst resume") && stderr.contains("plexburst destroy"),
+        "{}",
+        text(&out)
+    );
+    let st = lab.state();
+    assert_eq!(st["status"], "interrupted");
+    let scan = st["phases"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["name"] == "scan")
+        .unwrap();
+    assert_eq!(scan["status"], "interrupted");
+    assert_no_server(&lab);
+}
