@@ -725,3 +725,39 @@ fn sigterm_mid_scan_stops_cleanly_and_keeps_the_state() {
     assert_eq!(scan["status"], "interrupted");
     assert_no_server(&lab);
 }
+
+#[test]
+fn show_section_is_created_and_its_episodes_counted() {
+    let lab = Lab::new(LabOpts {
+        shows: true,
+        ..Default::default()
+    });
+    assert!(lab.counts.episodes > 0, "gen-library wrote no episodes");
+    let out = lab.plexburst(&["run", "--skip-analysis"]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    assert_eq!(
+        lab.count(
+            "SELECT count(*) FROM metadata_items WHERE metadata_type = 4 AND deleted_at IS NULL"
+        ),
+        lab.counts.episodes
+    );
+    assert_eq!(
+        lab.sql("SELECT agent || '|' || scanner FROM library_sections WHERE section_type = 2"),
+        "tv.plex.agents.series|Plex TV Series"
+    );
+    let st = lab.state();
+    let scan = st["phases"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["name"] == "scan")
+        .unwrap();
+    let shows = scan["counts_after"]["sections"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["name"] == "TV Shows")
+        .unwrap();
+    assert_eq!(shows["items"], lab.counts.episodes);
+    assert_no_server(&lab);
+}

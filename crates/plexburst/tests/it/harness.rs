@@ -53,6 +53,8 @@ pub struct LibCounts {
     pub tracks: i64,
     pub movies: i64,
     pub photos: i64,
+    #[serde(default)]
+    pub episodes: i64,
 }
 
 /// How to run the server in a test.
@@ -68,6 +70,8 @@ pub struct LabOpts {
     pub target_toml: Option<String>,
     /// Use the docker runtime with this image instead of the command runtime.
     pub docker_image: Option<String>,
+    /// Also generate TV shows and add a `show` section for them.
+    pub shows: bool,
 }
 
 /// One test's world: a generated library, a data dir, an export dir, a state dir and a config.
@@ -86,23 +90,30 @@ impl Lab {
             .tempdir()
             .unwrap();
         let media = dir.path().join("media");
-        let out = run(command(emulator_bin()).args([
-            "gen-library",
-            "--out",
-            media.to_str().unwrap(),
-            "--artists",
-            "2",
-            "--albums",
-            "3",
-            "--tracks",
-            "12",
-            "--movies",
-            "4",
-            "--photos",
-            "6",
-            "--seed",
-            "7",
-        ]));
+        let shows: &[&str] = if opts.shows {
+            &["--shows", "2", "--seasons", "3", "--episodes", "9"]
+        } else {
+            &[]
+        };
+        let out = run(command(emulator_bin())
+            .args([
+                "gen-library",
+                "--out",
+                media.to_str().unwrap(),
+                "--artists",
+                "2",
+                "--albums",
+                "3",
+                "--tracks",
+                "12",
+                "--movies",
+                "4",
+                "--photos",
+                "6",
+                "--seed",
+                "7",
+            ])
+            .args(shows));
         assert!(
             out.status.success(),
             "gen-library failed: {}",
@@ -220,7 +231,14 @@ paths = ["{m}/Movies"]
 name = "Photos"
 type = "photo"
 paths = ["{m}/Photos"]
-"#,
+{shows}"#,
+            shows = if self.opts.shows {
+                format!(
+                    "\n[[sections]]\nname = \"TV Shows\"\ntype = \"show\"\npaths = [\"{m}/TV Shows\"]\n"
+                )
+            } else {
+                String::new()
+            },
             data = self.data_dir().display(),
             port = self.port,
             timeouts = self.opts.timeouts.join("\n"),
