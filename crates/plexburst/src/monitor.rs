@@ -437,6 +437,16 @@ pub fn watch(
             ctx.save()?;
             last_save = Instant::now();
         }
+        // A phase that ends while the storage is degraded ended on unreadable files (a scan on a
+        // dead mount finishes fast and short): remount and ask for the work again instead.
+        if verdict != Verdict::Working && guard_storage(ctx, phase, job, &mut remounts)? {
+            last_health = Instant::now();
+            let remaining = timeout.saturating_sub(phase_start.elapsed());
+            tracker = new_tracker(remaining);
+            tracker_start = Instant::now();
+            ctx.save()?;
+            continue;
+        }
         if verdict != Verdict::Working {
             if let Some(b) = &bar {
                 b.finish_with_message(format!("{verdict:?}"));
