@@ -847,3 +847,49 @@ fn docker_container_reads_the_remount_after_rclone_is_killed_mid_scan() {
     let killed = run_and_kill_rclone_mid_scan(&rl);
     assert_recovered_from_kill(&rl, killed);
 }
+
+#[test]
+fn scan_refuses_a_mount_that_lists_but_cannot_read() {
+    let rl = RcloneLab::new(LabOpts::default(), "");
+    let lab = &rl.lab;
+    let prepared = || {
+        std::fs::read(lab.state_dir().join("state.json"))
+            .ok()
+            .and_then(|b| serde_json::from_slice::<serde_json::Value>(&b).ok())
+            .is_some_and(|st| {
+                st["phases"].as_array().is_some_and(|ps| {
+                    ps.iter()
+                        .any(|p| p["name"] == "prepare" && p["status"] == "done")
+                })
+            })
+    };
+    let out = std::thread::scope(|s| {
+        let run = s.spawn(|| lab.plexburst(&["run"]));
+        // Once the mount is up and its listing cached (phase prepare done), the bucket stops
+        // serving Music: the mount still lists it, as the degraded mount of the field record did.
+        let deadline = Instant::now() + Duration::from_secs(120);
+        while !run.is_finished() {
+            assert!(
+                Instant::now() < deadline,
+                "the run did not finish within 120 s"
+            );
+            if prepared() {
+                std::fs::remove_dir_all(lab.path("media/Music")).unwrap();
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(20)); // polling the state file
+        }
+        run.join().unwrap()
+    });
+    let log = text(&out);
+    assert_ne!(out.status.code(), Some(0), "the run must not go on:\n{log}");
+    assert!(log.contains("refusing to scan"), "{log}");
+    assert!(
+        log.contains("/Music/"),
+        "the reason names the unreadable directory:\n{log}"
+    );
+    if lab.db_path().exists() {
+        assert_eq!(lab.count(ITEMS), 0, "no scan ran");
+        assert_eq!(lab.count(DELETED), 0);
+    }
+}
