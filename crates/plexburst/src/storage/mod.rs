@@ -187,6 +187,17 @@ impl Storage {
         }
     }
 
+    /// The `rclone mount` command line for the plan (shell-quoted); `None` for a path.
+    pub fn mount_command(&self) -> Option<String> {
+        self.as_rclone().map(|rc| {
+            rc.plan_mount_args()
+                .iter()
+                .map(|a| sh_quote(a))
+                .collect::<Vec<_>>()
+                .join(" ")
+        })
+    }
+
     /// The rclone storage, for the export phase's `rclone::upload_stream`.
     pub fn as_rclone(&self) -> Option<&rclone::Rclone> {
         match self {

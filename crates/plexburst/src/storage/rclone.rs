@@ -4,8 +4,22 @@
 //! The failures this guards against come from the field record (rclone-and-plex-ops.md §3): mounts
 //! that die mid-scan, a mount that lists but cannot read (a scan on it trashed 221 of 224 movies),
 //! analysis hitting ENOENT on a cold cache, and containers holding a dead mount after a remount.
+//!
+//! Profile defaults (guesses from rclone-and-plex-ops.md §1e, not yet measured on Scaleway; every
+//! one can be overridden under `[storage.tuning]`):
+//!
+//! | profile    | read streams | buffer | read-ahead | stat prewarm | warm readers | upload conc. |
+//! |------------|-------------:|-------:|-----------:|-------------:|-------------:|-------------:|
+//! | lite       | 4            | 8M     | 16M        | 16           | 8            | 4            |
+//! | standard   | 8            | 16M    | 32M        | 32           | 16           | 8            |
+//! | power      | 16           | 16M    | 64M        | 64           | 32           | 8            |
+//! | superpower | 16           | 32M    | 128M       | 64           | 64           | 16           |
+//!
+//! All profiles: `--dir-cache-time 8760h --attr-timeout 1h` (nothing else writes the bucket during
+//! a run), chunk 4M, `--timeout 5m --contimeout 30s --retries 5 --low-level-retries 20`, VFS cache
+//! 70% of the cache disk's free space, export chunk 64M (10,000 parts ≈ 625 GiB streamed).
 
-use std::sync::Mutex;
+use std::sync::{Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
@@ -414,6 +428,8 @@ pub struct Rclone {
     secret: Option<String>,
     /// Files the health guard reads: the anchor and one file per top-level directory.
     probes: Mutex<Vec<String>>,
+    /// The secret values of the pushed config, for redaction (read once).
+    secret_values: OnceLock<Vec<String>>,
 }
 
 impl std::fmt::Debug for Rclone {
@@ -489,6 +505,7 @@ impl Rclone {
             cfg: cfg.clone(),
             work_dir: work_dir.trim_end_matches('/').to_string(),
             probes: Mutex::new(Vec::new()),
+            secret_values: OnceLock::new(),
         }
     }
 
@@ -576,7 +593,19 @@ impl Rclone {
     }
 
     fn secrets(&self) -> Vec<String> {
-        self.conf_text().map(|(_, s)| s).unwrap_or_default()
+        self.secret_values
+            .get_or_init(|| self.conf_text().map(|(_, s)| s).unwrap_or_default())
+            .clone()
+    }
+
+    /// The `rclone mount` line as the plan shows it: the cache size is either the configured one
+    /// or decided on the target at mount time from its free disk.
+    pub fn plan_mount_args(&self) -> Vec<String> {
+        let cache = match &self.settings.cache_max_size {
+            Some(s) => s.clone(),
+            None => format!("<{}% of free disk>", self.settings.cache_disk_percent),
+        };
+        self.mount_args(&cache)
     }
 
     /// A command carrying every secret of the remote for redaction.
@@ -1284,6 +1313,26 @@ vfs_read_chunk_streams = 3
         assert!(a.ends_with("--vfs-refresh"), "{a}");
         assert_eq!(rc.parent(), "/mnt");
         assert_eq!(rc.container_volumes()[0].options, "ro,rslave");
+    }
+
+    #[test]
+    fn plan_mount_line_is_stable() {
+        let mut c = cfg();
+        c.mtime = MtimeMode::Server;
+        c.extra_flags.clear();
+        c.tuning = Tuning::default();
+        let rc = Rclone::new(&c, "power", "/var/lib/plexburst");
+        assert_eq!(
+            rc.plan_mount_args().join(" "),
+            "rclone mount plexburst:media/lib /mnt/media --config /var/lib/plexburst/rclone/rclone.conf \
+             --read-only --allow-other --uid 1000 --gid 1000 --umask 002 --dir-cache-time 8760h \
+             --attr-timeout 1h --use-server-modtime --vfs-cache-mode full \
+             --cache-dir /var/lib/plexburst/rclone/cache --vfs-cache-max-size <70% of free disk> \
+             --vfs-read-chunk-size 4M --vfs-read-chunk-streams 16 --buffer-size 16M \
+             --vfs-read-ahead 64M --vfs-fast-fingerprint --use-mmap --timeout 5m --contimeout 30s \
+             --retries 5 --low-level-retries 20 --rc --rc-addr 127.0.0.1:5572 --rc-no-auth \
+             --log-file /var/lib/plexburst/rclone/mount.log --log-level INFO --stats 1m"
+        );
     }
 
     #[test]
