@@ -1,4 +1,4 @@
-//! Facts about the target host read through the remote: tools present, CPU of Plex processes.
+//! Facts about the target host read through the remote: tools present, CPU of Plex's process tree.
 //!
 //! Each function is one remote command, so on an SSH target it costs one round trip.
 
@@ -8,16 +8,16 @@ use anyhow::{Context, bail};
 
 use crate::remote::{Cmd, Remote};
 
-/// CPU use of the processes that matter, at one instant.
+/// CPU use of one process tree (the Plex server we started and its children), at one instant.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct CpuSample {
     /// utime + stime + cutime + cstime, in clock ticks (USER_HZ, 100 per second on Linux), summed
-    /// over the matching processes. The children's fields keep the sum from dropping when a
-    /// short-lived scanner process exits and is reaped by a matching parent.
+    /// over the root process and its live descendants. The children's fields keep the sum from
+    /// dropping when a short-lived scanner process exits and is reaped by its parent in the tree.
     pub total_ticks: u64,
-    /// How many processes matched.
+    /// How many processes the tree has (the root included).
     pub processes: u32,
-    /// Some process's command line contains `Plex Media Scanner`.
+    /// A process in the tree has `Plex Media Scanner` in its command line.
     pub scanner_running: bool,
 }
 
@@ -41,60 +41,72 @@ pub fn missing_tools(r: &dyn Remote, tools: &[&str]) -> anyhow::Result<Vec<Strin
 }
 
 /// Reads every process's command line (NULs turned into spaces, one `/proc/PID/cmdline:ARGS`
-/// line each) and then every `/proc/PID/stat`, in one pass, and sums the ticks of the processes
-/// whose command line contains one of the patterns (given on stdin, one per line).
+/// line each) and then every `/proc/PID/stat`, in one pass; then walks the parent links from the
+/// root pid (`$1`) down and sums the ticks of that tree. Prints `ticks processes scanner`, or
+/// `gone` when the root is not (or no longer) a live process.
 ///
-/// The patterns travel on stdin and "Plex Media Scanner" is split in two inside the awk program,
-/// so neither this script nor awk ever matches itself. A process that exits between the two reads
-/// is simply missing from the second one.
-const CPU_SCRIPT: &str = r#"PB_PATTERNS=$(cat)
-export PB_PATTERNS
-{
+/// Only the tree counts: another Plex-like server on the same host (or another test's emulator)
+/// has its own "Plex Media Scanner" and its own CPU, which must not look like ours. "Plex Media
+/// Scanner" is split in two inside the awk program so the script never matches itself (it is not
+/// in the tree anyway). A process that exits between the two reads has no command line, so it
+/// cannot be the scanner, and its ticks are still in the stat read.
+const CPU_SCRIPT: &str = r#"{
   grep -a -H '' /proc/[0-9]*/cmdline 2>/dev/null | tr '\000' ' '
   echo '--plexburst-stat--'
   cat /proc/[0-9]*/stat 2>/dev/null
-} | awk -v self="$$" '
-BEGIN { n = split(ENVIRON["PB_PATTERNS"], pats, "\n"); scanner = "Plex Media " "Scanner"; stat = 0 }
+} | awk -v root="$1" '
+BEGIN { scanner = "Plex Media " "Scanner"; stat = 0 }
 $0 == "--plexburst-stat--" { stat = 1; next }
 stat == 0 {
   if ($0 !~ /^\/proc\/[0-9]+\/cmdline:/) next
   colon = index($0, ":")
   pid = substr($0, 7, colon - 15)
-  args = substr($0, colon + 1)
-  if (pid == self) next
-  if (index(args, scanner) > 0) running = 1
-  for (i = 1; i <= n; i++) if (pats[i] != "" && index(args, pats[i]) > 0) { want[pid] = 1; break }
+  if (index(substr($0, colon + 1), scanner) > 0) scans[pid] = 1
   next
 }
 {
   pid = $1
-  if (!(pid in want)) next
   rest = $0
   sub(/^.*\) /, "", rest)
   split(rest, f, " ")
-  # After the command name: f[1] is field 3 (state), so utime..cstime (14..17) are f[12]..f[15].
-  ticks += f[12] + f[13] + f[14] + f[15]
-  procs++
+  # After the command name: f[1] is field 3 (state), f[2] the parent pid, and utime..cstime
+  # (fields 14..17) are f[12]..f[15].
+  if (f[1] == "Z" && pid == root) next
+  seen[pid] = 1
+  ticks[pid] = f[12] + f[13] + f[14] + f[15]
+  kids[f[2]] = kids[f[2]] " " pid
 }
-END { printf "%d %d %d\n", ticks, procs, running }'
+END {
+  if (!(root in seen)) { print "gone"; exit }
+  stack[1] = root; top = 1
+  while (top > 0) {
+    p = stack[top--]
+    # A pid reused while the stat files were read could link back into the tree: visit once.
+    if (p in visited) continue
+    visited[p] = 1
+    total += ticks[p]; procs++
+    if (p in scans) running = 1
+    n = split(kids[p], c, " ")
+    for (i = 1; i <= n; i++) stack[++top] = c[i]
+  }
+  printf "%d %d %d\n", total, procs, running
+}'
 "#;
 
-/// CPU ticks of the processes whose command line contains any of `patterns`.
-pub fn cpu_sample(r: &dyn Remote, patterns: &[String]) -> anyhow::Result<CpuSample> {
-    let stdin = patterns
-        .iter()
-        .filter(|p| !p.is_empty() && !p.contains('\n'))
-        .cloned()
-        .collect::<Vec<_>>()
-        .join("\n");
+/// CPU ticks of process `root` and all its descendants (the Plex server started by
+/// `runtime::Runtime`, see `Runtime::root_pid`), in one remote command. A root that is not
+/// running is an error, never a zero sample.
+pub fn cpu_sample(r: &dyn Remote, root: u32) -> anyhow::Result<CpuSample> {
     let out = r
-        .run(
-            &Cmd::new(CPU_SCRIPT)
-                .stdin(stdin)
-                .timeout(Duration::from_secs(30)),
-        )
+        .run(&Cmd::new(format!("set -- {root}\n{CPU_SCRIPT}")).timeout(Duration::from_secs(30)))
         .with_context(|| format!("reading process CPU from /proc on {}", r.describe()))?;
     let text = out.stdout_str();
+    if text.trim() == "gone" {
+        bail!(
+            "process {root} (the Plex server) is not running on {}",
+            r.describe()
+        );
+    }
     let fields: Vec<u64> = text
         .split_whitespace()
         .map(|f| f.parse::<u64>())
@@ -186,9 +198,19 @@ mod tests {
     }
 
     #[test]
-    fn cpu_sample_does_not_count_itself() {
-        let s = cpu_sample(&Local::new(), &["plexburst-pattern-nobody-runs".into()]).unwrap();
-        assert_eq!((s.processes, s.total_ticks), (0, 0));
+    fn cpu_sample_of_a_missing_process_is_an_error_not_zero() {
+        // Pids never exceed 2^22 on Linux (pid_max), so this one cannot exist.
+        let err = cpu_sample(&Local::new(), 4_194_305).unwrap_err();
+        assert!(err.to_string().contains("not running"), "{err:#}");
+    }
+
+    #[test]
+    fn cpu_sample_of_this_test_process_counts_it_and_nothing_above_it() {
+        let me = std::process::id();
+        let s = cpu_sample(&Local::new(), me).unwrap();
+        // This process plus the sampling shell it spawned (and that shell's pipeline).
+        assert!(s.processes >= 2, "{s:?}");
+        assert!(!s.scanner_running, "{s:?}");
     }
 
     #[test]

@@ -1,7 +1,8 @@
 //! Samples (DB counts, activities, CPU) -> progress lines/bars and phase verdicts.
 //!
 //! Every poll takes one sample: per-section counts from Plex's DB (`plex::db::sample`), the
-//! sections' `refreshing` flags and `/activities` from the API, and the CPU of Plex's processes. A
+//! sections' `refreshing` flags and `/activities` from the API, and the CPU of the process tree of
+//! the server we started (`Runtime::root_pid`; never other Plex-like processes). A
 //! sample is a value or an error: a failed one is shown and counted, never read as zero, and
 //! `monitor.max_failed_samples` failures in a row fail the phase. When Plex itself is gone
 //! (crashed mid-phase) it is restarted and the work re-requested.
@@ -9,7 +10,7 @@
 use std::io::IsTerminal;
 use std::time::{Duration, Instant};
 
-use anyhow::bail;
+use anyhow::{Context, bail};
 
 use crate::pipeline::{Ctx, ensure_plex};
 use crate::plex::api::{Activity, Section};
@@ -18,11 +19,6 @@ use crate::progress::{Observation, Tracker, TrackerConfig, Verdict};
 
 /// Restarts of a crashed Plex within one phase before giving up.
 pub const MAX_RESTARTS: u32 = 3;
-
-/// Command-line fragments of Plex's processes (the real server and scanner, or the emulator).
-pub fn cpu_patterns() -> Vec<String> {
-    vec!["Plex Media".into(), "plex-emulator".into()]
-}
 
 /// What a phase waits for.
 #[derive(Debug, Clone)]
@@ -161,27 +157,35 @@ pub struct Sample {
     pub scanner_running: bool,
 }
 
-/// Take one sample. Any failed part fails the whole sample (CPU excepted: it is optional and
-/// reported as unknown, which the tracker never reads as "stopped").
-pub fn take_sample(ctx: &Ctx, sampler: &mut Sampler) -> anyhow::Result<Sample> {
+/// Take one sample. Any failed part fails the whole sample, the CPU included: a server whose
+/// process cannot be found is an error, never zero CPU. `plex_pid` caches the server's root pid
+/// (`Runtime::root_pid`); it is looked up when `None` and cleared when the CPU read fails, so a
+/// restarted server is found again.
+pub fn take_sample(
+    ctx: &Ctx,
+    sampler: &mut Sampler,
+    plex_pid: &mut Option<u32>,
+) -> anyhow::Result<Sample> {
     let db = sampler.sample(ctx.remote.as_ref())?;
     let client = ctx.client()?;
     let sections = client.sections()?;
     let activities = client.activities()?;
-    let (cpu_ticks, scanner_running) =
-        match crate::host::cpu_sample(ctx.remote.as_ref(), &cpu_patterns()) {
-            Ok(c) => (Some(c.total_ticks), c.scanner_running),
-            Err(e) => {
-                tracing::debug!("CPU sample failed: {e:#}");
-                (None, false)
-            }
-        };
+    let root = match *plex_pid {
+        Some(pid) => pid,
+        None => ctx
+            .runtime()
+            .root_pid(ctx.remote.as_ref())?
+            .context("the Plex server's process is not running, so its CPU cannot be read")?,
+    };
+    let cpu = crate::host::cpu_sample(ctx.remote.as_ref(), root);
+    *plex_pid = cpu.is_ok().then_some(root);
+    let cpu = cpu?;
     Ok(Sample {
         db,
         sections,
         activities,
-        cpu_ticks,
-        scanner_running,
+        cpu_ticks: Some(cpu.total_ticks),
+        scanner_running: cpu.scanner_running,
     })
 }
 
@@ -312,6 +316,9 @@ pub fn watch(
     let mut cpu_filter = CpuFilter::default();
     // Incremental DB sampling: after the first full count only what changed is read.
     let mut sampler = Sampler::new(ctx.config.plex.db_path());
+    // The server's root pid, for the CPU of its process tree: looked up on the first sample and
+    // again after anything that may have restarted it.
+    let mut plex_pid: Option<u32> = None;
     // The storage guard runs every few polls: a health probe costs a handful of remote commands.
     let health_every =
         (mcfg.poll_interval * 10).clamp(Duration::from_secs(2), Duration::from_secs(30));
@@ -326,6 +333,7 @@ pub fn watch(
         if last_health.elapsed() >= health_every {
             last_health = Instant::now();
             if guard_storage(ctx, phase, job, &mut remounts)? {
+                plex_pid = None;
                 let remaining = timeout.saturating_sub(phase_start.elapsed());
                 tracker = new_tracker(remaining);
                 tracker_start = Instant::now();
@@ -333,7 +341,7 @@ pub fn watch(
                 continue;
             }
         }
-        let sample = match take_sample(ctx, &mut sampler) {
+        let sample = match take_sample(ctx, &mut sampler, &mut plex_pid) {
             Ok(s) => {
                 consecutive_failures = 0;
                 s
@@ -360,6 +368,7 @@ pub fn watch(
                         "{phase}: Plex is not running ({e:#}); restarting it ({restarts}/{MAX_RESTARTS})"
                     );
                     ctx.plex = None;
+                    plex_pid = None;
                     ensure_plex(ctx)?;
                     job.trigger(ctx)?;
                     let remaining = timeout.saturating_sub(phase_start.elapsed());

@@ -83,6 +83,24 @@ impl Runtime {
         })
     }
 
+    /// The pid, in the target's own (host) pid namespace, of the process at the root of the
+    /// server we started: the command's pid (from the pid file, checked against its start time)
+    /// or the container's init process. `None` when it is not running. Its process tree is what
+    /// `host::cpu_sample` measures, so another Plex on the same host is never counted.
+    pub fn root_pid(&self, r: &dyn Remote) -> anyhow::Result<Option<u32>> {
+        match self {
+            Runtime::Docker(d) => d.root_pid(r),
+            Runtime::Command(c) => c.root_pid(r),
+        }
+        .with_context(|| {
+            format!(
+                "finding the process of Plex ({}) on {}",
+                self.describe(),
+                r.describe()
+            )
+        })
+    }
+
     /// The last `lines` lines of the server's output (for error messages).
     pub fn log_tail(&self, r: &dyn Remote, lines: usize) -> anyhow::Result<String> {
         match self {
@@ -262,6 +280,28 @@ impl DockerSpec {
         Ok(self.state(r)? == Some(true))
     }
 
+    fn root_pid(&self, r: &dyn Remote) -> anyhow::Result<Option<u32>> {
+        // `.State.Pid` is the container's pid 1 as the host sees it (0 when stopped): the same
+        // view as the target's /proc, which `host::cpu_sample` reads.
+        let out = r.exec(&Cmd::new(format!(
+            "docker inspect -f '{{{{.State.Pid}}}}' {}",
+            quote(&self.name)
+        )))?;
+        let stdout = out.stdout_str();
+        match (out.status, stdout.trim().parse::<u32>()) {
+            (0, Ok(0)) => Ok(None),
+            (0, Ok(pid)) => Ok(Some(pid)),
+            (_, _) if String::from_utf8_lossy(&out.stderr).contains("No such") => Ok(None),
+            _ => bail!(
+                "`docker inspect {}` failed with status {}: {} {}",
+                self.name,
+                out.status,
+                stdout.trim(),
+                String::from_utf8_lossy(&out.stderr).trim()
+            ),
+        }
+    }
+
     fn log_tail(&self, r: &dyn Remote, lines: usize) -> anyhow::Result<String> {
         let out = r.run(&Cmd::new(format!(
             "docker logs --tail {lines} {} 2>&1",
@@ -363,6 +403,22 @@ rm -f -- "$PB_PID" "$PB_PID.start"
             self.prelude()
         )))?;
         Ok(out.stdout_str().trim() == "yes")
+    }
+
+    fn root_pid(&self, r: &dyn Remote) -> anyhow::Result<Option<u32>> {
+        // The same liveness check as is_running, so a stale pid file (a reused pid) is `None`.
+        let out = r.run(&Cmd::new(format!(
+            "{}\nif pb_alive; then cat \"$PB_PID\"; fi",
+            self.prelude()
+        )))?;
+        let text = out.stdout_str();
+        match text.trim() {
+            "" => Ok(None),
+            pid => pid
+                .parse()
+                .map(Some)
+                .with_context(|| format!("pid file {} holds {pid:?}, not a pid", self.pid_file)),
+        }
     }
 
     fn log_tail(&self, r: &dyn Remote, lines: usize) -> anyhow::Result<String> {

@@ -333,48 +333,136 @@ fn ssh_reconnects_after_the_connection_is_cut() {
     );
 }
 
+/// Starts `sh FILE ARGS...` detached in its own session (so its whole tree can be killed as a
+/// process group) and returns its pid.
+fn spawn_tree(local: &Local, script: &std::path::Path, args: &str) -> u32 {
+    local
+        .run(&Cmd::new(format!(
+            "setsid nohup sh '{}' {args} >/dev/null 2>&1 & echo $!",
+            script.display()
+        )))
+        .unwrap()
+        .stdout_str()
+        .trim()
+        .parse()
+        .unwrap()
+}
+
 #[test]
-fn cpu_sample_sees_a_busy_process_and_its_ticks_grow() {
+fn cpu_sample_counts_only_the_servers_process_tree() {
     let sshd = Sshd::start();
     let ssh = connect(&sshd);
     let local = Local::new();
-    let marker = format!("pb-busy-{}", std::process::id());
     let dir = tempfile::tempdir().unwrap();
     // A process named like Plex's scanner, to check `scanner_running`.
     let scanner = dir.path().join("Plex Media Scanner");
     std::fs::copy("/bin/sleep", &scanner).unwrap();
-    let out = local
-        .run(&Cmd::new(format!(
-            "nohup sh -c 'while :; do :; done' {marker} >/dev/null 2>&1 & echo $!; \
-             nohup '{}' 60 >/dev/null 2>&1 & echo $!",
-            scanner.display()
-        )))
-        .unwrap();
-    let pids: Vec<String> = out.stdout_str().lines().map(str::to_string).collect();
-    let _cleanup = KillOnDrop(pids.clone());
+    // Our "server": a busy child, one level further down a scanner grandchild (each writes its
+    // pid to a file so the test can end it alone), and a sleeping child that keeps it alive. The
+    // scanner's path is built inside the scripts: an argument naming it would put "Plex Media
+    // Scanner" in the parents' command lines too.
+    let ours = dir.path().join("ours.sh");
+    std::fs::write(
+        &ours,
+        "while :; do :; done &\necho $! > \"$1\"\n\
+         sh \"$(dirname \"$0\")/inner.sh\" \"$2\" &\nsleep 60 &\nwait\n",
+    )
+    .unwrap();
+    std::fs::write(
+        dir.path().join("inner.sh"),
+        "\"$(dirname \"$0\")/Plex Media Scanner\" 60 &\necho $! > \"$1\"\nwait\n",
+    )
+    .unwrap();
+    let busy_pid = dir.path().join("busy.pid");
+    let scanner_pid = dir.path().join("scanner.pid");
+    // An idle "server" with one sleeping child.
+    let idle = dir.path().join("idle.sh");
+    std::fs::write(&idle, "sleep 60 &\nwait\n").unwrap();
+    // Another Plex on the same host: a busy "Plex Media Server" and its own scanner, which match
+    // every pattern a Plex process could be looked up by, but are not in our trees.
+    let theirs = dir.path().join("theirs.sh");
+    std::fs::write(
+        &theirs,
+        "sh -c 'while :; do :; done' 'Plex Media Server' &\n\
+         \"$(dirname \"$0\")/Plex Media Scanner\" 60 &\nwait\n",
+    )
+    .unwrap();
+    let ours = spawn_tree(
+        &local,
+        &ours,
+        &format!("'{}' '{}'", busy_pid.display(), scanner_pid.display()),
+    );
+    // `kill -9 -PGID`: the session leader's pid names the whole tree's process group.
+    let _kill_ours = KillOnDrop(vec![format!("-{ours}")]);
+    let idle = spawn_tree(&local, &idle, "");
+    let _kill_idle = KillOnDrop(vec![format!("-{idle}")]);
+    let theirs = spawn_tree(&local, &theirs, "");
+    let _kill_theirs = KillOnDrop(vec![format!("-{theirs}")]);
 
-    let patterns = vec![marker.clone(), "pb-pattern-nobody-runs".to_string()];
-    let first = host::cpu_sample(&ssh, &patterns).unwrap();
-    assert_eq!(first.processes, 1, "{first:?}");
-    assert!(first.scanner_running);
+    wait_until(Duration::from_secs(10), "every tree to be complete", || {
+        let full = |pid, n| host::cpu_sample(&ssh, pid).is_ok_and(|s| s.processes == n);
+        full(ours, 5) && full(idle, 2) && full(theirs, 3)
+    });
+    let first = host::cpu_sample(&ssh, ours).unwrap();
+    assert!(first.scanner_running, "{first:?}");
+    let idle_first = host::cpu_sample(&ssh, idle).unwrap();
+    // The other server's scanner runs, but not in this tree.
+    assert!(!idle_first.scanner_running, "{idle_first:?}");
+    let theirs_first = host::cpu_sample(&ssh, theirs).unwrap();
+    assert!(theirs_first.scanner_running, "{theirs_first:?}");
+
     let mut last = first;
+    let mut theirs_last = theirs_first;
     wait_until(
-        Duration::from_secs(20),
-        "the busy process's ticks to grow",
+        Duration::from_secs(30),
+        "both busy trees to burn 0.5 s of CPU",
         || {
-            last = host::cpu_sample(&ssh, &patterns).unwrap();
-            last.total_ticks >= first.total_ticks + 20
+            last = host::cpu_sample(&ssh, ours).unwrap();
+            theirs_last = host::cpu_sample(&ssh, theirs).unwrap();
+            last.total_ticks >= first.total_ticks + 50
+                && theirs_last.total_ticks >= theirs_first.total_ticks + 50
         },
     );
-    assert_eq!(last.processes, 1);
+    assert_eq!(last.processes, 5, "{last:?}");
+    // Two busy loops ran the whole time, and the idle tree was charged none of it.
+    let idle_last = host::cpu_sample(&ssh, idle).unwrap();
+    assert!(
+        idle_last.total_ticks < idle_first.total_ticks + 5,
+        "the idle tree went from {idle_first:?} to {idle_last:?} while other processes burnt CPU"
+    );
+    assert_eq!(idle_last.processes, 2);
 
+    // The busy child ends and is reaped inside the tree: its ticks move to its parent's
+    // children's fields and stay in the total, which never goes backwards.
+    let read_pid = |f: &std::path::Path| std::fs::read_to_string(f).unwrap().trim().to_string();
     local
-        .run(&Cmd::new(format!("kill {}", pids.join(" "))))
+        .run(&Cmd::new(format!("kill -9 {}", read_pid(&busy_pid))))
         .unwrap();
-    wait_until(Duration::from_secs(10), "the processes to go", || {
-        let s = host::cpu_sample(&local, &patterns).unwrap();
-        s.processes == 0 && !s.scanner_running
+    wait_until(
+        Duration::from_secs(10),
+        "the busy child to be reaped",
+        || {
+            let s = host::cpu_sample(&ssh, ours).unwrap();
+            assert!(s.total_ticks >= last.total_ticks, "{s:?} after {last:?}");
+            s.processes == 4
+        },
+    );
+    local
+        .run(&Cmd::new(format!("kill {}", read_pid(&scanner_pid))))
+        .unwrap();
+    wait_until(Duration::from_secs(10), "the scanner to go", || {
+        let s = host::cpu_sample(&ssh, ours).unwrap();
+        assert!(s.total_ticks >= last.total_ticks, "{s:?} after {last:?}");
+        !s.scanner_running && s.processes == 2
     });
+
+    // A server that is gone is an error, never a zero sample.
+    local.run(&Cmd::new(format!("kill -9 -{ours}"))).unwrap();
+    wait_until(Duration::from_secs(10), "the tree to go", || {
+        host::cpu_sample(&local, ours).is_err()
+    });
+    let err = host::cpu_sample(&ssh, ours).unwrap_err();
+    assert!(err.to_string().contains("not running"), "{err:#}");
 
     assert_eq!(
         host::missing_tools(&ssh, &["sh", "awk", "pb-no-such-tool"]).unwrap(),
@@ -421,6 +509,7 @@ fn command_runtime_starts_stops_and_ignores_a_stale_pid_file() {
         .parse()
         .unwrap();
     assert!(process_alive(pid));
+    assert_eq!(rt.root_pid(&ssh).unwrap(), Some(pid));
     let argv = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap();
     assert!(!String::from_utf8_lossy(&argv).contains("TOPSECRET"));
 
@@ -439,6 +528,7 @@ fn command_runtime_starts_stops_and_ignores_a_stale_pid_file() {
     rt.stop(&ssh, Duration::from_secs(10)).unwrap();
     assert!(!process_alive(pid));
     assert!(!rt.is_running(&ssh).unwrap());
+    assert_eq!(rt.root_pid(&ssh).unwrap(), None);
     assert!(rt.log_tail(&ssh, 5).unwrap().contains("stopping"));
     // Stopping again is fine.
     rt.stop(&ssh, Duration::from_secs(1)).unwrap();
@@ -448,6 +538,7 @@ fn command_runtime_starts_stops_and_ignores_a_stale_pid_file() {
     std::fs::write(&spec.pid_file, format!("{}\n", std::process::id())).unwrap();
     std::fs::write(format!("{}.start", spec.pid_file), "1\n").unwrap();
     assert!(!rt.is_running(&ssh).unwrap());
+    assert_eq!(rt.root_pid(&ssh).unwrap(), None);
     rt.stop(&ssh, Duration::from_secs(1)).unwrap();
     assert!(process_alive(std::process::id()));
 }
@@ -571,9 +662,22 @@ fn docker_lifecycle(r: &dyn Remote, image: &str, label: &str) {
     let _ = r.exec(&Cmd::new(format!("docker rm -f {name}")));
     let _cleanup = RemoveContainer(r, name.clone());
 
+    assert_eq!(rt.root_pid(r).unwrap(), None, "{label}: no container yet");
     let (_, log) = capture_log(|| rt.start(r).unwrap());
     assert!(!log.contains("DOCKERSECRET"), "{label}: {log}");
     assert!(rt.is_running(r).unwrap());
+    // The container's init as this host sees it: the process tree the CPU sample measures.
+    let root = rt
+        .root_pid(r)
+        .unwrap()
+        .expect("a running container has a pid");
+    let cmdline = std::fs::read(format!("/proc/{root}/cmdline")).unwrap();
+    assert!(
+        String::from_utf8_lossy(&cmdline).contains("busybox"),
+        "{label}: pid {root} is {:?}",
+        String::from_utf8_lossy(&cmdline)
+    );
+    assert!(host::cpu_sample(r, root).unwrap().processes >= 1);
     let fwd = r.forward(rt.port()).unwrap();
     wait_until(Duration::from_secs(20), "the container's httpd", || {
         http_get(fwd.local_addr()).is_ok_and(|b| b == "served by the container")
@@ -601,6 +705,11 @@ fn docker_lifecycle(r: &dyn Remote, image: &str, label: &str) {
     r.run(&Cmd::new(format!("docker stop -t 1 {name}")))
         .unwrap();
     assert!(!rt.is_running(r).unwrap());
+    assert_eq!(
+        rt.root_pid(r).unwrap(),
+        None,
+        "{label}: a stopped container"
+    );
     rt.start(r).unwrap();
     assert!(rt.is_running(r).unwrap());
 
@@ -668,8 +777,8 @@ fn ssh_reconnects_after_the_server_cuts_the_connection() {
         || !process_alive(before),
     );
     // The next monitor-style command reconnects by itself, and the forward comes back.
-    let sample = host::cpu_sample(&ssh, &["pb-pattern-nobody-runs".to_string()]).unwrap();
-    assert_eq!(sample.processes, 0);
+    let sample = host::cpu_sample(&ssh, std::process::id()).unwrap();
+    assert!(sample.processes >= 1, "{sample:?}");
     assert_ne!(ssh.master_pid(), Some(before));
     assert_eq!(http_get(fwd.local_addr()).unwrap(), "after the cut");
 }
