@@ -15,7 +15,7 @@ use std::time::Duration;
 
 use anyhow::{Context, bail};
 
-/// Where pms-docker installs the server; invoked under this name the binary runs [`run`].
+/// Where pms-docker installs the server; invoked under this name the binary runs [`main`].
 pub const PMS_BINARY: &str = "/usr/lib/plexmediaserver/Plex Media Server";
 /// The data folder inside `/config`, exactly as pms-docker lays it out.
 pub const DATA_SUBDIR: &str = "Library/Application Support/Plex Media Server";
@@ -98,11 +98,9 @@ impl ContainerEnv {
 
 /// True when the process was started as pms-docker's server binary (the image's entrypoint).
 pub fn invoked_as_pms() -> bool {
-    std::env::args_os().next().is_some_and(|argv0| {
-        Path::new(&argv0)
-            .file_name()
-            .is_some_and(|n| n == "Plex Media Server")
-    })
+    std::env::args_os()
+        .next()
+        .is_some_and(|argv0| Path::new(&argv0).file_name() == Path::new(PMS_BINARY).file_name())
 }
 
 /// The command line to parse: started as `Plex Media Server`, the arguments are those of the
@@ -177,7 +175,10 @@ pub fn prepare() -> anyhow::Result<ContainerEnv> {
     let root = current_euid() == 0;
     if root {
         // As pms-docker's usermod/groupmod: `ps` and `ls -l` inside the container show `plex`.
-        if let Err(e) = set_plex_ids(Path::new("/etc"), env.uid, env.gid) {
+        // Only inside a container (Docker creates /.dockerenv): never edit a host's /etc/passwd.
+        if Path::new("/.dockerenv").exists()
+            && let Err(e) = set_plex_ids(Path::new("/etc"), env.uid, env.gid)
+        {
             eprintln!("container: could not rewrite the plex user in /etc/passwd: {e:#}");
         }
         for dir in [&env.config_dir, &env.transcode_dir] {
