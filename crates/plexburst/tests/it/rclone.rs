@@ -893,3 +893,34 @@ fn scan_refuses_a_mount_that_lists_but_cannot_read() {
         assert_eq!(lab.count(DELETED), 0);
     }
 }
+
+#[test]
+fn hung_mount_is_degraded_within_the_probe_deadline_then_recovered() {
+    let s3 = S3Server::start();
+    let m = prepared_and_mounted(&s3, "");
+    let r = Local::new();
+    let pid = rclone_pid(&m);
+    // A stopped rclone answers no FUSE request: every read through the mount hangs, the way a
+    // deadlocked mount does (ops.md §3), while the process and the mount entry both still exist.
+    r.run(&Cmd::new(format!("kill -STOP {pid}"))).unwrap();
+    let t = Instant::now();
+    let health = m.storage.health(&r).unwrap();
+    let took = t.elapsed();
+    let Health::Degraded(why) = health else {
+        panic!("a hung mount must be degraded")
+    };
+    assert!(why.contains("hung"), "{why}");
+    assert!(
+        took < plexburst::storage::HEALTH_TIMEOUT + Duration::from_secs(10),
+        "the probe took {took:?}"
+    );
+
+    m.storage.recover(&r).unwrap();
+    assert_eq!(m.storage.health(&r).unwrap(), Health::Healthy);
+    assert_ne!(rclone_pid(&m), pid);
+    wait_for(
+        Duration::from_secs(10),
+        "the stopped rclone to be killed",
+        || !Path::new(&format!("/proc/{pid}")).exists(),
+    );
+}
