@@ -534,6 +534,10 @@ impl Rclone {
     fn pid_path(&self) -> String {
         format!("{}/mount.pid", self.dir())
     }
+    /// Present while the parent's shared bind mount is one plexburst made.
+    fn parent_bind_marker(&self) -> String {
+        format!("{}/parent-bind", self.dir())
+    }
     fn probes_path(&self) -> String {
         format!("{}/probes", self.dir())
     }
@@ -760,7 +764,8 @@ impl Rclone {
             "mkdir -p {p} && t=$(findmnt -n -o TARGET -T {p}) && prop=$(findmnt -n -o PROPAGATION -T {p}) && \
              if [ \"$t\" = {p} ] && echo \"$prop\" | grep -q shared; then echo already; \
              elif [ \"$(id -u)\" != 0 ]; then echo \"not-root $t $prop\"; \
-             else {{ [ \"$t\" = {p} ] || mount --bind {p} {p}; }} && mount --make-rshared {p} && echo made; fi"
+             else {{ [ \"$t\" = {p} ] || {{ mount --bind {p} {p} && : > {marker}; }}; }} && mount --make-rshared {p} && echo made; fi",
+            marker = sh_quote(&self.parent_bind_marker())
         );
         let out = r.run(&Cmd::new(script)).with_context(|| {
             format!(
@@ -1097,7 +1102,14 @@ impl Rclone {
         if self.mounted_type(r)?.is_some() || self.pid(r).is_some() {
             self.force_unmount(r)?;
         }
-        r.run(&Cmd::new(format!("rm -f {}", sh_quote(&self.pid_path()))))?;
+        // Undo the shared bind of the parent if plexburst made it. A plain (not lazy) umount
+        // fails while anything else is mounted below it, and then the bind stays.
+        let p = sh_quote(&self.parent());
+        let m = sh_quote(&self.parent_bind_marker());
+        r.run(&Cmd::new(format!(
+            "rm -f {pid}; if [ -e {m} ] && [ \"$(findmnt -n -o TARGET -M {p})\" = {p} ]; then umount {p} 2>/dev/null && rm -f {m}; fi; true",
+            pid = sh_quote(&self.pid_path())
+        )))?;
         Ok(())
     }
 

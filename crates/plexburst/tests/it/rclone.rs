@@ -320,6 +320,16 @@ fn killed_mount_is_degraded_then_recovered() {
         .unwrap()
         .count();
     assert_eq!(n, 4);
+
+    // Unmount leaves nothing mounted: neither the bucket nor the shared bind of its parent.
+    m.storage.unmount(&r).unwrap();
+    let parent = m.tmp.path().join("mnt");
+    for p in [Path::new(&m.mount_point()), parent.as_path()] {
+        let out = r
+            .exec(&Cmd::new(format!("findmnt -M '{}'", p.display())))
+            .unwrap();
+        assert_ne!(out.status, 0, "{} is still a mount point", p.display());
+    }
 }
 
 #[test]
