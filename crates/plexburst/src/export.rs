@@ -79,7 +79,7 @@ pub fn export(remote: &dyn Remote, job: &ExportJob) -> anyhow::Result<ExportReco
     // The list is taken first and tar archives exactly it, so the archive's content is known;
     // POSIX sh has no pipefail, so tar's status goes through a file and a failure is not hidden.
     let script = format!(
-        "set -e; mkdir -p {d}; rm -f {p} {st}; {snap} > {b}; {find} > {l}; ({tar} && echo 0 > {st} || echo $? > {st}) | {zstd}; test \"$(cat {st})\" = 0 || {{ echo \"tar failed with status $(cat {st})\" >&2; exit 1; }}; rm -f {st}; {snap} > {rl}",
+        "set -e; mkdir -p {d}; rm -f {p} {st}; {snap} > {b}; {find} > {l}; ({tar} && echo 0 > {st} || echo $? > {st}) | {zstd}; test \"$(cat {st})\" -le 1 || {{ echo \"tar failed with status $(cat {st})\" >&2; exit 1; }}; rm -f {st}; {snap} > {rl}",
         d = quote(dest),
         p = quote(&partial),
         st = quote(&tar_status),
@@ -91,38 +91,51 @@ pub fn export(remote: &dyn Remote, job: &ExportJob) -> anyhow::Result<ExportReco
         tar = tar_command(&job.data_dir, &list),
         zstd = zstd_command(&partial),
     );
-    tracing::info!("archiving {} to {archive}", job.data_dir);
-    remote
-        .run(&Cmd::new(script).timeout(EXPORT_TIMEOUT))
-        .context("archiving the data folder failed")?;
-    // Plex is stopped: nothing may have changed the folder (names, sizes, mtimes) while tar read it.
-    let changed = remote
-        .run(&Cmd::new(format!(
-            "cmp -s {b} {rl} || {{ tr '\\0' '\\n' < {b} > {b}.txt; tr '\\0' '\\n' < {rl} > {rl}.txt; diff {b}.txt {rl}.txt | head -n 10; rm -f {b}.txt {rl}.txt; }}",
-            b = quote(&before),
-            rl = quote(&relist)
-        )))
-        .context("cannot compare the data folder before and after the archive")?
-        .stdout_str();
-    if !changed.trim().is_empty() {
-        bail!(
-            "the data folder changed while it was archived (is a Plex process still running?); first differences:\n{}",
-            changed.trim_end()
-        );
+    // Build and check the archive; the temp files go whatever happens, the partial archive too
+    // when something failed.
+    let built = (|| -> anyhow::Result<u64> {
+        tracing::info!("archiving {} to {archive}", job.data_dir);
+        remote
+            .run(&Cmd::new(script).timeout(EXPORT_TIMEOUT))
+            .context("archiving the data folder failed")?;
+        // Plex is stopped: nothing may have changed the folder (names, sizes, mtimes) while tar read it.
+        // The `-shm` wal-index is the exception: every SQLite reader (a monitor, a user's sqlite3)
+        // touches it, and SQLite rebuilds it from the WAL; so tar's status 1 ("file changed as we read
+        // it") is accepted above and this comparison is what decides.
+        let changed = remote
+            .run(&Cmd::new(format!(
+                "tr '\\0' '\\n' < {b} | grep -v -e '-shm$' > {b}.txt; tr '\\0' '\\n' < {rl} | grep -v -e '-shm$' > {rl}.txt; diff {b}.txt {rl}.txt | head -n 10; rm -f {b}.txt {rl}.txt",
+                b = quote(&before),
+                rl = quote(&relist)
+            )))
+            .context("cannot compare the data folder before and after the archive")?
+            .stdout_str();
+        if !changed.trim().is_empty() {
+            bail!(
+                "the data folder changed while it was archived (is a Plex process still running?); first differences:\n{}",
+                changed.trim_end()
+            );
+        }
+        let expected = one_number(
+            remote,
+            format!("tr -cd '\\0' < {} | wc -c", quote(&list)),
+            "count the archived entries",
+        )?;
+        Ok(expected)
+    })();
+    let mut leftovers = vec![
+        quote(&before),
+        quote(&relist),
+        quote(&list),
+        quote(&tar_status),
+    ];
+    if built.is_err() {
+        leftovers.push(quote(&partial));
     }
-    let expected = one_number(
-        remote,
-        format!("tr -cd '\\0' < {} | wc -c", quote(&list)),
-        "count the archived entries",
-    )?;
-    remote
-        .run(&Cmd::new(format!(
-            "rm -f {} {} {}",
-            quote(&before),
-            quote(&relist),
-            quote(&list)
-        )))
-        .context("cannot remove the export's file lists")?;
+    if let Err(e) = remote.run(&Cmd::new(format!("rm -f {}", leftovers.join(" ")))) {
+        tracing::warn!("cannot remove the export's temporary files: {e}");
+    }
+    let expected = built?;
     mv_partial(remote, &partial, &archive)?;
 
     remote
