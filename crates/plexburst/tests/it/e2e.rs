@@ -761,3 +761,51 @@ fn show_section_is_created_and_its_episodes_counted() {
     assert_eq!(shows["items"], lab.counts.episodes);
     assert_no_server(&lab);
 }
+
+#[test]
+fn export_refuses_a_data_folder_that_changes_while_archived() {
+    let lab = Lab::new(LabOpts::default());
+    let lib = lab.data_dir().join("Library");
+    std::fs::create_dir_all(&lib).unwrap();
+    // A stray writer in the data folder (as a Plex process that did not stop would be).
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let writer = {
+        let stop = stop.clone();
+        let file = lib.join("writer.txt");
+        std::thread::spawn(move || {
+            let mut i = 0u64;
+            while !stop.load(std::sync::atomic::Ordering::SeqCst) {
+                i += 1;
+                std::fs::write(&file, i.to_string()).unwrap();
+                std::thread::sleep(Duration::from_millis(5));
+            }
+        })
+    };
+    let out = lab.plexburst(&["run", "--skip-analysis"]);
+    stop.store(true, std::sync::atomic::Ordering::SeqCst);
+    writer.join().unwrap();
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("the data folder changed while it was archived"),
+        "{}",
+        text(&out)
+    );
+    assert!(
+        stderr.contains("Library/writer.txt"),
+        "the change must be named: {}",
+        text(&out)
+    );
+    let left: Vec<_> = std::fs::read_dir(lab.path("export"))
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name())
+        .collect();
+    assert!(left.is_empty(), "temporary export files left: {left:?}");
+
+    std::fs::remove_file(lib.join("writer.txt")).unwrap();
+    let out = lab.plexburst(&["resume"]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    assert!(Path::new(lab.state()["export"]["archive"].as_str().unwrap()).exists());
+    assert_no_server(&lab);
+}
