@@ -2,7 +2,6 @@
 //! declared type of the real PMS 1.32 database; the JSON extra_data migration is present.
 
 use std::collections::BTreeMap;
-use std::path::Path;
 
 use crate::harness::*;
 
@@ -19,8 +18,12 @@ const TABLES: [&str; 8] = [
 
 /// The real DDL, copied from the shared fixtures (`real-pms-1.32-schema.sql`).
 const REAL_SCHEMA: &str = include_str!("fixtures/real-pms-1.32-schema.sql");
-/// The real DB itself, when this machine has the shared fixtures.
-const REAL_DB: &str = "/work/shared/fixtures/plex/real-pms-1.32-library.db";
+/// The real DB itself (`real-pms-1.32-library.db` from the shared fixtures, vendored once in the
+/// repository beside plexburst's DB contract tests so a clean clone has it).
+const REAL_DB: &str = concat!(
+    env!("CARGO_MANIFEST_DIR"),
+    "/../plexburst/tests/fixtures/real-pms-1.32-library.db"
+);
 
 fn columns(c: &rusqlite::Connection, table: &str) -> BTreeMap<String, String> {
     let mut q = c.prepare(&format!("PRAGMA table_info('{table}')")).unwrap();
@@ -64,14 +67,12 @@ fn emulator_tables_have_every_real_column_with_the_same_type() {
         real.execute_batch(stmt).unwrap();
     }
     assert_superset(&real, &emu, "real-pms-1.32-schema.sql");
-    // From the real DB file, when present (copied first: it is in WAL mode).
-    if Path::new(REAL_DB).exists() {
-        let tmp = tempfile::tempdir().unwrap();
-        let copy = tmp.path().join("real.db");
-        std::fs::copy(REAL_DB, &copy).unwrap();
-        let real = rusqlite::Connection::open(&copy).unwrap();
-        assert_superset(&real, &emu, REAL_DB);
-    }
+    // From the real DB file (copied first: it is in WAL mode, and the original stays untouched).
+    let tmp = tempfile::tempdir().unwrap();
+    let copy = tmp.path().join("real.db");
+    std::fs::copy(REAL_DB, &copy).unwrap_or_else(|e| panic!("copying {REAL_DB}: {e}"));
+    let real = rusqlite::Connection::open(&copy).unwrap();
+    assert_superset(&real, &emu, REAL_DB);
     let jm: String = emu
         .query_row("PRAGMA journal_mode", [], |r| r.get(0))
         .unwrap();
