@@ -1328,6 +1328,23 @@ vfs_read_chunk_streams = 3
     }
 
     #[test]
+    fn endpoint_secret_goes_only_into_the_pushed_config() {
+        let rc = Rclone::with_secret(&cfg(), "standard", "/w", Some("S3CR3T-value".into()));
+        let (text, secrets) = rc.conf_text().unwrap();
+        assert!(text.contains("secret_access_key = S3CR3T-value"), "{text}");
+        assert_eq!(secrets, vec!["S3CR3T-value".to_string()]);
+        assert!(
+            !format!("{rc:?}").contains("S3CR3T"),
+            "Debug prints the secret"
+        );
+        assert!(!rc.plan_mount_args().join(" ").contains("S3CR3T"));
+        assert_eq!(rc.cmd("true").secrets, vec!["S3CR3T-value".to_string()]);
+        let missing = Rclone::with_secret(&cfg(), "standard", "/w", None);
+        let err = missing.conf_text().unwrap_err().to_string();
+        assert!(err.contains("export PLEXBURST_TEST_NO_SUCH_ENV"), "{err}");
+    }
+
+    #[test]
     fn plan_mount_line_is_stable() {
         let mut c = cfg();
         c.mtime = MtimeMode::Server;
