@@ -78,9 +78,9 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
             check_only_section(&config, &cli.config, args)?;
             pipeline::run(&config, &cli.config, &state_dir, args.clone())
         }
-        Command::Resume => {
+        Command::Resume { allow_deleted } => {
             let config = load_config(&cli.config)?;
-            pipeline::resume(&config, &state_dir)
+            pipeline::resume(&config, &state_dir, *allow_deleted)
         }
         Command::Destroy => {
             let config = load_config(&cli.config)?;

@@ -56,7 +56,11 @@ pub enum Command {
         watch: bool,
     },
     /// Continue an interrupted or failed run from its state file.
-    Resume,
+    Resume {
+        /// Export even if Plex's trash grew during the run (see `export.allow_deleted`).
+        #[arg(long)]
+        allow_deleted: bool,
+    },
     /// Stop everything a run left behind (Plex, mounts) and close its state.
     Destroy,
     /// Print the last lines of the Plex server's log on the target.
@@ -87,4 +91,9 @@ pub struct RunArgs {
     /// Leave Plex running at the end (stop it later with `plexburst destroy`).
     #[arg(long)]
     pub keep: bool,
+    /// Export even if Plex's trash (items marked deleted) grew during the run; by default the
+    /// export refuses, because a scan on a degraded mount trashes what it cannot read.
+    #[arg(long)]
+    #[serde(default)]
+    pub allow_deleted: bool,
 }

@@ -134,6 +134,8 @@ struct RawMonitor {
 #[serde(deny_unknown_fields)]
 struct RawExport {
     destination: Option<String>,
+    allow_deleted: Option<bool>,
+    staged: Option<bool>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -249,6 +251,12 @@ pub struct MonitorConfig {
 pub struct ExportConfig {
     /// A directory on the target where the archive and its manifest are written.
     pub destination: String,
+    /// Export even if Plex's trash grew during the run (default false: a degraded mount makes
+    /// Plex trash what it cannot read, and that damaged library must not be shipped).
+    pub allow_deleted: bool,
+    /// rclone storage with `export_path`: archive on the target first, then `rclone copyto` with
+    /// retries, instead of streaming `tar | zstd | rclone rcat` (a stream cannot be retried).
+    pub staged: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -646,6 +654,19 @@ fn validate(raw: RawConfig) -> Result<Config, ConfigError> {
     let max_failed_samples = count("monitor.max_failed_samples", m.max_failed_samples, 5);
 
     // [export]
+    let allow_deleted = raw
+        .export
+        .as_ref()
+        .and_then(|e| e.allow_deleted)
+        .unwrap_or(false);
+    let staged = raw.export.as_ref().and_then(|e| e.staged).unwrap_or(false);
+    let uploads = matches!(&storage, Some(StorageConfig::Rclone(rc)) if rc.export_path.is_some());
+    if staged && !uploads {
+        p.push(
+            "export.staged",
+            "only applies when the archive is uploaded (storage.kind = \"rclone\" with storage.export_path); remove it or set export_path",
+        );
+    }
     let destination = match raw.export.and_then(|e| e.destination) {
         Some(d) if is_abs(&d) => d,
         Some(d) => {
@@ -801,7 +822,11 @@ fn validate(raw: RawConfig) -> Result<Config, ConfigError> {
             max_failed_samples,
             log_interval,
         },
-        export: ExportConfig { destination },
+        export: ExportConfig {
+            destination,
+            allow_deleted,
+            staged,
+        },
         sections,
     })
 }
@@ -995,6 +1020,12 @@ max_failed_samples = 5
 [export]
 # A directory on the target: <run-id>.tar.zst and <run-id>.manifest.json are written there.
 destination = "/var/backups/plexburst"
+# The export refuses when Plex's trash grew during the run (a degraded mount makes Plex mark what
+# it cannot read as deleted). Set true (or pass --allow-deleted) when the deletions are real.
+# allow_deleted = false
+# With storage.kind = "rclone" and storage.export_path, the archive is streamed to the bucket
+# (tar | zstd | rclone rcat); staged = true writes it here first and uploads it with retries.
+# staged = false
 
 [[sections]]
 name = "Music"

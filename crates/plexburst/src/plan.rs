@@ -75,6 +75,8 @@ pub struct MonitorPlan {
 #[derive(Debug, Clone, Serialize)]
 pub struct ExportPlan {
     pub destination: String,
+    /// What happens when Plex's trash grew during the run.
+    pub trash_gate: String,
     pub excludes: Vec<String>,
     pub command: String,
 }
@@ -217,7 +219,7 @@ pub fn build(config: &Config, run: &crate::cli::RunArgs) -> Plan {
             },
         ),
         ("restore", "put back the prefs saved in configure".into()),
-        ("export", "stop Plex cleanly, tar | zstd the data folder, sha256, verify by decompressing and listing, manifest".into()),
+        ("export", "refuse if Plex's trash grew since the scan started (unless allowed), stop Plex cleanly, tar | zstd the data folder, sha256, verify by decompressing and listing, manifest".into()),
         (
             "teardown",
             if run.keep { "leave Plex running (--keep)".into() } else { "stop Plex and unmount the storage".into() },
@@ -257,6 +259,14 @@ pub fn build(config: &Config, run: &crate::cli::RunArgs) -> Plan {
         },
         export: ExportPlan {
             destination: config.export.destination.clone(),
+            trash_gate: if config.export.allow_deleted || run.allow_deleted {
+                format!(
+                    "allowed ({}): the export proceeds even if items went to Plex's trash during the run",
+                    if run.allow_deleted { "--allow-deleted" } else { "export.allow_deleted = true" }
+                )
+            } else {
+                "refuse the export if items went to Plex's trash during the run (allow with export.allow_deleted = true or --allow-deleted)".into()
+            },
             excludes: EXPORT_EXCLUDES.iter().map(|s| s.to_string()).collect(),
             command: export_command(&plex.data_dir, &archive),
         },
@@ -312,8 +322,8 @@ impl Plan {
             self.monitor.poll_interval, self.monitor.stall_window, self.monitor.stable_samples
         ));
         s.push_str(&format!(
-            "export:   {}\n          {}\n",
-            self.export.destination, self.export.command
+            "export:   {}\n          {}\n          trash: {}\n",
+            self.export.destination, self.export.command, self.export.trash_gate
         ));
         s
     }

@@ -1,13 +1,57 @@
 //! Phase export: stop Plex cleanly, then archive, checksum and verify its data folder.
 
-use anyhow::Context;
+use anyhow::{Context, bail};
 
 use super::{Ctx, Outcome};
+use crate::plex::db::DbSample;
+
+/// Sections whose trash (items with `deleted_at`) grew between `before` and `now`:
+/// (name, before, now). A section missing from `before` (created by this run) started at 0.
+pub fn trash_growth(before: &DbSample, now: &DbSample) -> Vec<(String, i64, i64)> {
+    now.sections
+        .iter()
+        .filter_map(|c| {
+            let was = before.section(c.section_id).map(|b| b.deleted).unwrap_or(0);
+            (c.deleted > was).then(|| (c.name.clone(), was, c.deleted))
+        })
+        .collect()
+}
+
+/// Refuse the export when Plex's trash grew since the scan started, unless the user allowed it.
+/// Returns a note for the phase detail when the growth was allowed.
+fn trash_gate(ctx: &Ctx, now: &DbSample) -> anyhow::Result<Option<String>> {
+    // The baseline is the DB as the scan phase first found it (kept across resumes).
+    let Some(before) = ctx
+        .state
+        .phase("scan")
+        .and_then(|p| p.counts_before.as_ref())
+    else {
+        return Ok(None);
+    };
+    let grown = trash_growth(before, now);
+    if grown.is_empty() {
+        return Ok(None);
+    }
+    let list = grown
+        .iter()
+        .map(|(name, was, is)| format!("{name}: {} items ({was} -> {is})", is - was))
+        .collect::<Vec<_>>()
+        .join(", ");
+    if ctx.config.export.allow_deleted || ctx.state.options.allow_deleted {
+        tracing::warn!("Plex's trash grew during the run ({list}); exporting anyway, as allowed");
+        return Ok(Some(format!("trash grew during the run, allowed: {list}")));
+    }
+    bail!(
+        "refusing to export: items went to Plex's trash during this run ({list}). A scan on a degraded or incomplete mount makes Plex mark every item it cannot read as deleted, so exporting now would ship a damaged library. Check the storage and the files; if the deletions are real, allow them with `export.allow_deleted = true` in the config or `plexburst resume --allow-deleted` (`plexburst run --allow-deleted` for a new run)"
+    )
+}
 
 pub fn run(ctx: &mut Ctx) -> anyhow::Result<Outcome> {
     // Counts for the manifest, read before the stop (the DB stays readable after it, too).
     let counts = crate::plex::db::sample(ctx.remote.as_ref(), &ctx.config.plex.db_path())
         .context("cannot read Plex's DB for the manifest")?;
+    // Before anything is stopped or archived: a refused export leaves the run resumable as is.
+    let allowed = trash_gate(ctx, &counts)?;
     ctx.plex = None;
     let rt = ctx.runtime();
     if rt.is_running(ctx.remote.as_ref())? {
@@ -56,6 +100,9 @@ pub fn run(ctx: &mut Ctx) -> anyhow::Result<Outcome> {
                 detail.push_str(&format!("; uploaded to {}", up.object));
             }
         }
+    }
+    if let Some(note) = allowed {
+        detail.push_str(&format!("; {note}"));
     }
     ctx.state.export = Some(rec);
     Ok(Outcome::Done(Some(detail)))

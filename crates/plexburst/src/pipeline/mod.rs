@@ -280,7 +280,7 @@ pub fn run(
 }
 
 /// `plexburst resume`.
-pub fn resume(config: &Config, state_dir: &Path) -> anyhow::Result<()> {
+pub fn resume(config: &Config, state_dir: &Path, allow_deleted: bool) -> anyhow::Result<()> {
     let store = StateStore::lock(state_dir)?;
     let Some(state) = store.load()? else {
         return Err(BadInput(format!(
@@ -299,6 +299,10 @@ pub fn resume(config: &Config, state_dir: &Path) -> anyhow::Result<()> {
     let mut ctx = new_ctx(config, state_dir, store, state)?;
     ctx.state.status = RunStatus::Running;
     ctx.state.error = None;
+    // `resume --allow-deleted` is how a run the trash gate stopped is let through.
+    if allow_deleted {
+        ctx.state.options.allow_deleted = true;
+    }
     ctx.save()?;
     tracing::info!("resuming run {}", ctx.state.run_id);
     execute(&mut ctx)

@@ -257,6 +257,22 @@ fn cases() -> Vec<(&'static str, String, &'static str)> {
             "export.destination is missing",
         ),
         (
+            "export staged without an upload",
+            r(
+                "destination = \"/var/backups/plexburst\"",
+                "destination = \"/var/backups/plexburst\"\nstaged = true",
+            ),
+            "export.staged only applies when the archive is uploaded",
+        ),
+        (
+            "export allow_deleted not a bool",
+            r(
+                "destination = \"/var/backups/plexburst\"",
+                "destination = \"/var/backups/plexburst\"\nallow_deleted = \"yes\"",
+            ),
+            "invalid type: string \"yes\", expected a boolean",
+        ),
+        (
             "unknown key",
             r(
                 "data_dir = \"/var/lib/plexburst/plex\"",

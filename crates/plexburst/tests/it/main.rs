@@ -2,6 +2,7 @@
 
 mod config_table;
 mod e2e;
+mod export_gate;
 mod harness;
 
 mod plex_api;
