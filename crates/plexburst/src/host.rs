@@ -50,7 +50,18 @@ pub fn missing_tools(r: &dyn Remote, tools: &[&str]) -> anyhow::Result<Vec<Strin
 /// Scanner" is split in two inside the awk program so the script never matches itself (it is not
 /// in the tree anyway). A process that exits between the two reads has no command line, so it
 /// cannot be the scanner, and its ticks are still in the stat read.
-const CPU_SCRIPT: &str = r#"{
+///
+/// The pass is not atomic: a tree process reaped while the stat files are read is counted twice
+/// (its own stat read, then its parent's children fields) or not at all (its parent read first,
+/// its stat file gone when its turn came), so the total would jump or dip by everything that
+/// process ever used. Every reap inside the tree changes a tree member's children fields
+/// (cutime + cstime) or removes a member, so the pass is checked against a second read of just
+/// the members and taken again when one changed (at most 5 passes; a tree reaping children that
+/// fast gets the last one).
+const CPU_SCRIPT: &str = r#"tries=0
+while :; do
+tries=$((tries + 1))
+line=$({
   grep -a -H '' /proc/[0-9]*/cmdline 2>/dev/null | tr '\000' ' '
   echo '--plexburst-stat--'
   cat /proc/[0-9]*/stat 2>/dev/null
@@ -74,6 +85,7 @@ stat == 0 {
   if (f[1] == "Z" && pid == root) next
   seen[pid] = 1
   ticks[pid] = f[12] + f[13] + f[14] + f[15]
+  reaped[pid] = f[14] + f[15]
   kids[f[2]] = kids[f[2]] " " pid
 }
 END {
@@ -85,12 +97,30 @@ END {
     if (p in visited) continue
     visited[p] = 1
     total += ticks[p]; procs++
+    members = members " " p "=" reaped[p]
     if (p in scans) running = 1
     n = split(kids[p], c, " ")
     for (i = 1; i <= n; i++) stack[++top] = c[i]
   }
-  printf "%d %d %d\n", total, procs, running
-}'
+  printf "%d %d %d%s\n", total, procs, running, members
+}')
+[ "$line" = gone ] && { echo gone; exit 0; }
+# Prints the sample (and the loop ends) unless a member is gone or reaped a child since the pass.
+printf '%s\n' "$line" | awk -v tries="$tries" '{
+  for (i = 4; i <= NF; i++) {
+    split($i, kv, "=")
+    f = "/proc/" kv[1] "/stat"
+    ok = (getline s < f) > 0
+    close(f)
+    if (!ok) { moved = 1; break }
+    sub(/^.*\) /, "", s)
+    split(s, g, " ")
+    if (g[14] + g[15] != kv[2]) { moved = 1; break }
+  }
+  if (moved && tries < 5) exit 1
+  print $1, $2, $3
+}' && exit 0
+done
 "#;
 
 /// CPU ticks of process `root` and all its descendants (the Plex server started by
@@ -211,6 +241,44 @@ mod tests {
         // This process plus the sampling shell it spawned (and that shell's pipeline).
         assert!(s.processes >= 2, "{s:?}");
         assert!(!s.scanner_running, "{s:?}");
+    }
+
+    /// Kills a test's process group even when an assertion fails.
+    struct KillGroup(u32);
+
+    impl Drop for KillGroup {
+        fn drop(&mut self) {
+            let _ = Local::new().exec(&Cmd::new(format!("kill -9 -{} 2>/dev/null", self.0)));
+        }
+    }
+
+    #[test]
+    fn cpu_sample_never_goes_backwards_while_the_tree_reaps_children() {
+        // A server that keeps starting short busy children and reaping them (like Plex's scanner
+        // and transcoder runs): each reap moves a child's ticks into its parent's children fields
+        // while the sample reads /proc, which must count them once, never zero or two times.
+        let local = Local::new();
+        let pid: u32 = local
+            .run(&Cmd::new(
+                "setsid sh -c 'while :; do sh -c \"i=0; while [ \\$i -lt 20000 ]; do i=\\$((i+1)); done\"; done' \
+                 >/dev/null 2>&1 & echo $!",
+            ))
+            .unwrap()
+            .stdout_str()
+            .trim()
+            .parse()
+            .unwrap();
+        let _kill = KillGroup(pid);
+        let mut last = cpu_sample(&local, pid).unwrap();
+        for _ in 0..60 {
+            let s = cpu_sample(&local, pid).unwrap();
+            assert!(
+                s.total_ticks >= last.total_ticks,
+                "the tree's CPU went from {last:?} to {s:?}"
+            );
+            last = s;
+        }
+        assert!(last.total_ticks > 0, "{last:?}");
     }
 
     #[test]

@@ -256,32 +256,51 @@ fn timeout_kills_the_whole_process_tree() {
     let ssh = connect(&sshd);
     let remotes: Vec<Box<dyn Remote>> = vec![Box::new(Local::new()), Box::new(ssh)];
     for r in &remotes {
-        let dir = tempfile::tempdir().unwrap();
-        let pid_file = dir.path().join("child.pid");
-        let started = Instant::now();
-        let err = r
-            .exec(
-                &Cmd::new(format!(
-                    "sleep 300 & echo $! > '{}'; sleep 301",
-                    pid_file.display()
-                ))
-                .timeout(Duration::from_secs(1)),
+        // The tree must exist before the timeout fires, but the clock starts when the command is
+        // spawned: on a loaded machine (or over ssh) the shell may not even have started its
+        // child within 1 s. Such a run proves nothing either way, so it is repeated with a longer
+        // timeout; each attempt has its own pid file, since a remote shell the timeout beat
+        // may still write one late.
+        let mut tree = None;
+        for secs in [1, 4, 16] {
+            let dir = tempfile::tempdir().unwrap();
+            let pid_file = dir.path().join("child.pid");
+            let started = Instant::now();
+            let err = r
+                .exec(
+                    &Cmd::new(format!(
+                        "sleep 300 & echo $! > '{f}.tmp' && mv '{f}.tmp' '{f}'; sleep 301",
+                        f = pid_file.display()
+                    ))
+                    .timeout(Duration::from_secs(secs)),
+                )
+                .unwrap_err();
+            let took = started.elapsed();
+            assert!(
+                matches!(err, RemoteError::Timeout { secs: s, .. } if s == secs),
+                "{}: {err}",
+                r.describe()
+            );
+            assert!(
+                took < Duration::from_secs(secs + 10),
+                "{}: a {secs} s timeout returned after {took:?}",
+                r.describe()
+            );
+            // Written whole (renamed into place) or not at all.
+            if let Ok(text) = std::fs::read_to_string(&pid_file) {
+                tree = Some((secs, text.trim().parse::<u32>().unwrap(), dir));
+                break;
+            }
+        }
+        let (secs, pid, _dir) = tree.unwrap_or_else(|| {
+            panic!(
+                "{}: the command never started its child within 16 s",
+                r.describe()
             )
-            .unwrap_err();
-        assert!(
-            matches!(err, RemoteError::Timeout { secs: 1, .. }),
-            "{}: {err}",
-            r.describe()
-        );
-        assert!(started.elapsed() < Duration::from_secs(10));
-        let pid: u32 = std::fs::read_to_string(&pid_file)
-            .unwrap()
-            .trim()
-            .parse()
-            .unwrap();
+        });
         // Over ssh the target's own `timeout` kills the tree 2 s after ours fires.
         wait_until(
-            Duration::from_secs(15),
+            Duration::from_secs(secs + 30),
             &format!("{}: the background child {pid} to die", r.describe()),
             || !process_alive(pid),
         );
@@ -360,31 +379,32 @@ fn cpu_sample_counts_only_the_servers_process_tree() {
     // Our "server": a busy child, one level further down a scanner grandchild (each writes its
     // pid to a file so the test can end it alone), and a sleeping child that keeps it alive. The
     // scanner's path is built inside the scripts: an argument naming it would put "Plex Media
-    // Scanner" in the parents' command lines too.
+    // Scanner" in the parents' command lines too. The sleeps last an hour so that none ends on its
+    // own however slowly a loaded machine runs this test (the trees are killed on drop).
     let ours = dir.path().join("ours.sh");
     std::fs::write(
         &ours,
         "while :; do :; done &\necho $! > \"$1\"\n\
-         sh \"$(dirname \"$0\")/inner.sh\" \"$2\" &\nsleep 60 &\nwait\n",
+         sh \"$(dirname \"$0\")/inner.sh\" \"$2\" &\nsleep 3600 &\nwait\n",
     )
     .unwrap();
     std::fs::write(
         dir.path().join("inner.sh"),
-        "\"$(dirname \"$0\")/Plex Media Scanner\" 60 &\necho $! > \"$1\"\nwait\n",
+        "\"$(dirname \"$0\")/Plex Media Scanner\" 3600 &\necho $! > \"$1\"\nwait\n",
     )
     .unwrap();
     let busy_pid = dir.path().join("busy.pid");
     let scanner_pid = dir.path().join("scanner.pid");
     // An idle "server" with one sleeping child.
     let idle = dir.path().join("idle.sh");
-    std::fs::write(&idle, "sleep 60 &\nwait\n").unwrap();
+    std::fs::write(&idle, "sleep 3600 &\nwait\n").unwrap();
     // Another Plex on the same host: a busy "Plex Media Server" and its own scanner, which match
     // every pattern a Plex process could be looked up by, but are not in our trees.
     let theirs = dir.path().join("theirs.sh");
     std::fs::write(
         &theirs,
         "sh -c 'while :; do :; done' 'Plex Media Server' &\n\
-         \"$(dirname \"$0\")/Plex Media Scanner\" 60 &\nwait\n",
+         \"$(dirname \"$0\")/Plex Media Scanner\" 3600 &\nwait\n",
     )
     .unwrap();
     let ours = spawn_tree(
@@ -399,9 +419,15 @@ fn cpu_sample_counts_only_the_servers_process_tree() {
     let theirs = spawn_tree(&local, &theirs, "");
     let _kill_theirs = KillOnDrop(vec![format!("-{theirs}")]);
 
-    wait_until(Duration::from_secs(10), "every tree to be complete", || {
+    wait_until(Duration::from_secs(60), "every tree to be complete", || {
         let full = |pid, n| host::cpu_sample(&ssh, pid).is_ok_and(|s| s.processes == n);
-        full(ours, 5) && full(idle, 2) && full(theirs, 3)
+        let written =
+            |f: &std::path::Path| std::fs::read_to_string(f).is_ok_and(|t| t.ends_with('\n'));
+        full(ours, 5)
+            && full(idle, 2)
+            && full(theirs, 3)
+            && written(&busy_pid)
+            && written(&scanner_pid)
     });
     let first = host::cpu_sample(&ssh, ours).unwrap();
     assert!(first.scanner_running, "{first:?}");
@@ -414,7 +440,7 @@ fn cpu_sample_counts_only_the_servers_process_tree() {
     let mut last = first;
     let mut theirs_last = theirs_first;
     wait_until(
-        Duration::from_secs(30),
+        Duration::from_secs(120),
         "both busy trees to burn 0.5 s of CPU",
         || {
             last = host::cpu_sample(&ssh, ours).unwrap();
@@ -439,7 +465,7 @@ fn cpu_sample_counts_only_the_servers_process_tree() {
         .run(&Cmd::new(format!("kill -9 {}", read_pid(&busy_pid))))
         .unwrap();
     wait_until(
-        Duration::from_secs(10),
+        Duration::from_secs(60),
         "the busy child to be reaped",
         || {
             let s = host::cpu_sample(&ssh, ours).unwrap();
@@ -450,7 +476,7 @@ fn cpu_sample_counts_only_the_servers_process_tree() {
     local
         .run(&Cmd::new(format!("kill {}", read_pid(&scanner_pid))))
         .unwrap();
-    wait_until(Duration::from_secs(10), "the scanner to go", || {
+    wait_until(Duration::from_secs(60), "the scanner to go", || {
         let s = host::cpu_sample(&ssh, ours).unwrap();
         assert!(s.total_ticks >= last.total_ticks, "{s:?} after {last:?}");
         !s.scanner_running && s.processes == 2
@@ -458,7 +484,7 @@ fn cpu_sample_counts_only_the_servers_process_tree() {
 
     // A server that is gone is an error, never a zero sample.
     local.run(&Cmd::new(format!("kill -9 -{ours}"))).unwrap();
-    wait_until(Duration::from_secs(10), "the tree to go", || {
+    wait_until(Duration::from_secs(60), "the tree to go", || {
         host::cpu_sample(&local, ours).is_err()
     });
     let err = host::cpu_sample(&ssh, ours).unwrap_err();
