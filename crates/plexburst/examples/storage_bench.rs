@@ -378,6 +378,7 @@ fn main() {
                 zstd_level: 3,
                 stage_dir: None,
                 verify_download: false,
+                ..Default::default()
             };
             // The three stages of the ceiling comparison run interleaved, `repeat` rounds, best
             // of each: on a shared box the load changes from one minute to the next.

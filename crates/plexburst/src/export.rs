@@ -1,7 +1,8 @@
 //! Export of the Plex data folder: tar | zstd, checksum, verification, manifest.
 //!
-//! Everything runs on the target through the remote (the archive is written next to the data, not
-//! streamed back). Plex must be stopped first so the DB and its WAL are consistent; the `-wal` and
+//! Everything runs on the target through the remote: the archive is written next to the data
+//! (`export`), or streamed straight to the bucket of an rclone storage (`export_streamed`); it is
+//! never streamed back to this machine. Plex must be stopped first so the DB and its WAL are consistent; the `-wal` and
 //! `-shm` files are kept if present. Cache, Logs, Crash Reports, Diagnostics and Updates are left
 //! out: Plex regenerates them and they can be most of the folder's size.
 
@@ -16,6 +17,7 @@ use crate::plan::{
 use crate::plex::db::DbSample;
 use crate::remote::{Cmd, Remote};
 use crate::state::ExportRecord;
+use crate::storage::rclone::{Rclone, UploadSpec, upload_stream};
 
 /// Archiving a big data folder takes a while; this only guards against a hung pipeline.
 const EXPORT_TIMEOUT: Duration = Duration::from_secs(12 * 3600);
@@ -66,6 +68,185 @@ fn mv_partial(remote: &dyn Remote, partial: &str, archive: &str) -> anyhow::Resu
     Ok(())
 }
 
+/// Plex is stopped: nothing may have changed the folder (names, sizes, mtimes) while tar read it.
+/// The `-shm` wal-index is the exception: every SQLite reader (a monitor, a user's sqlite3)
+/// touches it, and SQLite rebuilds it from the WAL; so tar's status 1 ("file changed as we read
+/// it") is accepted and this comparison of the two snapshots is what decides.
+fn check_unchanged(remote: &dyn Remote, before: &str, after: &str) -> anyhow::Result<()> {
+    let changed = remote
+        .run(&Cmd::new(format!(
+            "tr '\\0' '\\n' < {b} | grep -v -e '-shm$' > {b}.txt; tr '\\0' '\\n' < {rl} | grep -v -e '-shm$' > {rl}.txt; diff {b}.txt {rl}.txt | head -n 10; rm -f {b}.txt {rl}.txt",
+            b = quote(before),
+            rl = quote(after)
+        )))
+        .context("cannot compare the data folder before and after the archive")?
+        .stdout_str();
+    if !changed.trim().is_empty() {
+        bail!(
+            "the data folder changed while it was archived (is a Plex process still running?); first differences:\n{}",
+            changed.trim_end()
+        );
+    }
+    Ok(())
+}
+
+/// Entries in a NUL-separated list written by `find_command`.
+fn count_list(remote: &dyn Remote, list: &str) -> anyhow::Result<u64> {
+    one_number(
+        remote,
+        format!("tr -cd '\\0' < {} | wc -c", quote(list)),
+        "count the archived entries",
+    )
+}
+
+fn write_manifest(
+    remote: &dyn Remote,
+    path: &str,
+    job: &ExportJob,
+    archive: &str,
+    sha256: &str,
+    bytes: u64,
+    entries: u64,
+) -> anyhow::Result<()> {
+    let manifest = Manifest {
+        manifest_version: 1,
+        run_id: job.run_id.clone(),
+        created_at: crate::state::now(),
+        plexburst_version: env!("CARGO_PKG_VERSION").into(),
+        plex_version: job.plex_version.clone(),
+        archive: archive.to_string(),
+        sha256: sha256.to_string(),
+        bytes,
+        entries,
+        excluded: EXPORT_EXCLUDES.iter().map(|s| s.to_string()).collect(),
+        sections: job.counts.sections.clone(),
+    };
+    remote
+        .put_file(path, &serde_json::to_vec_pretty(&manifest)?, 0o644)
+        .context("cannot write the manifest")
+}
+
+/// Stream the data folder to the bucket (`tar | zstd -T0 | rclone rcat`, nothing staged on the
+/// target), then verify the object: its size in the bucket, and one read back that must give the
+/// sha256 computed while streaming and as many tar entries as the folder had. The manifest is
+/// written to `job.destination` and uploaded beside the archive. `prefix` is `bucket/path`.
+pub fn export_streamed(
+    remote: &dyn Remote,
+    job: &ExportJob,
+    rc: &Rclone,
+    prefix: &str,
+) -> anyhow::Result<ExportRecord> {
+    let dest = job.destination.trim_end_matches('/');
+    let prefix = prefix.trim_end_matches('/');
+    let object = format!("{prefix}/{}.tar.zst", job.run_id);
+    let obj = rc.object(&object);
+    let base = format!("{dest}/{}.stream", job.run_id);
+    let (list, before, relist) = (
+        format!("{base}.files"),
+        format!("{base}.before"),
+        format!("{base}.after"),
+    );
+    let streamed = (|| -> anyhow::Result<(crate::storage::rclone::UploadReport, u64)> {
+        remote
+            .run(
+                &Cmd::new(format!(
+                    "set -e; mkdir -p {d}; {snap} > {b}; {find} > {l}",
+                    d = quote(dest),
+                    snap = snapshot_command(&job.data_dir),
+                    b = quote(&before),
+                    find = find_command(&job.data_dir),
+                    l = quote(&list),
+                ))
+                .timeout(EXPORT_TIMEOUT),
+            )
+            .context("cannot list the data folder for the export")?;
+        tracing::info!("streaming {} to {obj}", job.data_dir);
+        let up = upload_stream(
+            rc,
+            remote,
+            &UploadSpec {
+                src_dir: job.data_dir.clone(),
+                list: Some(list.clone()),
+                tar_changed_ok: true,
+                object: object.clone(),
+                zstd_level: 3,
+                stage_dir: None,
+                // One read back below checks the sha256 and the entries together.
+                verify_download: false,
+                ..Default::default()
+            },
+        )?;
+        remote
+            .run(
+                &Cmd::new(format!(
+                    "{} > {}",
+                    snapshot_command(&job.data_dir),
+                    quote(&relist)
+                ))
+                .timeout(EXPORT_TIMEOUT),
+            )
+            .context("cannot list the data folder after the export")?;
+        check_unchanged(remote, &before, &relist)?;
+        let expected = count_list(remote, &list)?;
+        let (sha256, listed) = rc.read_back_archive(remote, &up.object)?;
+        if sha256 != up.sha256 {
+            bail!(
+                "{} in the bucket has sha256 {sha256} but {} was streamed; the export is corrupt",
+                up.object,
+                up.sha256
+            );
+        }
+        if listed != expected || listed == 0 {
+            bail!(
+                "{} lists {listed} entries but the data folder has {expected}; the export is incomplete",
+                up.object
+            );
+        }
+        Ok((up, listed))
+    })();
+    let temps = [&list, &before, &relist].map(|p| quote(p)).join(" ");
+    if let Err(e) = remote.run(&Cmd::new(format!("rm -f {temps}"))) {
+        tracing::warn!("cannot remove the export's temporary files: {e}");
+    }
+    let (up, entries) = match streamed {
+        Ok(v) => v,
+        Err(e) => {
+            // Whatever reached the bucket is not a verified archive: do not leave it there.
+            if let Err(de) = rc.delete_object(remote, &obj) {
+                tracing::warn!("cannot delete the failed export {obj}: {de:#}");
+            }
+            return Err(e.context(format!("streaming the export to {obj} failed")));
+        }
+    };
+    let manifest_path = format!("{dest}/{}.manifest.json", job.run_id);
+    write_manifest(
+        remote,
+        &manifest_path,
+        job,
+        &up.object,
+        &up.sha256,
+        up.bytes,
+        entries,
+    )?;
+    let manifest_object = format!("{prefix}/{}.manifest.json", job.run_id);
+    let m = rc
+        .upload_file(remote, &manifest_path, &manifest_object, true)
+        .with_context(|| format!("uploading the manifest to {manifest_object}"))?;
+    tracing::info!(
+        "streamed and verified {}: {entries} entries, {} bytes, sha256 {}",
+        up.object,
+        up.bytes,
+        up.sha256
+    );
+    Ok(ExportRecord {
+        archive: up.object,
+        manifest: m.object,
+        sha256: up.sha256,
+        bytes: up.bytes,
+        files: entries,
+    })
+}
+
 /// Archive, checksum, verify (decompress + list, count against `find`), write the manifest.
 pub fn export(remote: &dyn Remote, job: &ExportJob) -> anyhow::Result<ExportRecord> {
     let dest = job.destination.trim_end_matches('/');
@@ -98,30 +279,8 @@ pub fn export(remote: &dyn Remote, job: &ExportJob) -> anyhow::Result<ExportReco
         remote
             .run(&Cmd::new(script).timeout(EXPORT_TIMEOUT))
             .context("archiving the data folder failed")?;
-        // Plex is stopped: nothing may have changed the folder (names, sizes, mtimes) while tar read it.
-        // The `-shm` wal-index is the exception: every SQLite reader (a monitor, a user's sqlite3)
-        // touches it, and SQLite rebuilds it from the WAL; so tar's status 1 ("file changed as we read
-        // it") is accepted above and this comparison is what decides.
-        let changed = remote
-            .run(&Cmd::new(format!(
-                "tr '\\0' '\\n' < {b} | grep -v -e '-shm$' > {b}.txt; tr '\\0' '\\n' < {rl} | grep -v -e '-shm$' > {rl}.txt; diff {b}.txt {rl}.txt | head -n 10; rm -f {b}.txt {rl}.txt",
-                b = quote(&before),
-                rl = quote(&relist)
-            )))
-            .context("cannot compare the data folder before and after the archive")?
-            .stdout_str();
-        if !changed.trim().is_empty() {
-            bail!(
-                "the data folder changed while it was archived (is a Plex process still running?); first differences:\n{}",
-                changed.trim_end()
-            );
-        }
-        let expected = one_number(
-            remote,
-            format!("tr -cd '\\0' < {} | wc -c", quote(&list)),
-            "count the archived entries",
-        )?;
-        Ok(expected)
+        check_unchanged(remote, &before, &relist)?;
+        count_list(remote, &list)
     })();
     let mut leftovers = vec![
         quote(&before),
@@ -168,26 +327,15 @@ pub fn export(remote: &dyn Remote, job: &ExportJob) -> anyhow::Result<ExportReco
         format!("wc -c < {}", quote(&archive)),
         "size the archive",
     )?;
-    let manifest = Manifest {
-        manifest_version: 1,
-        run_id: job.run_id.clone(),
-        created_at: crate::state::now(),
-        plexburst_version: env!("CARGO_PKG_VERSION").into(),
-        plex_version: job.plex_version.clone(),
-        archive: archive.clone(),
-        sha256: sha256.clone(),
+    write_manifest(
+        remote,
+        &manifest_path,
+        job,
+        &archive,
+        &sha256,
         bytes,
-        entries: listed,
-        excluded: EXPORT_EXCLUDES.iter().map(|s| s.to_string()).collect(),
-        sections: job.counts.sections.clone(),
-    };
-    remote
-        .put_file(
-            &manifest_path,
-            &serde_json::to_vec_pretty(&manifest)?,
-            0o644,
-        )
-        .context("cannot write the manifest")?;
+        listed,
+    )?;
     tracing::info!("archive verified: {listed} entries, {bytes} bytes, sha256 {sha256}");
     Ok(ExportRecord {
         archive,

@@ -79,6 +79,8 @@ pub struct ExportPlan {
     pub trash_gate: String,
     pub excludes: Vec<String>,
     pub command: String,
+    /// Where the archive goes besides (or instead of) `destination`.
+    pub upload: String,
 }
 
 /// What the analysis of a section of this type does (empty: nothing to analyse).
@@ -232,6 +234,48 @@ pub fn build(config: &Config, run: &crate::cli::RunArgs) -> Plan {
         "{}/<run-id>.tar.zst",
         config.export.destination.trim_end_matches('/')
     );
+    let storage = config
+        .storage
+        .build(&config.target.profile, &config.target.work_dir);
+    let bucket = storage
+        .as_rclone()
+        .and_then(|rc| rc.config().export_path.clone().map(|p| (rc, p)));
+    let (command, upload) = match bucket {
+        None => (
+            export_command(&plex.data_dir, &archive),
+            "none: the archive stays in the destination on the target".to_string(),
+        ),
+        Some((rc, prefix)) => {
+            let object = format!("{}/<run-id>.tar.zst", prefix.trim_end_matches('/'));
+            if config.export.staged {
+                (
+                    export_command(&plex.data_dir, &archive),
+                    format!(
+                        "staged (export.staged = true): after the local verification, rclone copyto of the archive and its manifest to {} with retries, then size and sha256 read back",
+                        rc.object(&object)
+                    ),
+                )
+            } else {
+                let list = format!(
+                    "{}/<run-id>.stream.files",
+                    config.export.destination.trim_end_matches('/')
+                );
+                (
+                    format!(
+                        "{} > {}; {} | zstd -q -T0 -3 | {}",
+                        find_command(&plex.data_dir),
+                        quote(&list),
+                        tar_command(&plex.data_dir, &list),
+                        rc.plan_rcat(&object)
+                    ),
+                    format!(
+                        "streamed to {} (nothing staged on the target), then its size, and one read back for sha256 and entries; the manifest is uploaded beside it (export.staged = true stages it first, with retries)",
+                        rc.object(&object)
+                    ),
+                )
+            }
+        }
+    };
     Plan {
         version: 1,
         target: describe_target(config),
@@ -268,7 +312,8 @@ pub fn build(config: &Config, run: &crate::cli::RunArgs) -> Plan {
                 "refuse the export if items went to Plex's trash during the run (allow with export.allow_deleted = true or --allow-deleted)".into()
             },
             excludes: EXPORT_EXCLUDES.iter().map(|s| s.to_string()).collect(),
-            command: export_command(&plex.data_dir, &archive),
+            command,
+            upload,
         },
     }
 }
@@ -322,8 +367,11 @@ impl Plan {
             self.monitor.poll_interval, self.monitor.stall_window, self.monitor.stable_samples
         ));
         s.push_str(&format!(
-            "export:   {}\n          {}\n          trash: {}\n",
-            self.export.destination, self.export.command, self.export.trash_gate
+            "export:   {}\n          {}\n          upload: {}\n          trash: {}\n",
+            self.export.destination,
+            self.export.command,
+            self.export.upload,
+            self.export.trash_gate
         ));
         s
     }
@@ -353,5 +401,49 @@ mod tests {
             },
         );
         assert_eq!(only.sections.len(), 1);
+    }
+
+    #[test]
+    fn rclone_export_path_streams_by_default_and_stages_when_asked() {
+        let mut c = Config::parse(crate::config::EXAMPLE).unwrap();
+        c.storage = toml::from_str(
+            "kind = \"rclone\"\nremote = \"s3lib\"\nbucket = \"media\"\nmount_point = \"/mnt/media\"\nexport_path = \"exports/pb\"\n",
+        )
+        .unwrap();
+        let p = build(&c, &Default::default());
+        assert!(
+            p.export.command.ends_with(
+                "| zstd -q -T0 -3 | rclone rcat --s3-chunk-size 64M --s3-upload-concurrency 8 --retries 5 --low-level-retries 20 's3lib:exports/pb/<run-id>.tar.zst'"
+            ),
+            "{}",
+            p.export.command
+        );
+        assert!(
+            p.export
+                .upload
+                .starts_with("streamed to s3lib:exports/pb/<run-id>.tar.zst")
+        );
+        c.export.staged = true;
+        let p = build(&c, &Default::default());
+        assert!(
+            p.export.command.contains("zstd -T0 -3 -q -f -o"),
+            "{}",
+            p.export.command
+        );
+        assert!(p.export.upload.starts_with("staged"), "{}", p.export.upload);
+        assert!(p.export.trash_gate.starts_with("refuse"));
+        let allowed = build(
+            &c,
+            &crate::cli::RunArgs {
+                allow_deleted: true,
+                ..Default::default()
+            },
+        );
+        assert!(
+            allowed
+                .export
+                .trash_gate
+                .starts_with("allowed (--allow-deleted)")
+        );
     }
 }

@@ -1,4 +1,5 @@
-//! Phase export: stop Plex cleanly, then archive, checksum and verify its data folder.
+//! Phase export: refuse a library Plex trashed items of during the run, stop Plex cleanly, then
+//! archive, checksum and verify its data folder (on the target, or streamed to the bucket).
 
 use anyhow::{Context, bail};
 
@@ -66,41 +67,56 @@ pub fn run(ctx: &mut Ctx) -> anyhow::Result<Outcome> {
     }
     ctx.state.plex_started = false;
     ctx.save()?;
-    let rec = crate::export::export(
-        ctx.remote.as_ref(),
-        &crate::export::ExportJob {
-            data_dir: ctx.config.plex.data_dir.clone(),
-            destination: ctx.config.export.destination.clone(),
-            run_id: ctx.state.run_id.clone(),
-            plex_version: ctx.state.plex_version.clone(),
-            counts,
-        },
-    )?;
-    let mut detail = format!(
-        "{} ({} bytes, {} entries, sha256 {})",
-        rec.archive, rec.bytes, rec.files, rec.sha256
-    );
-    // rclone storage with `export_path`: the verified archive and its manifest go to the bucket
-    // (copyto with retries), checked there by size and by sha256 read back (STORAGE).
-    if let Some(rc) = ctx.storage.as_rclone()
-        && let Some(prefix) = rc.config().export_path.clone()
-    {
-        for local in [&rec.archive, &rec.manifest] {
-            let name = local.rsplit('/').next().unwrap_or(local.as_str());
-            let object = format!("{}/{name}", prefix.trim_end_matches('/'));
-            let up = rc
-                .upload_file(ctx.remote.as_ref(), local, &object, true)
-                .with_context(|| format!("uploading the export to {object}"))?;
-            tracing::info!(
-                "uploaded {} ({} bytes, sha256 verified in the bucket)",
-                up.object,
-                up.bytes
+    let job = crate::export::ExportJob {
+        data_dir: ctx.config.plex.data_dir.clone(),
+        destination: ctx.config.export.destination.clone(),
+        run_id: ctx.state.run_id.clone(),
+        plex_version: ctx.state.plex_version.clone(),
+        counts,
+    };
+    let upload = ctx
+        .storage
+        .as_rclone()
+        .and_then(|rc| rc.config().export_path.clone().map(|p| (rc, p)));
+    let (rec, mut detail) = match upload {
+        // rclone storage with `export_path`, by default: streamed to the bucket, nothing staged
+        // on the target's disk, then read back and verified there.
+        Some((rc, prefix)) if !ctx.config.export.staged => {
+            let rec = crate::export::export_streamed(ctx.remote.as_ref(), &job, rc, &prefix)?;
+            let detail = format!(
+                "streamed to {} ({} bytes, {} entries, sha256 {}, read back and verified)",
+                rec.archive, rec.bytes, rec.files, rec.sha256
             );
-            if local == &rec.archive {
-                detail.push_str(&format!("; uploaded to {}", up.object));
-            }
+            (rec, detail)
         }
-    }
+        // `export.staged = true`: the verified archive is written on the target, then it and its
+        // manifest are copied with rclone's retries and checked by size and sha256 read back.
+        staged => {
+            let rec = crate::export::export(ctx.remote.as_ref(), &job)?;
+            let mut detail = format!(
+                "{} ({} bytes, {} entries, sha256 {})",
+                rec.archive, rec.bytes, rec.files, rec.sha256
+            );
+            if let Some((rc, prefix)) = staged {
+                for local in [&rec.archive, &rec.manifest] {
+                    let name = local.rsplit('/').next().unwrap_or(local.as_str());
+                    let object = format!("{}/{name}", prefix.trim_end_matches('/'));
+                    let up = rc
+                        .upload_file(ctx.remote.as_ref(), local, &object, true)
+                        .with_context(|| format!("uploading the export to {object}"))?;
+                    tracing::info!(
+                        "uploaded {} ({} bytes, sha256 verified in the bucket)",
+                        up.object,
+                        up.bytes
+                    );
+                    if local == &rec.archive {
+                        detail.push_str(&format!("; uploaded to {}", up.object));
+                    }
+                }
+            }
+            (rec, detail)
+        }
+    };
     if let Some(note) = allowed {
         detail.push_str(&format!("; {note}"));
     }

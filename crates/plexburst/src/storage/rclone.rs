@@ -466,13 +466,19 @@ pub struct UploadReport {
 }
 
 /// What to archive and where to put it.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct UploadSpec {
     /// Directory on the target that `members` are relative to (`tar -C`).
     pub src_dir: String,
     pub members: Vec<String>,
     /// `tar --exclude` patterns.
     pub excludes: Vec<String>,
+    /// A NUL-separated list of entries (relative to `src_dir`) on the target: when set, tar
+    /// archives exactly these (`--null --no-recursion -T`) and `members`/`excludes` are unused.
+    pub list: Option<String>,
+    /// Accept tar's status 1 ("file changed as we read it"): for a caller that compares the
+    /// source before and after and decides itself (the export, where SQLite readers touch `-shm`).
+    pub tar_changed_ok: bool,
     /// Object path under the remote, e.g. `media/plexburst-exports/run-1.tar.zst`.
     pub object: String,
     pub zstd_level: i32,
@@ -1187,6 +1193,69 @@ impl Rclone {
         Ok(true)
     }
 
+    /// The transfer flags of every upload: 64M chunks allow a ~625 GiB stream (10,000 parts).
+    fn upload_flags(&self) -> String {
+        let s = &self.settings;
+        format!(
+            "--s3-chunk-size {} --s3-upload-concurrency {} --retries {} --low-level-retries {}",
+            s.s3_chunk_size, s.s3_upload_concurrency, s.retries, s.low_level_retries
+        )
+    }
+
+    /// `remote:path` of an object given as `bucket/path`.
+    pub fn object(&self, object: &str) -> String {
+        format!("{}:{}", self.remote_name(), object.trim_start_matches('/'))
+    }
+
+    /// The streaming half of the export as the plan shows it: `rclone rcat <flags> remote:object`.
+    pub fn plan_rcat(&self, object: &str) -> String {
+        format!(
+            "rclone rcat {} {}",
+            self.upload_flags(),
+            sh_quote(&self.object(object))
+        )
+    }
+
+    /// Read a `.tar.zst` object back once: its sha256 and the number of entries tar lists in it.
+    /// A failing stage (download, decompression, tar) is an error, not a short count.
+    pub fn read_back_archive(&self, r: &dyn Remote, obj: &str) -> anyhow::Result<(String, u64)> {
+        let script = format!(
+            "set -e; d=$(mktemp -d); trap 'rm -rf \"$d\"' EXIT; mkfifo \"$d/h\"
+sha256sum < \"$d/h\" | cut -d' ' -f1 > \"$d/sum\" & hp=$!
+{{ {rc} cat {o} || echo download >> \"$d/fail\"; }} | tee \"$d/h\" | {{ zstd -dcq || echo zstd >> \"$d/fail\"; }} | {{ tar -tf - || echo tar >> \"$d/fail\"; }} | wc -l > \"$d/n\"
+wait $hp
+if [ -s \"$d/fail\" ]; then echo \"failed stages: $(cat \"$d/fail\")\" >&2; exit 1; fi
+echo \"$(cat \"$d/n\") $(cat \"$d/sum\")\"",
+            rc = self.rclone(),
+            o = sh_quote(obj)
+        );
+        let out = r
+            .run(&self.cmd(script).timeout(Duration::from_secs(48 * 3600)))
+            .with_context(|| format!("reading {obj} back to verify it"))?;
+        let said = out.stdout_str();
+        let mut it = said.split_whitespace();
+        let entries: u64 = it
+            .next()
+            .and_then(|n| n.parse().ok())
+            .with_context(|| format!("read-back printed no count: {said:?}"))?;
+        let sha256 = it.next().unwrap_or("").to_string();
+        if sha256.len() != 64 {
+            bail!("read-back of {obj} printed no sha256: {said:?}");
+        }
+        Ok((sha256, entries))
+    }
+
+    /// Remove an object (a failed or unverified export must not be left looking complete).
+    pub fn delete_object(&self, r: &dyn Remote, obj: &str) -> anyhow::Result<()> {
+        r.run(&self.cmd(format!(
+            "{} deletefile {} 2>/dev/null || true",
+            self.rclone(),
+            sh_quote(obj)
+        )))
+        .with_context(|| format!("deleting {obj}"))?;
+        Ok(())
+    }
+
     /// Upload a finished file on the target (e.g. the verified export archive) to `object`
     /// (`bucket/path`) with `rclone copyto` and its retries, then verify size and sha256.
     pub fn upload_file(
@@ -1196,14 +1265,10 @@ impl Rclone {
         object: &str,
         verify_download: bool,
     ) -> anyhow::Result<UploadReport> {
-        let obj = format!("{}:{}", self.remote_name(), object.trim_start_matches('/'));
-        let s = &self.settings;
+        let obj = self.object(object);
         let script = format!(
-            "set -e; {rc} copyto --s3-chunk-size {} --s3-upload-concurrency {} --retries {} --low-level-retries {} {f} {o}; echo \"$(wc -c < {f}) $(sha256sum < {f} | cut -d' ' -f1)\"",
-            s.s3_chunk_size,
-            s.s3_upload_concurrency,
-            s.retries,
-            s.low_level_retries,
+            "set -e; {rc} copyto {flags} {f} {o}; echo \"$(wc -c < {f}) $(sha256sum < {f} | cut -d' ' -f1)\"",
+            flags = self.upload_flags(),
             rc = self.rclone(),
             f = sh_quote(path),
             o = sh_quote(&obj)
@@ -1228,24 +1293,31 @@ impl Rclone {
     }
 
     fn upload(&self, r: &dyn Remote, spec: &UploadSpec) -> anyhow::Result<UploadReport> {
-        let obj = format!(
-            "{}:{}",
-            self.remote_name(),
-            spec.object.trim_start_matches('/')
-        );
-        let mut tar = format!("tar -C {} -cf -", sh_quote(&spec.src_dir));
-        for x in &spec.excludes {
-            tar.push_str(&format!(" --exclude={}", sh_quote(x)));
-        }
-        for m in &spec.members {
-            tar.push(' ');
-            tar.push_str(&sh_quote(m));
-        }
-        let s = &self.settings;
-        let up_flags = format!(
-            "--s3-chunk-size {} --s3-upload-concurrency {} --retries {} --low-level-retries {}",
-            s.s3_chunk_size, s.s3_upload_concurrency, s.retries, s.low_level_retries
-        );
+        let obj = self.object(&spec.object);
+        let tar = match &spec.list {
+            Some(list) => format!(
+                "tar -C {} --null --no-recursion -T {} -cf -",
+                sh_quote(&spec.src_dir),
+                sh_quote(list)
+            ),
+            None => {
+                let mut tar = format!("tar -C {} -cf -", sh_quote(&spec.src_dir));
+                for x in &spec.excludes {
+                    tar.push_str(&format!(" --exclude={}", sh_quote(x)));
+                }
+                for m in &spec.members {
+                    tar.push(' ');
+                    tar.push_str(&sh_quote(m));
+                }
+                tar
+            }
+        };
+        let tar_failed = if spec.tar_changed_ok {
+            "{ [ $? -le 1 ] || echo tar >> \"$d/fail\"; }"
+        } else {
+            "echo tar >> \"$d/fail\""
+        };
+        let up_flags = self.upload_flags();
         let zstd = format!("zstd -q -T0 -{}", spec.zstd_level.clamp(1, 19));
         // Each stage records its own failure: `sh` has no pipefail, and a pipeline's status is
         // only the last command's.
@@ -1254,7 +1326,7 @@ impl Rclone {
                 "set -e; d=$(mktemp -d); trap 'rm -rf \"$d\"' EXIT; mkfifo \"$d/h\" \"$d/c\"
 sha256sum < \"$d/h\" | cut -d' ' -f1 > \"$d/sum\" & hp=$!
 wc -c < \"$d/c\" > \"$d/size\" & cp=$!
-{{ {tar} || echo tar >> \"$d/fail\"; }} | {{ {zstd} || echo zstd >> \"$d/fail\"; }} | tee \"$d/h\" \"$d/c\" | {{ {rc} rcat {up_flags} {o} || echo rcat >> \"$d/fail\"; }}
+{{ {tar} || {tar_failed}; }} | {{ {zstd} || echo zstd >> \"$d/fail\"; }} | tee \"$d/h\" \"$d/c\" | {{ {rc} rcat {up_flags} {o} || echo rcat >> \"$d/fail\"; }}
 wait $hp $cp
 if [ -s \"$d/fail\" ]; then echo \"failed stages: $(cat \"$d/fail\")\" >&2; exit 1; fi
 echo \"$(cat \"$d/size\") $(cat \"$d/sum\")\"",

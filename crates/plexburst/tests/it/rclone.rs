@@ -406,6 +406,7 @@ fn upload_stream_lands_in_the_bucket_and_verifies() {
             zstd_level: 3,
             stage_dir: stage.map(|s| s.display().to_string()),
             verify_download: true,
+            ..Default::default()
         };
         let rep = upload_stream(m.rclone(), &r, &spec).unwrap();
         assert!(rep.checksum_verified);
@@ -669,40 +670,92 @@ fn assert_counts_match(rl: &RcloneLab, out: &std::process::Output) {
     assert!(rl.mount_pids().is_empty(), "the run unmounted rclone");
 }
 
-/// The verified archive was also uploaded to the bucket, byte for byte.
-fn assert_archive_in_bucket(rl: &RcloneLab) {
+/// The verified archive and its manifest are in the bucket. Staged (`export.staged = true`): the
+/// local archive was copied byte for byte. Streamed (the default): nothing was staged on the
+/// target, and the object has the size, sha256 and entries the state records.
+fn assert_archive_in_bucket(rl: &RcloneLab, staged: bool) {
     let state = rl.lab.state();
-    let archive = state["export"]["archive"]
+    let x = &state["export"];
+    let archive = x["archive"]
         .as_str()
         .expect("export in the state")
         .to_string();
     let name = archive.rsplit('/').next().unwrap();
     let object = rl.lab.path("exports/plexburst").join(name);
-    assert_eq!(
-        std::fs::read(&object)
-            .unwrap_or_else(|e| panic!("{} not in the bucket: {e}", object.display())),
-        std::fs::read(&archive).unwrap(),
-        "the bucket holds the same archive"
-    );
-    let manifest = state["export"]["manifest"]
+    let landed = std::fs::read(&object)
+        .unwrap_or_else(|e| panic!("{} not in the bucket: {e}", object.display()));
+    let local_archives: Vec<_> = std::fs::read_dir(rl.lab.path("export"))
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| n.ends_with(".tar.zst"))
+        .collect();
+    if staged {
+        assert_eq!(
+            landed,
+            std::fs::read(&archive).unwrap(),
+            "the bucket holds the same archive"
+        );
+    } else {
+        assert!(
+            archive.starts_with("s3lib:exports/plexburst/"),
+            "the state names the object: {archive}"
+        );
+        assert!(
+            local_archives.is_empty(),
+            "a streamed export stages nothing on the target: {local_archives:?}"
+        );
+        assert_eq!(landed.len() as u64, x["bytes"].as_u64().unwrap());
+        let sha = sha2::Digest::finalize(<sha2::Sha256 as sha2::Digest>::new_with_prefix(&landed));
+        assert_eq!(hex::encode(sha), x["sha256"].as_str().unwrap());
+        let listing = Local::new()
+            .run(&Cmd::new(format!(
+                "zstd -dc '{}' | tar -tf -",
+                object.display()
+            )))
+            .unwrap()
+            .stdout_str();
+        assert_eq!(
+            listing.lines().count() as u64,
+            x["files"].as_u64().unwrap(),
+            "entries in the object"
+        );
+        assert!(
+            listing.contains("Plug-in Support/Databases/com.plexapp.plugins.library.db"),
+            "{listing}"
+        );
+        assert!(!listing.contains("Plex Media Server/Cache/"), "{listing}");
+    }
+    let manifest = x["manifest"]
         .as_str()
         .unwrap()
         .rsplit('/')
         .next()
         .unwrap()
         .to_string();
-    assert!(
-        rl.lab.path("exports/plexburst").join(manifest).exists(),
-        "manifest uploaded"
-    );
+    let manifest = rl.lab.path("exports/plexburst").join(manifest);
+    let m: serde_json::Value = serde_json::from_slice(
+        &std::fs::read(&manifest).unwrap_or_else(|e| panic!("manifest not uploaded: {e}")),
+    )
+    .unwrap();
+    assert_eq!(m["sha256"], x["sha256"], "{m}");
+    assert_eq!(m["entries"], x["files"], "{m}");
 }
 
 #[test]
 fn local_run_on_an_rclone_mount_scans_everything() {
     let rl = RcloneLab::new(LabOpts::default(), "export_path = \"exports/plexburst\"");
+    // The staged export: archived and verified on the target, then copied with retries.
+    let cfg = std::fs::read_to_string(rl.lab.config_path()).unwrap();
+    assert!(cfg.contains("[export]\n"), "{cfg}");
+    std::fs::write(
+        rl.lab.config_path(),
+        cfg.replace("[export]\n", "[export]\nstaged = true\n"),
+    )
+    .unwrap();
     let out = rl.lab.plexburst(&["run"]);
     assert_counts_match(&rl, &out);
-    assert_archive_in_bucket(&rl);
+    assert_archive_in_bucket(&rl, true);
 }
 
 #[test]
@@ -715,9 +768,10 @@ fn ssh_run_on_an_rclone_mount_scans_everything() {
         },
         "export_path = \"exports/plexburst\"",
     );
+    // The default export of an rclone storage: streamed to the bucket over the ssh target.
     let out = rl.lab.plexburst(&["run"]);
     assert_counts_match(&rl, &out);
-    assert_archive_in_bucket(&rl);
+    assert_archive_in_bucket(&rl, false);
 }
 
 /// Run the lab, kill the `rclone mount` process once the scan has written its first item, and
