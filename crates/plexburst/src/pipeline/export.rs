@@ -123,3 +123,35 @@ pub fn run(ctx: &mut Ctx) -> anyhow::Result<Outcome> {
     ctx.state.export = Some(rec);
     Ok(Outcome::Done(Some(detail)))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::plex::db::SectionCounts;
+
+    fn sample(v: &[(i64, &str, i64)]) -> DbSample {
+        DbSample {
+            sections: v
+                .iter()
+                .map(|&(id, name, deleted)| SectionCounts {
+                    section_id: id,
+                    name: name.into(),
+                    deleted,
+                    ..Default::default()
+                })
+                .collect(),
+        }
+    }
+
+    #[test]
+    fn trash_growth_names_only_sections_whose_trash_grew() {
+        let before = sample(&[(1, "Music", 2), (2, "Movies", 5)]);
+        // Movies' trash shrank (emptied), Music's grew, Photos is new in this run.
+        let now = sample(&[(1, "Music", 7), (2, "Movies", 0), (3, "Photos", 4)]);
+        assert_eq!(
+            trash_growth(&before, &now),
+            vec![("Music".into(), 2, 7), ("Photos".into(), 0, 4)]
+        );
+        assert!(trash_growth(&now, &now).is_empty());
+    }
+}

@@ -988,3 +988,59 @@ fn hung_mount_is_degraded_within_the_probe_deadline_then_recovered() {
         || !Path::new(&format!("/proc/{pid}")).exists(),
     );
 }
+
+#[test]
+fn streamed_export_of_a_changing_data_folder_is_refused_and_removed_from_the_bucket() {
+    let rl = RcloneLab::new(LabOpts::default(), "export_path = \"exports/plexburst\"");
+    let lab = &rl.lab;
+    let lib = lab.data_dir().join("Library");
+    std::fs::create_dir_all(&lib).unwrap();
+    // A stray writer in the data folder (as a Plex process that did not stop would be).
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let writer = {
+        let stop = stop.clone();
+        let file = lib.join("writer.txt");
+        std::thread::spawn(move || {
+            let mut i = 0u64;
+            while !stop.load(std::sync::atomic::Ordering::SeqCst) {
+                i += 1;
+                std::fs::write(&file, i.to_string()).unwrap();
+                std::thread::sleep(Duration::from_millis(5)); // the writer's pace, not a wait
+            }
+        })
+    };
+    let out = lab.plexburst(&["run", "--skip-analysis"]);
+    stop.store(true, std::sync::atomic::Ordering::SeqCst);
+    writer.join().unwrap();
+    let log = text(&out);
+    assert_eq!(out.status.code(), Some(1), "{log}");
+    assert!(
+        log.contains("streaming the export to s3lib:exports/plexburst/"),
+        "{log}"
+    );
+    assert!(
+        log.contains("the data folder changed while it was archived") && log.contains("writer.txt"),
+        "{log}"
+    );
+    let in_bucket: Vec<_> = std::fs::read_dir(lab.path("exports/plexburst"))
+        .map(|d| {
+            d.flatten()
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .collect()
+        })
+        .unwrap_or_default();
+    assert!(
+        in_bucket.is_empty(),
+        "an unverified archive stayed in the bucket: {in_bucket:?}"
+    );
+    let left: Vec<_> = std::fs::read_dir(lab.path("export"))
+        .map(|d| d.flatten().map(|e| e.file_name()).collect())
+        .unwrap_or_default();
+    assert!(left.is_empty(), "temporary export files left: {left:?}");
+
+    // Once the folder is quiet the same run streams, verifies and completes.
+    std::fs::remove_file(lib.join("writer.txt")).unwrap();
+    let out = lab.plexburst(&["resume"]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    assert_archive_in_bucket(&rl, false);
+}
