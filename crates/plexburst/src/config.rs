@@ -982,6 +982,22 @@ kind = "local"
 # "path": the media is already on the target at this path.
 kind = "path"
 path = "/srv/media"
+# "rclone": an S3 bucket mounted read-only with `rclone mount` (never copied). Replace the two
+# lines above with, for example:
+# kind = "rclone"
+# endpoint = "https://s3.fr-par.scw.cloud"    # or: remote = "myremote" (a name in your rclone.conf)
+# provider = "Scaleway"
+# region = "fr-par"
+# access_key_id = "SCWXXXXXXXXXXXXXXXXX"
+# # The secret key is read from $PLEXBURST_S3_SECRET_ACCESS_KEY (or $AWS_SECRET_ACCESS_KEY), never
+# # from this file; it reaches the target only in a 0600 rclone.conf.
+# bucket = "my-media/library"
+# mount_point = "/srv/media"                  # the same path Plex sees; sections live under it
+# mtime = "server"                            # "server" (--use-server-modtime, fast) or "real":
+# #                                             pick what your home server will use
+# export_path = "my-media/plexburst-exports"  # upload the archive to the bucket
+# [storage.tuning]                            # overrides of the target.profile defaults
+# vfs_read_chunk_streams = 16
 
 [plex]
 # "docker" runs plexinc/pms-docker (media bound at the same path inside, port on 127.0.0.1 only);
@@ -1055,6 +1071,38 @@ mod tests {
                 .db_path()
                 .ends_with("Databases/com.plexapp.plugins.library.db")
         );
+    }
+
+    /// The commented rclone block of the example is a working config once uncommented.
+    #[test]
+    fn example_rclone_block_is_valid() {
+        let mut lines = Vec::new();
+        let mut in_block = false;
+        for line in EXAMPLE.lines() {
+            if line.starts_with("# kind = \"rclone\"") {
+                in_block = true;
+            } else if in_block && !line.starts_with('#') {
+                in_block = false;
+            }
+            match line {
+                "kind = \"path\"" | "path = \"/srv/media\"" => continue,
+                _ if in_block && !line.starts_with("# #") => {
+                    lines.push(line.trim_start_matches("# ").to_string());
+                    if line.starts_with("# access_key_id") {
+                        // Any variable that is set stands in for the secret's.
+                        lines.push("secret_access_key_env = \"PATH\"".to_string());
+                    }
+                }
+                _ => lines.push(line.to_string()),
+            }
+        }
+        let text = lines.join("\n");
+        let c = Config::parse(&text).unwrap_or_else(|e| panic!("{e}\n---\n{text}"));
+        let StorageConfig::Rclone(r) = &c.storage else {
+            panic!("the uncommented block is not an rclone storage:\n{text}");
+        };
+        assert_eq!(r.bucket, "my-media/library");
+        assert_eq!(r.tuning.vfs_read_chunk_streams, Some(16));
     }
 
     #[test]
