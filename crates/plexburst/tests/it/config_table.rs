@@ -402,8 +402,7 @@ fn init_writes_a_config_that_plans() {
     assert!(plan.status.success(), "{}", text(&plan));
 }
 
-/// `plan --json` of the base config, compared with a checked-in snapshot. After an intended
-/// change, refresh it with `UPDATE_SNAPSHOTS=1 cargo test -p plexburst --test it plan_snapshot`.
+/// `plan --json` of the base config, compared with a checked-in snapshot (`cli::assert_snapshot`).
 #[test]
 fn plan_snapshot() {
     let dir = tempfile::tempdir().unwrap();
@@ -413,18 +412,5 @@ fn plan_snapshot() {
         .args(["plan", "--json", "--config"])
         .arg(&cfg));
     assert!(out.status.success(), "{}", text(&out));
-    let got = String::from_utf8(out.stdout).unwrap();
-    let path =
-        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/it/snapshots/plan.json");
-    if std::env::var_os("UPDATE_SNAPSHOTS").is_some() {
-        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
-        std::fs::write(&path, &got).unwrap();
-    }
-    let want = std::fs::read_to_string(&path).unwrap_or_default();
-    assert_eq!(
-        got,
-        want,
-        "the plan changed; review it and refresh {} (see the doc comment)",
-        path.display()
-    );
+    crate::cli::assert_snapshot("plan.json", &String::from_utf8(out.stdout).unwrap());
 }

@@ -1,5 +1,6 @@
 //! Integration tests: one binary, one module per topic; `harness` holds the shared setup.
 
+mod cli;
 mod config_table;
 mod e2e;
 mod export_gate;
