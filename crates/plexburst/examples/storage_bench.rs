@@ -31,7 +31,11 @@ fn args() -> Args {
         walk_files: 20_000,
         export_files: 20_000,
         delay_ms: 5,
-        layout: PathBuf::from("/work/shared/fixtures/plex/real-pms-data-folder-layout.tsv"),
+        // Vendored with the crate, so a clean clone has it (a copy of the shared fixture).
+        layout: PathBuf::from(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/tests/fixtures/real-pms-data-folder-layout.tsv"
+        )),
         only: None,
         repeat: 3,
     };
@@ -182,12 +186,23 @@ fn media_tree(dir: &Path, n: usize) {
 /// A data folder of `n` files cycling through the real layout's paths and sizes; each copy gets
 /// its own bundle directory. Images are random bytes (they do not compress), the rest is text.
 fn data_folder(dir: &Path, layout: &Path, n: usize) -> u64 {
-    let rows: Vec<(u64, String)> = std::fs::read_to_string(layout)
-        .unwrap()
+    let text = std::fs::read_to_string(layout).unwrap_or_else(|e| {
+        panic!(
+            "cannot read the data-folder layout {} ({e}); pass --layout PATH to a \
+             real-pms-data-folder-layout.tsv (size<TAB>path per line)",
+            layout.display()
+        )
+    });
+    let rows: Vec<(u64, String)> = text
         .lines()
         .filter_map(|l| l.split_once('\t'))
         .filter_map(|(s, p)| Some((s.parse().ok()?, p.to_string())))
         .collect();
+    assert!(
+        !rows.is_empty(),
+        "the layout {} has no size<TAB>path lines",
+        layout.display()
+    );
     let mut seed: u64 = 0x9e3779b97f4a7c15;
     let mut total = 0;
     for i in 0..n {
