@@ -498,6 +498,27 @@ pub fn upload_stream(
     rc.upload(r, spec)
 }
 
+/// A shell command printing the sha256 of its stdin as `<hex> ...`. OpenSSL's SHA-256 uses the
+/// CPU's SHA instructions: measured here on 700 MB it took 0.4 s of CPU against 1.95 s for
+/// coreutils' `sha256sum`, and during a streamed export that CPU is taken from zstd and rclone.
+/// `sha256sum` stays the fallback on a target without `openssl`; both print the same digest.
+const SHA256: &str =
+    "{ if command -v openssl >/dev/null 2>&1; then openssl dgst -sha256 -r; else sha256sum; fi; }";
+
+/// The `<size> <sha256>` line an upload script printed, checked.
+fn parse_size_sum(said: &str, what: &str) -> anyhow::Result<(u64, String)> {
+    let mut it = said.split_whitespace();
+    let bytes: u64 = it
+        .next()
+        .and_then(|b| b.parse().ok())
+        .with_context(|| format!("{what} printed no size: {said:?}"))?;
+    let sha256 = it.next().unwrap_or("").to_string();
+    if sha256.len() != 64 || !sha256.bytes().all(|b| b.is_ascii_hexdigit()) {
+        bail!("{what} printed no sha256: {said:?}");
+    }
+    Ok((bytes, sha256))
+}
+
 impl Rclone {
     /// The storage for `cfg`, reading the S3 secret (endpoint mode) from this process's environment.
     pub fn new(cfg: &RcloneConfig, profile: &str, work_dir: &str) -> Rclone {
@@ -1177,7 +1198,7 @@ impl Rclone {
             .run(
                 &self
                     .cmd(format!(
-                        "{} cat {} | sha256sum | cut -d' ' -f1",
+                        "{} cat {} | {SHA256} | cut -d' ' -f1",
                         self.rclone(),
                         sh_quote(obj)
                     ))
@@ -1221,7 +1242,7 @@ impl Rclone {
     pub fn read_back_archive(&self, r: &dyn Remote, obj: &str) -> anyhow::Result<(String, u64)> {
         let script = format!(
             "set -e; d=$(mktemp -d); trap 'rm -rf \"$d\"' EXIT; mkfifo \"$d/h\"
-sha256sum < \"$d/h\" | cut -d' ' -f1 > \"$d/sum\" & hp=$!
+{SHA256} < \"$d/h\" | cut -d' ' -f1 > \"$d/sum\" & hp=$!
 {{ {rc} cat {o} || echo download >> \"$d/fail\"; }} | tee \"$d/h\" | {{ zstd -dcq || echo zstd >> \"$d/fail\"; }} | {{ tar -tf - || echo tar >> \"$d/fail\"; }} | wc -l > \"$d/n\"
 wait $hp
 if [ -s \"$d/fail\" ]; then echo \"failed stages: $(cat \"$d/fail\")\" >&2; exit 1; fi
@@ -1267,7 +1288,7 @@ echo \"$(cat \"$d/n\") $(cat \"$d/sum\")\"",
     ) -> anyhow::Result<UploadReport> {
         let obj = self.object(object);
         let script = format!(
-            "set -e; {rc} copyto {flags} {f} {o}; echo \"$(wc -c < {f}) $(sha256sum < {f} | cut -d' ' -f1)\"",
+            "set -e; {rc} copyto {flags} {f} {o}; echo \"$(wc -c < {f}) $({SHA256} < {f} | cut -d' ' -f1)\"",
             flags = self.upload_flags(),
             rc = self.rclone(),
             f = sh_quote(path),
@@ -1276,13 +1297,7 @@ echo \"$(cat \"$d/n\") $(cat \"$d/sum\")\"",
         let out = r
             .run(&self.cmd(script).timeout(Duration::from_secs(48 * 3600)))
             .with_context(|| format!("uploading {path} to {obj}"))?;
-        let said = out.stdout_str();
-        let mut it = said.split_whitespace();
-        let bytes: u64 = it
-            .next()
-            .and_then(|b| b.parse().ok())
-            .with_context(|| format!("upload printed no size: {said:?}"))?;
-        let sha256 = it.next().unwrap_or("").to_string();
+        let (bytes, sha256) = parse_size_sum(&out.stdout_str(), "upload")?;
         let checksum_verified = self.verify_object(r, &obj, bytes, &sha256, verify_download)?;
         Ok(UploadReport {
             object: obj,
@@ -1324,7 +1339,7 @@ echo \"$(cat \"$d/n\") $(cat \"$d/sum\")\"",
         let script = match &spec.stage_dir {
             None => format!(
                 "set -e; d=$(mktemp -d); trap 'rm -rf \"$d\"' EXIT; mkfifo \"$d/h\" \"$d/c\"
-sha256sum < \"$d/h\" | cut -d' ' -f1 > \"$d/sum\" & hp=$!
+{SHA256} < \"$d/h\" | cut -d' ' -f1 > \"$d/sum\" & hp=$!
 wc -c < \"$d/c\" > \"$d/size\" & cp=$!
 {{ {tar} || {tar_failed}; }} | {{ {zstd} || echo zstd >> \"$d/fail\"; }} | tee \"$d/h\" \"$d/c\" | {{ {rc} rcat {up_flags} {o} || echo rcat >> \"$d/fail\"; }}
 wait $hp $cp
@@ -1337,7 +1352,7 @@ echo \"$(cat \"$d/size\") $(cat \"$d/sum\")\"",
                 "set -e; mkdir -p {st}; f={st}/plexburst-export.$$.tar.zst; trap 'rm -f \"$f\"' EXIT
 {tar} | {zstd} > \"$f\"
 {rc} copyto {up_flags} \"$f\" {o}
-echo \"$(wc -c < \"$f\") $(sha256sum < \"$f\" | cut -d' ' -f1)\"",
+echo \"$(wc -c < \"$f\") $({SHA256} < \"$f\" | cut -d' ' -f1)\"",
                 st = sh_quote(stage),
                 rc = self.rclone(),
                 o = sh_quote(&obj)
@@ -1346,13 +1361,7 @@ echo \"$(wc -c < \"$f\") $(sha256sum < \"$f\" | cut -d' ' -f1)\"",
         let out = r
             .run(&self.cmd(script).timeout(Duration::from_secs(48 * 3600)))
             .with_context(|| format!("exporting {} to {obj}", spec.src_dir))?;
-        let said = out.stdout_str();
-        let mut it = said.split_whitespace();
-        let bytes: u64 = it
-            .next()
-            .and_then(|b| b.parse().ok())
-            .with_context(|| format!("export printed no size: {said:?}"))?;
-        let sha256 = it.next().unwrap_or("").to_string();
+        let (bytes, sha256) = parse_size_sum(&out.stdout_str(), "export")?;
         let checksum_verified =
             self.verify_object(r, &obj, bytes, &sha256, spec.verify_download)?;
         Ok(UploadReport {
@@ -1436,6 +1445,20 @@ vfs_read_chunk_streams = 3
         let missing = Rclone::with_secret(&cfg(), "standard", "/w", None);
         let err = missing.conf_text().unwrap_err().to_string();
         assert!(err.contains("export PLEXBURST_TEST_NO_SUCH_ENV"), "{err}");
+    }
+
+    #[test]
+    fn an_upload_without_a_full_sha256_is_an_error() {
+        let sum = "ab".repeat(32);
+        assert_eq!(
+            parse_size_sum(&format!("12 {sum}\n"), "export").unwrap(),
+            (12, sum.clone())
+        );
+        // A hash tap that died prints an empty sum: that must not pass as an unchecked export.
+        let err = parse_size_sum("12 \n", "export").unwrap_err().to_string();
+        assert!(err.contains("no sha256"), "{err}");
+        assert!(parse_size_sum(&format!("12 {}", &sum[1..]), "export").is_err());
+        assert!(parse_size_sum("", "upload").is_err());
     }
 
     #[test]
