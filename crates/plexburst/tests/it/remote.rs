@@ -291,6 +291,10 @@ fn timeout_kills_the_whole_process_tree() {
                 tree = Some((secs, text.trim().parse::<u32>().unwrap(), dir));
                 break;
             }
+            eprintln!(
+                "{}: the {secs} s timeout fired before the shell started its child; again with a longer one",
+                r.describe()
+            );
         }
         let (secs, pid, _dir) = tree.unwrap_or_else(|| {
             panic!(
