@@ -6,9 +6,9 @@
 #
 #   scripts/bench/storage.sh                      # 20,000 files each (fits a 2-core box in ~15 min)
 #   WALK_FILES=100000 EXPORT_FILES=200000 scripts/bench/storage.sh   # the issue's full sizes
-#   ONLY=walk scripts/bench/storage.sh            # or ONLY=export
+#   ONLY=walk scripts/bench/storage.sh            # or ONLY=export; REPEAT=N rounds of the export ceiling (3)
 set -eu
 cd "$(dirname "$0")/../.."
-set -- --walk-files "${WALK_FILES:-20000}" --export-files "${EXPORT_FILES:-20000}" --delay-ms "${DELAY_MS:-5}"
+set -- --walk-files "${WALK_FILES:-20000}" --export-files "${EXPORT_FILES:-20000}" --delay-ms "${DELAY_MS:-5}" --repeat "${REPEAT:-3}"
 if [ -n "${ONLY:-}" ]; then set -- "$@" --only "$ONLY"; fi
 exec cargo run -q -p plexburst --example storage_bench -- "$@"

@@ -424,7 +424,13 @@ fn main() {
                     s.s3_upload_concurrency,
                     q(&archive)
                 )));
+                // Not timed: drop this round's objects, so large sizes fit the disk.
+                sh(&format!(
+                    "rclone --config {c} deletefile s3:exports/stream-{idx}-{round}.tar.zst; rclone --config {c} deletefile s3:exports/alone-{idx}-{round}.tar.zst",
+                    c = q(&rc.conf_path())
+                ));
             }
+            std::fs::remove_file(&archive).unwrap();
             record("export: plexburst streamed (tar, zstd, rcat)", idx, stream);
             record("export ceiling part: tar, zstd -T0 -3, cat", idx, tarz);
             record(
@@ -441,6 +447,10 @@ fn main() {
                     q(&data.display().to_string())
                 )),
             );
+            sh(&format!(
+                "rclone --config {} purge s3:exports/copy-{idx}",
+                q(&rc.conf_path())
+            ));
             eprintln!("archive {} bytes from {data_bytes} bytes of data", bytes);
         }
     }
