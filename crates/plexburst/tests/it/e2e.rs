@@ -316,13 +316,7 @@ fn crash_mid_scan_restarts_plex_and_completes() {
     });
     let out = lab.plexburst(&["run"]);
     assert_complete_run(&lab, &out);
-    let scan = lab.state()["phases"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|p| p["name"] == "scan")
-        .unwrap()
-        .clone();
+    let scan = lab.phase("scan");
     assert!(
         scan["restarts"].as_u64().unwrap() >= 1,
         "no restart recorded: {scan:#}"
@@ -352,13 +346,7 @@ fn stalled_scan_is_detected_within_the_stall_window_and_reported() {
         "the stall took {took:?} to detect"
     );
     let st = lab.state();
-    let scan = st["phases"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|p| p["name"] == "scan")
-        .unwrap()
-        .clone();
+    let scan = lab.phase("scan");
     assert_eq!(scan["stalls"], 1, "{scan:#}");
     let report = std::fs::read_to_string(
         lab.state_dir()
@@ -385,13 +373,7 @@ fn slow_scan_times_out() {
         "{}",
         text(&out)
     );
-    let scan = lab.state()["phases"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|p| p["name"] == "scan")
-        .unwrap()
-        .clone();
+    let scan = lab.phase("scan");
     assert_eq!(scan["timeouts"], 1);
     assert_no_server(&lab);
 }
@@ -573,13 +555,7 @@ fn crash_mid_analysis_restarts_plex_and_completes() {
     });
     let out = lab.plexburst(&["run"]);
     assert_complete_run(&lab, &out);
-    let st = lab.state();
-    let analyze = st["phases"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|p| p["name"] == "analyze")
-        .unwrap();
+    let analyze = lab.phase("analyze");
     assert!(
         analyze["restarts"].as_u64().unwrap() >= 1,
         "no restart recorded: {analyze:#}"
@@ -603,12 +579,7 @@ fn stalled_analysis_is_detected_and_reported() {
         text(&out)
     );
     let st = lab.state();
-    let analyze = st["phases"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|p| p["name"] == "analyze")
-        .unwrap();
+    let analyze = lab.phase("analyze");
     assert_eq!(analyze["stalls"], 1, "{analyze:#}");
     assert_eq!(
         st["phases"][5]["status"], "pending",
@@ -656,13 +627,7 @@ fn unreadable_db_mid_scan_fails_after_k_samples_never_reads_zero() {
         "the DB error must be shown: {}",
         text(&out)
     );
-    let st = lab.state();
-    let scan = st["phases"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|p| p["name"] == "scan")
-        .unwrap();
+    let scan = lab.phase("scan");
     assert!(scan["failed_samples"].as_u64().unwrap() >= 4, "{scan:#}");
     assert_eq!(scan["status"], "failed");
     assert_no_server(&lab);
@@ -716,12 +681,7 @@ fn sigterm_mid_scan_stops_cleanly_and_keeps_the_state() {
     );
     let st = lab.state();
     assert_eq!(st["status"], "interrupted");
-    let scan = st["phases"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|p| p["name"] == "scan")
-        .unwrap();
+    let scan = lab.phase("scan");
     assert_eq!(scan["status"], "interrupted");
     assert_no_server(&lab);
 }
@@ -745,13 +705,7 @@ fn show_section_is_created_and_its_episodes_counted() {
         lab.sql("SELECT agent || '|' || scanner FROM library_sections WHERE section_type = 2"),
         "tv.plex.agents.series|Plex TV Series"
     );
-    let st = lab.state();
-    let scan = st["phases"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|p| p["name"] == "scan")
-        .unwrap();
+    let scan = lab.phase("scan");
     let shows = scan["counts_after"]["sections"]
         .as_array()
         .unwrap()

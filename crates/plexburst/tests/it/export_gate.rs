@@ -60,14 +60,7 @@ fn export_refuses_when_plex_trashed_items_during_the_run_until_allowed() {
         exported_before,
         "nothing was archived by the refused run"
     );
-    let state = lab.state();
-    let export = state["phases"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|p| p["name"] == "export")
-        .unwrap()
-        .clone();
+    let export = lab.phase("export");
     assert_eq!(export["status"], "failed", "{export}");
 
     // The user looked, the deletions are what they want: the same run goes on and exports.
@@ -80,15 +73,7 @@ fn export_refuses_when_plex_trashed_items_during_the_run_until_allowed() {
         !exported_before.iter().any(|f| archive.ends_with(f)),
         "a new archive was written: {archive}"
     );
-    let detail = state["phases"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|p| p["name"] == "export")
-        .unwrap()["detail"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let detail = lab.phase("export")["detail"].as_str().unwrap().to_string();
     assert!(
         detail.contains(&format!("allowed: Music: {n} items")),
         "{detail}"

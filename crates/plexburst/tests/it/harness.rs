@@ -295,6 +295,17 @@ paths = ["{m}/Photos"]
         serde_json::from_slice(&std::fs::read(self.state_dir().join("state.json")).unwrap())
             .unwrap()
     }
+    /// One phase's record in the state file, by name (`scan`, `analyze`, `export`, ...).
+    pub fn phase(&self, name: &str) -> serde_json::Value {
+        let state = self.state();
+        state["phases"]
+            .as_array()
+            .expect("the state has a phases array")
+            .iter()
+            .find(|p| p["name"] == name)
+            .unwrap_or_else(|| panic!("no phase {name:?} in the state: {state:#}"))
+            .clone()
+    }
 }
 
 impl Drop for Lab {
