@@ -1057,18 +1057,20 @@ mod tests {
         }
     }
 
-    /// A target without sqlite3: `PATH` holds only a shell, so `command -v sqlite3` fails.
-    struct NoSqlite;
-    impl Remote for NoSqlite {
+    /// A local target whose scripts run with a different `PATH`: `path` is the first line of
+    /// every script (e.g. `PATH=/only/a/shell`), `dir` holds what that `PATH` points at.
+    struct OtherPath {
+        name: &'static str,
+        path: String,
+        _dir: tempfile::TempDir,
+    }
+    impl Remote for OtherPath {
         fn describe(&self) -> String {
-            "bare-host".into()
+            self.name.into()
         }
         fn exec(&self, cmd: &Cmd) -> Result<crate::remote::Output, crate::remote::RemoteError> {
-            let dir = tempfile::tempdir().unwrap();
-            std::os::unix::fs::symlink("/bin/sh", dir.path().join("sh")).unwrap();
-            let script = format!("PATH={}\n{}", dir.path().display(), cmd.script);
             Local::new().exec(&Cmd {
-                script,
+                script: format!("{}\n{}", self.path, cmd.script),
                 ..cmd.clone()
             })
         }
@@ -1083,63 +1085,51 @@ mod tests {
             _: u16,
         ) -> Result<Box<dyn crate::remote::Forward>, crate::remote::RemoteError> {
             unreachable!()
+        }
+    }
+
+    /// A target without sqlite3: `PATH` holds only a shell, so `command -v sqlite3` fails.
+    fn no_sqlite() -> OtherPath {
+        let dir = tempfile::tempdir().unwrap();
+        std::os::unix::fs::symlink("/bin/sh", dir.path().join("sh")).unwrap();
+        OtherPath {
+            name: "bare-host",
+            path: format!("PATH={}", dir.path().display()),
+            _dir: dir,
         }
     }
 
     #[test]
     fn missing_sqlite3_is_reported_as_such() {
         let (_dir, db) = fixture_copy();
-        match sample(&NoSqlite, &db) {
+        match sample(&no_sqlite(), &db) {
             Err(DbError::MissingSqlite { target }) => assert_eq!(target, "bare-host"),
             other => panic!("{other:?}"),
         }
     }
 
     /// A target whose `sqlite3` is too old for `-json` (an sqlite3 3.31 answers like this).
-    struct OldSqlite(tempfile::TempDir);
-    impl OldSqlite {
-        fn new() -> OldSqlite {
-            let dir = tempfile::tempdir().unwrap();
-            let fake = dir.path().join("sqlite3");
-            std::fs::write(
-                &fake,
-                "#!/bin/sh\necho 'sqlite3: Error: unknown option: -json' >&2\nexit 1\n",
-            )
-            .unwrap();
-            use std::os::unix::fs::PermissionsExt;
-            std::fs::set_permissions(&fake, std::fs::Permissions::from_mode(0o755)).unwrap();
-            OldSqlite(dir)
-        }
-    }
-    impl Remote for OldSqlite {
-        fn describe(&self) -> String {
-            "old-host".into()
-        }
-        fn exec(&self, cmd: &Cmd) -> Result<crate::remote::Output, crate::remote::RemoteError> {
-            let script = format!("PATH={}:$PATH\n{}", self.0.path().display(), cmd.script);
-            Local::new().exec(&Cmd {
-                script,
-                ..cmd.clone()
-            })
-        }
-        fn put_file(&self, _: &str, _: &[u8], _: u32) -> Result<(), crate::remote::RemoteError> {
-            unreachable!()
-        }
-        fn get_file(&self, _: &str) -> Result<Vec<u8>, crate::remote::RemoteError> {
-            unreachable!()
-        }
-        fn forward(
-            &self,
-            _: u16,
-        ) -> Result<Box<dyn crate::remote::Forward>, crate::remote::RemoteError> {
-            unreachable!()
+    fn old_sqlite() -> OtherPath {
+        let dir = tempfile::tempdir().unwrap();
+        let fake = dir.path().join("sqlite3");
+        std::fs::write(
+            &fake,
+            "#!/bin/sh\necho 'sqlite3: Error: unknown option: -json' >&2\nexit 1\n",
+        )
+        .unwrap();
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&fake, std::fs::Permissions::from_mode(0o755)).unwrap();
+        OtherPath {
+            name: "old-host",
+            path: format!("PATH={}:$PATH", dir.path().display()),
+            _dir: dir,
         }
     }
 
     #[test]
     fn an_old_sqlite3_is_named_as_the_problem() {
         let (_dir, db) = fixture_copy();
-        match section_files(&OldSqlite::new(), &db, 5) {
+        match section_files(&old_sqlite(), &db, 5) {
             Err(DbError::Query(msg)) => {
                 assert!(msg.contains("old-host"), "{msg}");
                 assert!(msg.contains("too old"), "{msg}");
