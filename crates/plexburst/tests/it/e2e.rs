@@ -280,13 +280,7 @@ fn ssh_run_scans_analyses_restores_and_exports() {
 
 #[test]
 fn docker_run_with_the_emulator_image() {
-    let image = "plexburst/plex-emulator:dev";
-    let have = run(command("docker").args(["image", "inspect", image]));
-    assert!(
-        have.status.success(),
-        "the image {image} is missing; build it with crates/plex-emulator/docker/build-image.sh (scripts/test.sh does): {}",
-        text(&have)
-    );
+    let image = crate::harness::emulator_image();
     let lab = Lab::new(LabOpts {
         docker_image: Some(image.into()),
         ..Default::default()

@@ -359,6 +359,22 @@ pub fn pids_with_cmdline(needle: &str) -> Vec<i32> {
     out
 }
 
+/// The emulator's Docker image, which `scripts/test.sh` builds before the tests; fails with the
+/// fix when it is missing.
+pub fn emulator_image() -> &'static str {
+    let image = "plexburst/plex-emulator:dev";
+    let have = command("docker")
+        .args(["image", "inspect", image])
+        .output()
+        .expect("running docker");
+    assert!(
+        have.status.success(),
+        "the image {image} is missing; build it with crates/plex-emulator/docker/build-image.sh (scripts/test.sh does): {}",
+        String::from_utf8_lossy(&have.stderr)
+    );
+    image
+}
+
 /// `Command::new`, in the one place the tests may call it (clippy forbids it elsewhere: the product
 /// spawns only through `remote`; tests run real binaries on purpose).
 #[allow(clippy::disallowed_methods)]

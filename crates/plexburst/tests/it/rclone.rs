@@ -869,13 +869,7 @@ fn rclone_killed_mid_scan_is_remounted_and_nothing_is_marked_deleted() {
 
 #[test]
 fn docker_container_reads_the_remount_after_rclone_is_killed_mid_scan() {
-    let image = "plexburst/plex-emulator:dev";
-    let have = run(command("docker").args(["image", "inspect", image]));
-    assert!(
-        have.status.success(),
-        "the image {image} is missing; build it with crates/plex-emulator/docker/build-image.sh (scripts/test.sh does): {}",
-        text(&have)
-    );
+    let image = crate::harness::emulator_image();
     let mut rl = RcloneLab::new(
         LabOpts {
             docker_image: Some(image.into()),
