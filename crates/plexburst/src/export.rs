@@ -127,9 +127,11 @@ fn write_manifest(
 }
 
 /// Stream the data folder to the bucket (`tar | zstd -T0 | rclone rcat`, nothing staged on the
-/// target), then verify the object: its size in the bucket, and one read back that must give the
-/// sha256 computed while streaming and as many tar entries as the folder had. The manifest is
-/// written to `job.destination` and uploaded beside the archive. `prefix` is `bucket/path`.
+/// target), then verify the object: its size in the bucket against zstd's output, and one read
+/// back that must decompress (zstd's frame checksum, written at the source) and list as many tar
+/// entries as the folder had. The sha256 of the object as read back goes into the manifest. The
+/// manifest is written to `job.destination` and uploaded beside the archive. `prefix` is
+/// `bucket/path`.
 pub fn export_streamed(
     remote: &dyn Remote,
     job: &ExportJob,
@@ -146,7 +148,7 @@ pub fn export_streamed(
         format!("{base}.before"),
         format!("{base}.after"),
     );
-    let streamed = (|| -> anyhow::Result<(crate::storage::rclone::UploadReport, u64)> {
+    let streamed = (|| -> anyhow::Result<(crate::storage::rclone::UploadReport, String, u64)> {
         remote
             .run(
                 &Cmd::new(format!(
@@ -171,7 +173,7 @@ pub fn export_streamed(
                 object: object.clone(),
                 zstd_level: 3,
                 stage_dir: None,
-                // One read back below checks the sha256 and the entries together.
+                // One read back below checks the content and the entries together.
                 verify_download: false,
                 ..Default::default()
             },
@@ -189,26 +191,19 @@ pub fn export_streamed(
         check_unchanged(remote, &before, &relist)?;
         let expected = count_list(remote, &list)?;
         let (sha256, listed) = rc.read_back_archive(remote, &up.object)?;
-        if sha256 != up.sha256 {
-            bail!(
-                "{} in the bucket has sha256 {sha256} but {} was streamed; the export is corrupt",
-                up.object,
-                up.sha256
-            );
-        }
         if listed != expected || listed == 0 {
             bail!(
                 "{} lists {listed} entries but the data folder has {expected}; the export is incomplete",
                 up.object
             );
         }
-        Ok((up, listed))
+        Ok((up, sha256, listed))
     })();
     let temps = [&list, &before, &relist].map(|p| quote(p)).join(" ");
     if let Err(e) = remote.run(&Cmd::new(format!("rm -f {temps}"))) {
         tracing::warn!("cannot remove the export's temporary files: {e}");
     }
-    let (up, entries) = match streamed {
+    let (up, sha256, entries) = match streamed {
         Ok(v) => v,
         Err(e) => {
             // Whatever reached the bucket is not a verified archive: do not leave it there.
@@ -224,7 +219,7 @@ pub fn export_streamed(
         &manifest_path,
         job,
         &up.object,
-        &up.sha256,
+        &sha256,
         up.bytes,
         entries,
     )?;
@@ -236,12 +231,12 @@ pub fn export_streamed(
         "streamed and verified {}: {entries} entries, {} bytes, sha256 {}",
         up.object,
         up.bytes,
-        up.sha256
+        sha256
     );
     Ok(ExportRecord {
         archive: up.object,
         manifest: m.object,
-        sha256: up.sha256,
+        sha256,
         bytes: up.bytes,
         files: entries,
     })

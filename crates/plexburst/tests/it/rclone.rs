@@ -411,7 +411,10 @@ fn upload_stream_lands_in_the_bucket_and_verifies() {
         let rep = upload_stream(m.rclone(), &r, &spec).unwrap();
         assert!(rep.checksum_verified);
         let landed = s3.root.join(object);
-        assert_eq!(std::fs::metadata(&landed).unwrap().len(), rep.bytes);
+        let bytes = std::fs::read(&landed).unwrap();
+        assert_eq!(bytes.len() as u64, rep.bytes);
+        let sha = sha2::Digest::finalize(<sha2::Sha256 as sha2::Digest>::new_with_prefix(&bytes));
+        assert_eq!(rep.sha256, Some(hex::encode(sha)), "{object}");
         let listing = r
             .run(&Cmd::new(format!(
                 "zstd -dc '{}' | tar -tf -",
@@ -428,6 +431,41 @@ fn upload_stream_lands_in_the_bucket_and_verifies() {
             "excluded files stay out: {listing}"
         );
     }
+}
+
+/// The stream carries no hash tap, so the read back is what catches a byte changed between zstd
+/// and the bucket: zstd's frame checksum (or its block decoder) refuses the object.
+#[test]
+fn read_back_refuses_a_streamed_archive_changed_in_the_bucket() {
+    let s3 = S3Server::start();
+    let m = rclone_storage(&s3, "");
+    let r = Local::new();
+    m.storage.prepare(&r).unwrap();
+    let src = m.tmp.path().join("data");
+    write_library(&src.join("Library"));
+    let spec = UploadSpec {
+        src_dir: src.display().to_string(),
+        members: vec!["Library".into()],
+        object: "exports/flip.tar.zst".into(),
+        zstd_level: 3,
+        ..Default::default()
+    };
+    let rep = upload_stream(m.rclone(), &r, &spec).unwrap();
+    assert!(!rep.checksum_verified, "not read back: size check only");
+    assert_eq!(rep.sha256, None);
+    let (sum, entries) = m.rclone().read_back_archive(&r, &rep.object).unwrap();
+    assert_eq!(sum.len(), 64);
+    assert!(entries > 5, "{entries}");
+    let landed = s3.root.join("exports/flip.tar.zst");
+    let mut bytes = std::fs::read(&landed).unwrap();
+    let mid = bytes.len() / 2;
+    bytes[mid] ^= 0x01;
+    std::fs::write(&landed, &bytes).unwrap();
+    let err = format!(
+        "{:#}",
+        m.rclone().read_back_archive(&r, &rep.object).unwrap_err()
+    );
+    assert!(err.contains("failed stages: zstd"), "{err}");
 }
 
 #[test]
