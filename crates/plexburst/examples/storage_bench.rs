@@ -24,6 +24,8 @@ struct Args {
     layout: PathBuf,
     only: Option<String>,
     repeat: u32,
+    /// Upload cap of the bandwidth-bound export comparison ("" skips it).
+    bwlimit: String,
 }
 
 fn args() -> Args {
@@ -38,6 +40,7 @@ fn args() -> Args {
         )),
         only: None,
         repeat: 3,
+        bwlimit: "80M".into(),
     };
     let v: Vec<String> = std::env::args().skip(1).collect();
     for pair in v.chunks(2) {
@@ -49,6 +52,7 @@ fn args() -> Args {
             "--layout" => a.layout = val.into(),
             "--only" => a.only = Some(val),
             "--repeat" => a.repeat = val.parse().expect("a number"),
+            "--bwlimit" => a.bwlimit = val,
             other => panic!("unknown argument {other}"),
         }
     }
@@ -264,10 +268,11 @@ fn walk(mp: &str, expect: usize) -> f64 {
     secs
 }
 
-fn storage(tmp: &Path, conf: &Path, mtime: &str, bucket: &str) -> Rclone {
+/// plexburst's rclone storage over the bench's S3 server; `tuning` is a `[tuning]` body.
+fn storage(tmp: &Path, conf: &Path, mtime: &str, bucket: &str, tuning: &str) -> Rclone {
     let mp = tmp.join(format!("mnt-{mtime}/media"));
     let toml = format!(
-        "kind = \"rclone\"\nremote = \"s3\"\nrclone_conf = \"{}\"\nbucket = \"{bucket}\"\nmount_point = \"{}\"\nrc_port = {}\nmtime = \"{mtime}\"",
+        "kind = \"rclone\"\nremote = \"s3\"\nrclone_conf = \"{}\"\nbucket = \"{bucket}\"\nmount_point = \"{}\"\nrc_port = {}\nmtime = \"{mtime}\"\n[tuning]\n{tuning}",
         conf.display(),
         mp.display(),
         free_port()
@@ -351,7 +356,7 @@ fn main() {
             ));
 
             for mtime in ["server", "real"] {
-                let rc = storage(&run, &conf, mtime, "media");
+                let rc = storage(&run, &conf, mtime, "media", "");
                 rc.prepare(&r).unwrap();
                 rc.mount(&r).unwrap();
                 let t = Instant::now();
@@ -393,7 +398,7 @@ fn main() {
             );
         }
         if want("export") {
-            let rc = storage(&run, &conf, "server", "exports");
+            let rc = storage(&run, &conf, "server", "exports", "");
             rc.prepare(&r).unwrap();
             let spec = UploadSpec {
                 src_dir: data.display().to_string(),
@@ -449,6 +454,49 @@ fn main() {
                         "rclone --config {conf_q} deletefile s3:exports/{name}-{idx}-{round}.tar.zst"
                     ));
                 }
+            }
+            // Bandwidth-bound, on loopback only: the same streamed export and upload alone with
+            // the upload capped (`tuning.upload_bwlimit`), as on a real link where the bucket's
+            // CPU is not this machine's. Shows whether the stages overlap when the upload, not
+            // the shared CPU, is the slowest stage.
+            if idx == 0 && !a.bwlimit.is_empty() {
+                let bw = &a.bwlimit;
+                let capped = storage(
+                    &run,
+                    &conf,
+                    "server",
+                    "exports",
+                    &format!("upload_bwlimit = \"{bw}\""),
+                );
+                let (mut stream, mut rcat) = (f64::MAX, f64::MAX);
+                for round in 0..a.repeat {
+                    let spec = UploadSpec {
+                        object: format!("exports/stream-bw-{round}.tar.zst"),
+                        ..spec.clone()
+                    };
+                    let t = Instant::now();
+                    upload_stream(&capped, &r, &spec).unwrap();
+                    stream = stream.min(t.elapsed().as_secs_f64());
+                    rcat = rcat.min(timed(&format!(
+                        "rclone --config {conf_q} rcat {flags} --bwlimit {bw} s3:exports/rcat-bw-{round}.tar.zst < {}",
+                        q(&archive)
+                    )));
+                    for name in ["stream-bw", "rcat-bw"] {
+                        sh(&format!(
+                            "rclone --config {conf_q} deletefile s3:exports/{name}-{round}.tar.zst"
+                        ));
+                    }
+                }
+                record(
+                    &format!("export capped at {bw}/s: plexburst streamed"),
+                    idx,
+                    stream,
+                );
+                record(
+                    &format!("export capped at {bw}/s: upload alone (rcat < file)"),
+                    idx,
+                    rcat,
+                );
             }
             std::fs::remove_file(&archive).unwrap();
             record("export: plexburst streamed (tar, zstd, rcat)", idx, stream);
@@ -528,6 +576,17 @@ fn main() {
                 copy / stream,
                 copy / copyto.min(rcat)
             );
+            if pick == 0 && !a.bwlimit.is_empty() {
+                let bw = &a.bwlimit;
+                println!(
+                    "{col}: capped at {bw}/s: streamed export = {:.0} % of the ceiling (tar|zstd vs the capped upload alone)",
+                    100.0
+                        * tarz.max(v(&format!(
+                            "export capped at {bw}/s: upload alone (rcat < file)"
+                        )))
+                        / v(&format!("export capped at {bw}/s: plexburst streamed"))
+                );
+            }
         }
     }
 }

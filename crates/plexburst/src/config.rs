@@ -998,6 +998,7 @@ path = "/srv/media"
 # export_path = "my-media/plexburst-exports"  # upload the archive to the bucket
 # [storage.tuning]                            # overrides of the target.profile defaults
 # vfs_read_chunk_streams = 16
+# upload_bwlimit = "80M"                      # cap the export upload (bytes/s); default: none
 
 [plex]
 # "docker" runs plexinc/pms-docker (media bound at the same path inside, port on 127.0.0.1 only);

@@ -139,6 +139,7 @@ pub struct Tuning {
     pub warm_parallel: Option<u32>,
     pub s3_chunk_size: Option<String>,
     pub s3_upload_concurrency: Option<u32>,
+    pub upload_bwlimit: Option<String>,
     pub mount_timeout_secs: Option<u64>,
 }
 
@@ -169,6 +170,9 @@ pub struct Settings {
     /// Multipart chunk of the export upload: 10,000 parts × 64M allows ~625 GiB streamed.
     pub s3_chunk_size: String,
     pub s3_upload_concurrency: u32,
+    /// `--bwlimit` of the export upload (e.g. "80M" bytes/s): for a target whose uplink is
+    /// shared, such as a home server over ssh. `None`: as fast as the link goes.
+    pub upload_bwlimit: Option<String>,
     pub mount_timeout_secs: u64,
 }
 
@@ -199,6 +203,7 @@ impl Settings {
             warm_parallel: warm,
             s3_chunk_size: "64M".into(),
             s3_upload_concurrency: upload,
+            upload_bwlimit: None,
             mount_timeout_secs: 120,
         }
     }
@@ -227,6 +232,9 @@ impl Settings {
         );
         if t.cache_max_size.is_some() {
             self.cache_max_size = t.cache_max_size.clone();
+        }
+        if t.upload_bwlimit.is_some() {
+            self.upload_bwlimit = t.upload_bwlimit.clone();
         }
         self
     }
@@ -335,6 +343,142 @@ impl RcloneConfig {
                 "tuning.cache_disk_percent",
                 format!("{p} is outside 1..=95; use e.g. 70"),
             );
+        }
+        for (f, m) in self.tuning.problems() {
+            push(&format!("tuning.{f}"), m);
+        }
+        e
+    }
+}
+
+/// Bytes in an rclone size such as "64M", "1.5G", "512k", "16Mi" or "100" (binary units, as
+/// rclone reads them); `None` when it is not one.
+pub fn parse_size(s: &str) -> Option<u64> {
+    let s = s.trim();
+    let split = s
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .unwrap_or(s.len());
+    let (num, unit) = s.split_at(split);
+    let n: f64 = num.parse().ok()?;
+    let mut u = unit.chars();
+    let shift = match u.next().map(|c| c.to_ascii_lowercase()) {
+        None | Some('b') => 0,
+        Some('k') => 10,
+        Some('m') => 20,
+        Some('g') => 30,
+        Some('t') => 40,
+        Some('p') => 50,
+        Some(_) => return None,
+    };
+    let rest: String = u.collect();
+    if !(rest.is_empty() || (shift > 0 && matches!(rest.as_str(), "i" | "iB" | "ib" | "B" | "b"))) {
+        return None;
+    }
+    Some((n * (1u64 << shift) as f64) as u64)
+}
+
+/// Whether `s` is a duration rclone reads: "off", or number+unit groups such as "5m", "1h30m",
+/// "8760h", "30s", "2d".
+fn is_duration(s: &str) -> bool {
+    if s == "off" {
+        return true;
+    }
+    let mut rest = s;
+    if rest.is_empty() {
+        return false;
+    }
+    while !rest.is_empty() {
+        let digits = rest
+            .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+            .unwrap_or(rest.len());
+        if digits == 0 {
+            return false;
+        }
+        rest = &rest[digits..];
+        let unit = ["ms", "us", "ns", "s", "m", "h", "d", "w", "M", "y"]
+            .into_iter()
+            .find(|u| rest.starts_with(u));
+        match unit {
+            Some(u) => rest = &rest[u.len()..],
+            None => return false,
+        }
+    }
+    true
+}
+
+impl Tuning {
+    /// Every unreadable value, as (field, "problem; fix"), so a typo stops `plan` instead of a
+    /// mount or an upload on a billed instance.
+    fn problems(&self) -> Vec<(&'static str, String)> {
+        let mut e = Vec::new();
+        let sizes = [
+            ("cache_max_size", &self.cache_max_size),
+            ("vfs_read_chunk_size", &self.vfs_read_chunk_size),
+            ("buffer_size", &self.buffer_size),
+            ("vfs_read_ahead", &self.vfs_read_ahead),
+            ("s3_chunk_size", &self.s3_chunk_size),
+        ];
+        for (f, v) in sizes {
+            if let Some(v) = v
+                && parse_size(v).is_none()
+            {
+                e.push((
+                    f,
+                    format!("{v:?} is not a size; write e.g. \"64M\" or \"2G\""),
+                ));
+            }
+        }
+        // S3 parts are at least 5 MiB, and a stream has at most 10,000 of them.
+        if let Some(n) = self.s3_chunk_size.as_deref().and_then(parse_size)
+            && n < 5 << 20
+        {
+            e.push((
+                "s3_chunk_size",
+                format!(
+                    "{:?} is below S3's 5 MiB minimum part; use e.g. \"64M\" (archives up to ~625 GiB)",
+                    self.s3_chunk_size.as_deref().unwrap_or("")
+                ),
+            ));
+        }
+        let durations = [
+            ("dir_cache_time", &self.dir_cache_time),
+            ("attr_timeout", &self.attr_timeout),
+            ("timeout", &self.timeout),
+            ("contimeout", &self.contimeout),
+        ];
+        for (f, v) in durations {
+            if let Some(v) = v
+                && !is_duration(v)
+            {
+                e.push((
+                    f,
+                    format!("{v:?} is not a duration; write e.g. \"30s\", \"5m\" or \"1h\""),
+                ));
+            }
+        }
+        if let Some(bw) = &self.upload_bwlimit
+            && bw != "off"
+            && parse_size(bw).is_none()
+        {
+            e.push((
+                "upload_bwlimit",
+                format!(
+                    "{bw:?} is not a bandwidth; write bytes per second, e.g. \"80M\", or \"off\""
+                ),
+            ));
+        }
+        let counts = [
+            ("stat_parallel", self.stat_parallel),
+            ("warm_parallel", self.warm_parallel),
+            ("s3_upload_concurrency", self.s3_upload_concurrency),
+        ];
+        for (f, v) in counts {
+            if v == Some(0) {
+                e.push((
+                    f,
+                    "0 would never run; use 1 or more (or leave it out for the profile's)".into(),
+                ));
+            }
         }
         e
     }
@@ -1247,10 +1391,14 @@ impl Rclone {
     /// The transfer flags of every upload: 64M chunks allow a ~625 GiB stream (10,000 parts).
     fn upload_flags(&self) -> String {
         let s = &self.settings;
-        format!(
+        let mut f = format!(
             "--s3-chunk-size {} --s3-upload-concurrency {} --retries {} --low-level-retries {}",
             s.s3_chunk_size, s.s3_upload_concurrency, s.retries, s.low_level_retries
-        )
+        );
+        if let Some(bw) = &s.upload_bwlimit {
+            f.push_str(&format!(" --bwlimit {}", sh_quote(bw)));
+        }
+        f
     }
 
     /// `remote:path` of an object given as `bucket/path`.
@@ -1452,6 +1600,68 @@ vfs_read_chunk_streams = 3
             secret.1.contains("export PLEXBURST_TEST_NO_SUCH_ENV"),
             "{secret:?}"
         );
+    }
+
+    #[test]
+    fn tuning_values_rclone_cannot_read_are_refused_with_the_field() {
+        let mut c = cfg();
+        c.tuning = toml::from_str(
+            r#"
+s3_chunk_size = "4M"
+buffer_size = "16 MB"
+attr_timeout = "1 hour"
+timeout = "5m30s"
+upload_bwlimit = "fast"
+warm_parallel = 0
+vfs_read_ahead = "128Mi"
+"#,
+        )
+        .unwrap();
+        let errs = c.validate();
+        let fields: Vec<&str> = errs.iter().map(|(f, _)| f.as_str()).collect();
+        for f in [
+            "storage.tuning.s3_chunk_size",
+            "storage.tuning.buffer_size",
+            "storage.tuning.attr_timeout",
+            "storage.tuning.upload_bwlimit",
+            "storage.tuning.warm_parallel",
+        ] {
+            assert!(fields.contains(&f), "{f} not reported: {errs:?}");
+        }
+        assert!(!fields.contains(&"storage.tuning.timeout"), "{errs:?}");
+        assert!(
+            !fields.contains(&"storage.tuning.vfs_read_ahead"),
+            "{errs:?}"
+        );
+        let chunk = errs
+            .iter()
+            .find(|(f, _)| f == "storage.tuning.s3_chunk_size")
+            .unwrap();
+        assert!(chunk.1.contains("5 MiB minimum"), "{chunk:?}");
+        assert_eq!(parse_size("64M"), Some(64 << 20));
+        assert_eq!(parse_size("1.5G"), Some(3 << 29));
+        assert_eq!(parse_size("512k"), Some(512 << 10));
+        assert_eq!(parse_size("100"), Some(100));
+        assert_eq!(parse_size("M"), None);
+        assert_eq!(parse_size("10X"), None);
+    }
+
+    #[test]
+    fn a_bandwidth_limit_reaches_every_upload() {
+        let mut c = cfg();
+        assert!(
+            !Rclone::new(&c, "power", "/w")
+                .upload_flags()
+                .contains("--bwlimit")
+        );
+        c.tuning.upload_bwlimit = Some("80M".into());
+        let rc = Rclone::new(&c, "power", "/w");
+        assert!(
+            rc.upload_flags().ends_with(" --bwlimit 80M"),
+            "{}",
+            rc.upload_flags()
+        );
+        assert!(rc.plan_rcat("media/x.tar.zst").contains("--bwlimit 80M"));
     }
 
     #[test]
