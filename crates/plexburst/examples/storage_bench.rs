@@ -534,10 +534,20 @@ fn main() {
         a.delay_ms
     );
     println!("|---|---:|---:|");
+    // A measurement taken in one column only (the bandwidth-capped export) shows "-" in the other.
+    let cell = |v: f64| {
+        if v > 0.0 {
+            format!("{v:.2}")
+        } else {
+            "-".to_string()
+        }
+    };
     for row in &rows {
         println!(
-            "| {} | {:.2} | {:.2} |",
-            row.name, row.loopback, row.delayed
+            "| {} | {} | {} |",
+            row.name,
+            cell(row.loopback),
+            cell(row.delayed)
         );
     }
     let get = |n: &str| rows.iter().find(|r| r.name == n);
