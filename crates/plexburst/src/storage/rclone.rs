@@ -406,26 +406,50 @@ fn is_duration(s: &str) -> bool {
     true
 }
 
+/// A tuning check: the field, its value, whether rclone can read it, what to write instead.
+type Check<'a> = (
+    &'static str,
+    &'a Option<String>,
+    fn(&str) -> bool,
+    &'static str,
+);
+
 impl Tuning {
     /// Every unreadable value, as (field, "problem; fix"), so a typo stops `plan` instead of a
     /// mount or an upload on a billed instance.
     fn problems(&self) -> Vec<(&'static str, String)> {
         let mut e = Vec::new();
-        let sizes = [
-            ("cache_max_size", &self.cache_max_size),
-            ("vfs_read_chunk_size", &self.vfs_read_chunk_size),
-            ("buffer_size", &self.buffer_size),
-            ("vfs_read_ahead", &self.vfs_read_ahead),
-            ("s3_chunk_size", &self.s3_chunk_size),
+        let size: fn(&str) -> bool = |v| parse_size(v).is_some();
+        let bandwidth: fn(&str) -> bool = |v| v == "off" || parse_size(v).is_some();
+        const SIZE: &str = "is not a size; write e.g. \"64M\" or \"2G\"";
+        const DURATION: &str = "is not a duration; write e.g. \"30s\", \"5m\" or \"1h\"";
+        let checks: [Check; 10] = [
+            ("cache_max_size", &self.cache_max_size, size, SIZE),
+            ("vfs_read_chunk_size", &self.vfs_read_chunk_size, size, SIZE),
+            ("buffer_size", &self.buffer_size, size, SIZE),
+            ("vfs_read_ahead", &self.vfs_read_ahead, size, SIZE),
+            ("s3_chunk_size", &self.s3_chunk_size, size, SIZE),
+            (
+                "dir_cache_time",
+                &self.dir_cache_time,
+                is_duration,
+                DURATION,
+            ),
+            ("attr_timeout", &self.attr_timeout, is_duration, DURATION),
+            ("timeout", &self.timeout, is_duration, DURATION),
+            ("contimeout", &self.contimeout, is_duration, DURATION),
+            (
+                "upload_bwlimit",
+                &self.upload_bwlimit,
+                bandwidth,
+                "is not a bandwidth; write bytes per second, e.g. \"80M\", or \"off\"",
+            ),
         ];
-        for (f, v) in sizes {
+        for (f, v, ok, fix) in checks {
             if let Some(v) = v
-                && parse_size(v).is_none()
+                && !ok(v)
             {
-                e.push((
-                    f,
-                    format!("{v:?} is not a size; write e.g. \"64M\" or \"2G\""),
-                ));
+                e.push((f, format!("{v:?} {fix}")));
             }
         }
         // S3 parts are at least 5 MiB, and a stream has at most 10,000 of them.
@@ -437,33 +461,6 @@ impl Tuning {
                 format!(
                     "{:?} is below S3's 5 MiB minimum part; use e.g. \"64M\" (archives up to ~625 GiB)",
                     self.s3_chunk_size.as_deref().unwrap_or("")
-                ),
-            ));
-        }
-        let durations = [
-            ("dir_cache_time", &self.dir_cache_time),
-            ("attr_timeout", &self.attr_timeout),
-            ("timeout", &self.timeout),
-            ("contimeout", &self.contimeout),
-        ];
-        for (f, v) in durations {
-            if let Some(v) = v
-                && !is_duration(v)
-            {
-                e.push((
-                    f,
-                    format!("{v:?} is not a duration; write e.g. \"30s\", \"5m\" or \"1h\""),
-                ));
-            }
-        }
-        if let Some(bw) = &self.upload_bwlimit
-            && bw != "off"
-            && parse_size(bw).is_none()
-        {
-            e.push((
-                "upload_bwlimit",
-                format!(
-                    "{bw:?} is not a bandwidth; write bytes per second, e.g. \"80M\", or \"off\""
                 ),
             ));
         }

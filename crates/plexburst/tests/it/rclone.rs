@@ -381,14 +381,21 @@ fn warm_files_reports_missing_files_apart_from_read_files() {
     assert!(rep.failed.is_empty(), "{:?}", rep.failed);
 }
 
-#[test]
-fn upload_stream_lands_in_the_bucket_and_verifies() {
+/// An S3 server, a prepared rclone storage over it (not mounted) and a data folder holding a small
+/// library at `<src>/Library`: what the upload tests archive.
+fn upload_lab() -> (S3Server, Mounted, PathBuf) {
     let s3 = S3Server::start();
     let m = rclone_storage(&s3, "");
-    let r = Local::new();
-    m.storage.prepare(&r).unwrap();
+    m.storage.prepare(&Local::new()).unwrap();
     let src = m.tmp.path().join("data");
     write_library(&src.join("Library"));
+    (s3, m, src)
+}
+
+#[test]
+fn upload_stream_lands_in_the_bucket_and_verifies() {
+    let (s3, m, src) = upload_lab();
+    let r = Local::new();
     std::fs::create_dir_all(src.join("Library/Cache")).unwrap();
     std::fs::write(src.join("Library/Cache/skip.me"), b"cache").unwrap();
     for (object, stage) in [
@@ -437,12 +444,8 @@ fn upload_stream_lands_in_the_bucket_and_verifies() {
 /// and the bucket: zstd's frame checksum (or its block decoder) refuses the object.
 #[test]
 fn read_back_refuses_a_streamed_archive_changed_in_the_bucket() {
-    let s3 = S3Server::start();
-    let m = rclone_storage(&s3, "");
+    let (s3, m, src) = upload_lab();
     let r = Local::new();
-    m.storage.prepare(&r).unwrap();
-    let src = m.tmp.path().join("data");
-    write_library(&src.join("Library"));
     let spec = UploadSpec {
         src_dir: src.display().to_string(),
         members: vec!["Library".into()],
