@@ -438,8 +438,8 @@ fn main() {
                 tarz = tarz.min(timed(&format!(
                     "tar -C {data_q} -cf - Library | zstd -q -T0 -3 | cat > /dev/null"
                 )));
-                // The upload alone, both ways rclone offers for a finished file; the ceiling
-                // takes the faster (rcat of the file skips copyto's whole-file MD5 pass).
+                // The upload alone, both ways rclone offers for a finished file; the strict
+                // ceiling takes the faster (rcat < file, 5-10 % faster here).
                 copyto = copyto.min(timed(&format!(
                     "rclone --config {conf_q} copyto {flags} {} s3:exports/alone-{idx}-{round}.tar.zst",
                     q(&archive)
