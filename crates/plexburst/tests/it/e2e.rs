@@ -6,7 +6,8 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use crate::harness::{
-    Lab, LabOpts, command, emulator_bin, pid_alive, pids_with_cmdline, run, text, wait_for,
+    Lab, LabOpts, StrayWriter, command, emulator_bin, pid_alive, pids_with_cmdline, run, text,
+    wait_for,
 };
 
 const TRACKS: &str =
@@ -716,22 +717,9 @@ fn export_refuses_a_data_folder_that_changes_while_archived() {
     let lib = lab.data_dir().join("Library");
     std::fs::create_dir_all(&lib).unwrap();
     // A stray writer in the data folder (as a Plex process that did not stop would be).
-    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let writer = {
-        let stop = stop.clone();
-        let file = lib.join("writer.txt");
-        std::thread::spawn(move || {
-            let mut i = 0u64;
-            while !stop.load(std::sync::atomic::Ordering::SeqCst) {
-                i += 1;
-                std::fs::write(&file, i.to_string()).unwrap();
-                std::thread::sleep(Duration::from_millis(5));
-            }
-        })
-    };
+    let writer = StrayWriter::start(lib.join("writer.txt"));
     let out = lab.plexburst(&["run", "--skip-analysis"]);
-    stop.store(true, std::sync::atomic::Ordering::SeqCst);
-    writer.join().unwrap();
+    drop(writer);
     assert_eq!(out.status.code(), Some(1), "{}", text(&out));
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(

@@ -47,6 +47,43 @@ pub fn wait_for(what: &str, timeout: Duration, mut cond: impl FnMut() -> bool) {
     }
 }
 
+/// A thread rewriting `file` every 5 ms, as a Plex process that did not stop would, until dropped.
+pub struct StrayWriter {
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl StrayWriter {
+    pub fn start(file: PathBuf) -> StrayWriter {
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let flag = stop.clone();
+        let thread = std::thread::spawn(move || {
+            let mut i = 0u64;
+            while !flag.load(std::sync::atomic::Ordering::SeqCst) {
+                i += 1;
+                std::fs::write(&file, i.to_string()).unwrap();
+                std::thread::sleep(Duration::from_millis(5)); // the writer's pace, not a wait
+            }
+        });
+        StrayWriter {
+            stop,
+            thread: Some(thread),
+        }
+    }
+}
+
+impl Drop for StrayWriter {
+    fn drop(&mut self) {
+        self.stop.store(true, std::sync::atomic::Ordering::SeqCst);
+        if let Some(t) = self.thread.take() {
+            // A writer that panicked (e.g. its directory vanished) fails the test here.
+            if t.join().is_err() && !std::thread::panicking() {
+                panic!("the stray writer thread panicked");
+            }
+        }
+    }
+}
+
 /// Counts written by `plex-emulator gen-library`.
 #[derive(Debug, Clone, serde::Deserialize)]
 pub struct LibCounts {

@@ -2,7 +2,7 @@
 //! FUSE mount on this machine: mount, probe, kill and recover, a mount that lists but cannot
 //! read, warm-before-analysis, config privacy and the streamed export.
 
-use std::net::{TcpListener, TcpStream};
+use std::net::TcpStream;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Stdio};
 use std::sync::{Arc, Mutex};
@@ -13,16 +13,10 @@ use plexburst::remote::{Cmd, Remote};
 use plexburst::storage::rclone::{Rclone, RcloneConfig, UploadSpec, upload_stream};
 use plexburst::storage::{Health, Storage, StorageConfig};
 
-use crate::harness::{Lab, LabOpts, command, emulator_bin, pids_with_cmdline, run, text};
-
-/// A free TCP port on 127.0.0.1 (bound, read, released).
-pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
+use crate::harness::{
+    Lab, LabOpts, StrayWriter, command, emulator_bin, free_port, pids_with_cmdline, run, text,
+    wait_for,
+};
 
 /// `rclone serve s3` on 127.0.0.1 over a temp directory whose top-level directories are buckets,
 /// with a generated key pair. Killed on drop.
@@ -61,7 +55,7 @@ impl S3Server {
             secret_key,
             child,
         };
-        wait_for(Duration::from_secs(30), "rclone serve s3 to listen", || {
+        wait_for("rclone serve s3 to listen", Duration::from_secs(30), || {
             TcpStream::connect(("127.0.0.1", port)).is_ok()
         });
         server
@@ -115,15 +109,6 @@ fn spawn_serve(dir: &Path, port: u16, ak: &str, sk: &str) -> Child {
         .stderr(Stdio::null())
         .spawn()
         .expect("rclone is installed")
-}
-
-/// Poll `cond` until it holds or `limit` passes (then panic naming `what`).
-pub fn wait_for(limit: Duration, what: &str, mut cond: impl FnMut() -> bool) {
-    let deadline = Instant::now() + limit;
-    while !cond() {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(50));
-    }
 }
 
 /// A small library: Movies/<name>/<name>.mkv and Music/<artist>/<album>/<track>.flac, each file
@@ -298,7 +283,7 @@ fn killed_mount_is_degraded_then_recovered() {
     let r = Local::new();
     let pid = rclone_pid(&m);
     r.run(&Cmd::new(format!("kill -9 {pid}"))).unwrap();
-    wait_for(Duration::from_secs(10), "rclone to die", || {
+    wait_for("rclone to die", Duration::from_secs(10), || {
         !Path::new(&format!("/proc/{pid}")).exists()
     });
 
@@ -591,7 +576,7 @@ fn running_container_reads_the_new_mount_after_a_remount() {
     // rclone dies: the container sees the dead endpoint, as Plex would.
     let pid = rclone_pid(&m);
     r.run(&Cmd::new(format!("kill -9 {pid}"))).unwrap();
-    wait_for(Duration::from_secs(10), "rclone to die", || {
+    wait_for("rclone to die", Duration::from_secs(10), || {
         !Path::new(&format!("/proc/{pid}")).exists()
     });
     let dead = in_container(&r);
@@ -1018,8 +1003,8 @@ fn hung_mount_is_degraded_within_the_probe_deadline_then_recovered() {
     assert_eq!(m.storage.health(&r).unwrap(), Health::Healthy);
     assert_ne!(rclone_pid(&m), pid);
     wait_for(
-        Duration::from_secs(10),
         "the stopped rclone to be killed",
+        Duration::from_secs(10),
         || !Path::new(&format!("/proc/{pid}")).exists(),
     );
 }
@@ -1031,22 +1016,9 @@ fn streamed_export_of_a_changing_data_folder_is_refused_and_removed_from_the_buc
     let lib = lab.data_dir().join("Library");
     std::fs::create_dir_all(&lib).unwrap();
     // A stray writer in the data folder (as a Plex process that did not stop would be).
-    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let writer = {
-        let stop = stop.clone();
-        let file = lib.join("writer.txt");
-        std::thread::spawn(move || {
-            let mut i = 0u64;
-            while !stop.load(std::sync::atomic::Ordering::SeqCst) {
-                i += 1;
-                std::fs::write(&file, i.to_string()).unwrap();
-                std::thread::sleep(Duration::from_millis(5)); // the writer's pace, not a wait
-            }
-        })
-    };
+    let writer = StrayWriter::start(lib.join("writer.txt"));
     let out = lab.plexburst(&["run", "--skip-analysis"]);
-    stop.store(true, std::sync::atomic::Ordering::SeqCst);
-    writer.join().unwrap();
+    drop(writer);
     let log = text(&out);
     assert_eq!(out.status.code(), Some(1), "{log}");
     assert!(

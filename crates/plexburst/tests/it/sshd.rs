@@ -1,12 +1,14 @@
 //! A real OpenSSH server on 127.0.0.1 for tests: generated host and client keys, its own config,
 //! killed when dropped (also when the test panics).
 
-use std::net::{Ipv4Addr, TcpListener, TcpStream};
+use std::net::{Ipv4Addr, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Stdio};
 use std::time::{Duration, Instant};
 
 use plexburst::remote::ssh::SshTarget;
+
+use crate::harness::free_port;
 
 pub struct Sshd {
     dir: tempfile::TempDir,
@@ -32,13 +34,6 @@ fn run(program: &str, args: &[&str]) -> String {
         String::from_utf8_lossy(&out.stderr)
     );
     String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind((Ipv4Addr::LOCALHOST, 0))
-        .and_then(|l| l.local_addr())
-        .expect("a free port")
-        .port()
 }
 
 impl Sshd {
