@@ -1,6 +1,9 @@
 //! Bad configs, run through the real binary's `plan`: each one exits 2, names the field in
 //! stderr, and starts nothing (no state dir is created).
 
+use std::path::Path;
+use std::process::Output;
+
 use crate::harness::{plexburst_bin, run, text};
 
 const GOOD: &str = r#"
@@ -289,6 +292,17 @@ fn cases() -> Vec<(&'static str, String, &'static str)> {
     ]
 }
 
+/// Write `toml` to `<dir>/<file>` and run `plexburst plan <args> --config <that file>`.
+fn plan_of(dir: &Path, file: &str, toml: &str, args: &[&str]) -> Output {
+    let cfg = dir.join(file);
+    std::fs::write(&cfg, toml).unwrap();
+    run(crate::harness::command(plexburst_bin())
+        .arg("plan")
+        .args(args)
+        .arg("--config")
+        .arg(&cfg))
+}
+
 #[test]
 fn bad_configs_exit_2_naming_the_field_and_start_nothing() {
     let dir = tempfile::tempdir().unwrap();
@@ -296,14 +310,13 @@ fn bad_configs_exit_2_naming_the_field_and_start_nothing() {
     let cases = cases();
     assert!(cases.len() >= 20);
     for (i, (name, toml, want)) in cases.iter().enumerate() {
-        let cfg = dir.path().join(format!("case{i}.toml"));
-        std::fs::write(&cfg, toml).unwrap();
         let state = dir.path().join(format!("state{i}"));
-        let out = run(crate::harness::command(plexburst_bin())
-            .args(["plan", "--config"])
-            .arg(&cfg)
-            .arg("--state-dir")
-            .arg(&state));
+        let out = plan_of(
+            dir.path(),
+            &format!("case{i}.toml"),
+            toml,
+            &["--state-dir", state.to_str().unwrap()],
+        );
         let stderr = String::from_utf8_lossy(&out.stderr);
         if out.status.code() != Some(2) || !stderr.contains(want) || !stderr.contains("config: ") {
             failures.push(format!(
@@ -321,15 +334,11 @@ fn bad_configs_exit_2_naming_the_field_and_start_nothing() {
 #[test]
 fn all_problems_are_reported_at_once() {
     let dir = tempfile::tempdir().unwrap();
-    let cfg = dir.path().join("p.toml");
     let bad = GOOD
         .replace("type = \"movie\"", "type = \"film\"")
         .replace("scan = \"1h\"", "scan = \"x\"")
         .replace("runtime = \"command\"", "runtime = \"podman\"");
-    std::fs::write(&cfg, bad).unwrap();
-    let out = run(crate::harness::command(plexburst_bin())
-        .args(["plan", "--config"])
-        .arg(&cfg));
+    let out = plan_of(dir.path(), "p.toml", &bad, &[]);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(2), "{}", text(&out));
     for want in ["sections[1].type", "timeouts.scan", "plex.runtime"] {
@@ -340,11 +349,7 @@ fn all_problems_are_reported_at_once() {
 #[test]
 fn good_config_plans_every_phase_as_json() {
     let dir = tempfile::tempdir().unwrap();
-    let cfg = dir.path().join("p.toml");
-    std::fs::write(&cfg, GOOD).unwrap();
-    let out = run(crate::harness::command(plexburst_bin())
-        .args(["plan", "--json", "--config"])
-        .arg(&cfg));
+    let out = plan_of(dir.path(), "p.toml", GOOD, &["--json"]);
     assert!(out.status.success(), "{}", text(&out));
     let plan: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     let phases: Vec<&str> = plan["phases"]
@@ -406,11 +411,7 @@ fn init_writes_a_config_that_plans() {
 #[test]
 fn plan_snapshot() {
     let dir = tempfile::tempdir().unwrap();
-    let cfg = dir.path().join("p.toml");
-    std::fs::write(&cfg, GOOD).unwrap();
-    let out = run(crate::harness::command(plexburst_bin())
-        .args(["plan", "--json", "--config"])
-        .arg(&cfg));
+    let out = plan_of(dir.path(), "p.toml", GOOD, &["--json"]);
     assert!(out.status.success(), "{}", text(&out));
     crate::cli::assert_snapshot("plan.json", &String::from_utf8(out.stdout).unwrap());
 }
