@@ -135,25 +135,16 @@ fn init(path: &Path, force: bool) -> anyhow::Result<()> {
 }
 
 fn ssh(config: &Config, state_dir: &Path, command: &[String]) -> anyhow::Result<()> {
-    use crate::config::TargetKind;
     if command.is_empty() {
-        match &config.target.kind {
-            TargetKind::Local => println!("the target is this machine; no ssh needed"),
-            TargetKind::Ssh {
-                host,
-                port,
-                user,
-                identity,
-                ssh_options,
-            } => {
-                let mut line = format!("ssh -p {port}");
-                if let Some(id) = identity {
-                    line.push_str(&format!(" -i {}", crate::plan::quote(id)));
-                }
-                for o in ssh_options {
-                    line.push_str(&format!(" -o {}", crate::plan::quote(o)));
-                }
-                println!("{line} {user}@{host}");
+        match pipeline::ssh_target(config) {
+            None => println!("the target is this machine; no ssh needed"),
+            Some(t) => {
+                let args: Vec<String> = t
+                    .login_args()
+                    .iter()
+                    .map(|a| crate::plan::quote(a))
+                    .collect();
+                println!("ssh {}", args.join(" "));
             }
         }
         return Ok(());

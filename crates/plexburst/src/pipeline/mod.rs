@@ -116,34 +116,37 @@ pub enum Outcome {
     Skipped(String),
 }
 
-/// Open the remote for the configured target.
-pub fn connect(config: &Config, state_dir: &Path) -> anyhow::Result<Box<dyn Remote>> {
+/// The ssh target of the config (`~/` in the identity expanded), or `None` for a local target.
+pub fn ssh_target(config: &Config) -> Option<crate::remote::ssh::SshTarget> {
     match &config.target.kind {
-        TargetKind::Local => Ok(Box::new(crate::remote::local::Local::new())),
+        TargetKind::Local => None,
         TargetKind::Ssh {
             host,
             port,
             user,
             identity,
             ssh_options,
-        } => {
-            let identity = identity.as_ref().map(|i| match i.strip_prefix("~/") {
+        } => Some(crate::remote::ssh::SshTarget {
+            host: host.clone(),
+            port: *port,
+            user: user.clone(),
+            identity: identity.as_ref().map(|i| match i.strip_prefix("~/") {
                 Some(rest) => Path::new(&std::env::var("HOME").unwrap_or_default()).join(rest),
                 None => i.into(),
-            });
-            let t = crate::remote::ssh::SshTarget {
-                host: host.clone(),
-                port: *port,
-                user: user.clone(),
-                identity,
-                extra_options: ssh_options.clone(),
-            };
-            let dir = state_dir.join("ssh");
-            let ssh = crate::remote::ssh::Ssh::connect(&t, &dir)
-                .with_context(|| format!("cannot connect to {user}@{host}:{port}"))?;
-            Ok(Box::new(ssh))
-        }
+            }),
+            extra_options: ssh_options.clone(),
+        }),
     }
+}
+
+/// Open the remote for the configured target.
+pub fn connect(config: &Config, state_dir: &Path) -> anyhow::Result<Box<dyn Remote>> {
+    let Some(t) = ssh_target(config) else {
+        return Ok(Box::new(crate::remote::local::Local::new()));
+    };
+    let ssh = crate::remote::ssh::Ssh::connect(&t, &state_dir.join("ssh"))
+        .with_context(|| format!("cannot connect to {}@{}:{}", t.user, t.host, t.port))?;
+    Ok(Box::new(ssh))
 }
 
 /// How Plex runs on the target. `claim` is only needed to start an unclaimed server.

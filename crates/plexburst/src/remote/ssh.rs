@@ -45,6 +45,28 @@ pub struct SshTarget {
     pub extra_options: Vec<String>,
 }
 
+impl SshTarget {
+    /// What any ssh to this target carries after its own options: identity, port, the extra
+    /// options and `user@host`. The master uses it, and `plexburst ssh` prints it for a shell.
+    pub fn login_args(&self) -> Vec<String> {
+        let mut args = Vec::new();
+        if let Some(id) = &self.identity {
+            args.push("-i".into());
+            args.push(id.display().to_string());
+            args.push("-o".into());
+            args.push("IdentitiesOnly=yes".into());
+        }
+        args.push("-p".into());
+        args.push(self.port.to_string());
+        for o in &self.extra_options {
+            args.push("-o".into());
+            args.push(o.clone());
+        }
+        args.push(format!("{}@{}", self.user, self.host));
+        args
+    }
+}
+
 /// Printed to stderr by the remote wrapper before anything else; stripped from the output.
 const MARKER: &str = "plexburst:remote-started";
 
@@ -146,7 +168,6 @@ impl Ssh {
         // A dead master leaves its socket behind; a new master refuses to bind over it and would
         // silently run without multiplexing.
         let _ = std::fs::remove_file(&self.ctl);
-        let t = &self.target;
         let mut args: Vec<String> = ["-M", "-f", "-N", "-S"]
             .iter()
             .map(|s| s.to_string())
@@ -162,19 +183,7 @@ impl Ssh {
             args.push("-o".into());
             args.push(o.into());
         }
-        if let Some(id) = &t.identity {
-            args.push("-i".into());
-            args.push(id.display().to_string());
-            args.push("-o".into());
-            args.push("IdentitiesOnly=yes".into());
-        }
-        args.push("-p".into());
-        args.push(t.port.to_string());
-        for o in &t.extra_options {
-            args.push("-o".into());
-            args.push(o.clone());
-        }
-        args.push(format!("{}@{}", t.user, t.host));
+        args.extend(self.target.login_args());
         let log_text = format!("ssh {}", args.join(" "));
         let out = run_program(&Program {
             program: "ssh",

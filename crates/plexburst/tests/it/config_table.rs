@@ -415,3 +415,29 @@ fn plan_snapshot() {
     assert!(out.status.success(), "{}", text(&out));
     crate::cli::assert_snapshot("plan.json", &String::from_utf8(out.stdout).unwrap());
 }
+
+/// `plexburst ssh` with no command prints the line for a shell on the target: the same identity
+/// (`~/` expanded), port and options the run's own connection uses.
+#[test]
+fn ssh_without_a_command_prints_the_targets_login_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let toml = GOOD.replacen(
+        "kind = \"local\"",
+        "kind = \"ssh\"\nhost = \"10.0.0.5\"\nport = 2222\nuser = \"root\"\nidentity = \"~/.ssh/id_ed25519\"\nssh_options = [\"StrictHostKeyChecking=accept-new\"]",
+        1,
+    );
+    let cfg = dir.path().join("p.toml");
+    std::fs::write(&cfg, toml).unwrap();
+    let out = run(crate::harness::command(plexburst_bin())
+        .args(["ssh", "--config"])
+        .arg(&cfg)
+        .env("HOME", dir.path()));
+    assert!(out.status.success(), "{}", text(&out));
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        format!(
+            "ssh -i {}/.ssh/id_ed25519 -o IdentitiesOnly=yes -p 2222 -o StrictHostKeyChecking=accept-new 'root@10.0.0.5'\n",
+            dir.path().display()
+        )
+    );
+}
