@@ -22,6 +22,43 @@ use crate::storage::rclone::{Rclone, UploadSpec, upload_stream};
 /// Archiving a big data folder takes a while; this only guards against a hung pipeline.
 const EXPORT_TIMEOUT: Duration = Duration::from_secs(12 * 3600);
 
+/// A shell command printing the sha256 of its stdin as `<hex> ...`. OpenSSL's SHA-256 uses the
+/// CPU's SHA instructions: measured here on 700 MB it took 0.4 s of CPU against 1.95 s for
+/// coreutils' `sha256sum`, and on 2 cores that CPU is taken from the stages beside it.
+/// `sha256sum` stays the fallback on a target without `openssl`; both print the same digest.
+pub(crate) const SHA256: &str =
+    "{ if command -v openssl >/dev/null 2>&1; then openssl dgst -sha256 -r; else sha256sum; fi; }";
+
+/// One pass over the `.tar.zst` stream that `source` (a shell command) prints: the sha256 of the
+/// bytes, and the entries tar lists after zstd decompressed them (which checks zstd's frame
+/// checksum). Each stage records its own failure (`sh` has no pipefail), so a broken stream is
+/// an error naming the stage, never a short count. Prints `<entries> <sha256>` for
+/// `parse_read_back`.
+pub(crate) fn read_back_script(source: &str) -> String {
+    format!(
+        "set -e; d=$(mktemp -d); trap 'rm -rf \"$d\"' EXIT; mkfifo \"$d/h\"
+{SHA256} < \"$d/h\" | cut -d' ' -f1 > \"$d/sum\" & hp=$!
+{{ {source} || echo read >> \"$d/fail\"; }} | tee \"$d/h\" | {{ zstd -dcq || echo zstd >> \"$d/fail\"; }} | {{ tar -tf - || echo tar >> \"$d/fail\"; }} | wc -l > \"$d/n\"
+wait $hp
+if [ -s \"$d/fail\" ]; then echo \"failed stages: $(cat \"$d/fail\")\" >&2; exit 1; fi
+echo \"$(cat \"$d/n\") $(cat \"$d/sum\")\""
+    )
+}
+
+/// `(sha256, entries)` from what `read_back_script` printed about `what`.
+pub(crate) fn parse_read_back(said: &str, what: &str) -> anyhow::Result<(String, u64)> {
+    let mut it = said.split_whitespace();
+    let entries: u64 = it
+        .next()
+        .and_then(|n| n.parse().ok())
+        .with_context(|| format!("the read back of {what} printed no count: {said:?}"))?;
+    let sha256 = it.next().unwrap_or("").to_string();
+    if sha256.len() != 64 || !sha256.bytes().all(|b| b.is_ascii_hexdigit()) {
+        bail!("the read back of {what} printed no sha256: {said:?}");
+    }
+    Ok((sha256, entries))
+}
+
 pub struct ExportJob {
     pub data_dir: String,
     pub destination: String,
@@ -225,7 +262,7 @@ pub fn export_streamed(
     )?;
     let manifest_object = format!("{prefix}/{}.manifest.json", job.run_id);
     let m = rc
-        .upload_file(remote, &manifest_path, &manifest_object, true)
+        .upload_file(remote, &manifest_path, &manifest_object, None, true)
         .with_context(|| format!("uploading the manifest to {manifest_object}"))?;
     tracing::info!(
         "streamed and verified {}: {entries} entries, {} bytes, sha256 {}",
@@ -292,30 +329,18 @@ pub fn export(remote: &dyn Remote, job: &ExportJob) -> anyhow::Result<ExportReco
     let expected = built?;
     mv_partial(remote, &partial, &archive)?;
 
-    remote
-        .run(&Cmd::new(format!("zstd -t -q {}", quote(&archive))).timeout(EXPORT_TIMEOUT))
-        .context("the archive does not decompress (zstd -t failed)")?;
-    let listed = one_number(
-        remote,
-        format!("zstd -dc {} | tar -tf - | wc -l", quote(&archive)),
-        "list the archive",
-    )?;
+    // One read of the finished archive: decompressed (frame checksum), listed and hashed.
+    let out = remote
+        .run(
+            &Cmd::new(read_back_script(&format!("cat {}", quote(&archive))))
+                .timeout(EXPORT_TIMEOUT),
+        )
+        .context("the archive does not read back (decompress, list, checksum)")?;
+    let (sha256, listed) = parse_read_back(&out.stdout_str(), &archive)?;
     if listed != expected || listed == 0 {
         bail!(
             "the archive lists {listed} entries but the data folder has {expected}; the export is incomplete"
         );
-    }
-    let sha_out = remote
-        .run(&Cmd::new(format!("sha256sum {}", quote(&archive))).timeout(EXPORT_TIMEOUT))
-        .context("cannot checksum the archive")?
-        .stdout_str();
-    let sha256 = sha_out
-        .split_whitespace()
-        .next()
-        .unwrap_or_default()
-        .to_string();
-    if sha256.len() != 64 {
-        bail!("unexpected sha256sum output {sha_out:?}");
     }
     let bytes = one_number(
         remote,

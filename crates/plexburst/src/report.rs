@@ -157,7 +157,7 @@ impl Report {
         }
         if let Some(x) = &self.export {
             m.push_str(&format!(
-                "\n## Export\n\n- archive: `{}`\n- manifest: `{}`\n- sha256: `{}`\n- size: {} bytes, {} entries (verified by zstd -t and a tar listing)\n",
+                "\n## Export\n\n- archive: `{}`\n- manifest: `{}`\n- sha256: `{}`\n- size: {} bytes, {} entries (verified by one read back: decompressed, listed, hashed)\n",
                 x.archive, x.manifest, x.sha256, x.bytes, x.files
             ));
         }

@@ -102,7 +102,13 @@ pub fn run(ctx: &mut Ctx) -> anyhow::Result<Outcome> {
                     let name = local.rsplit('/').next().unwrap_or(local.as_str());
                     let object = format!("{}/{name}", prefix.trim_end_matches('/'));
                     let up = rc
-                        .upload_file(ctx.remote.as_ref(), local, &object, true)
+                        .upload_file(
+                            ctx.remote.as_ref(),
+                            local,
+                            &object,
+                            (local == &rec.archive).then_some(rec.sha256.as_str()),
+                            true,
+                        )
                         .with_context(|| format!("uploading the export to {object}"))?;
                     tracing::info!(
                         "uploaded {} ({} bytes, sha256 verified in the bucket)",
