@@ -265,7 +265,8 @@ fn fmt_eta(d: Option<Duration>) -> String {
 }
 
 /// Poll until the job is done, stalled or timed out. Failed samples, restarts and samples are
-/// counted into the phase's record in the state.
+/// counted into the phase's record in the state. `sampler` is the phase's: it took the "before"
+/// counts, so the watch's samples go on incrementally from there instead of counting again.
 pub fn watch(
     ctx: &mut Ctx,
     phase: &str,
@@ -273,6 +274,7 @@ pub fn watch(
     watched: &[i64],
     timeout: Duration,
     initial: Option<i64>,
+    sampler: &mut Sampler,
 ) -> anyhow::Result<WatchReport> {
     let mcfg = ctx.config.monitor.clone();
     let phase_start = Instant::now();
@@ -314,8 +316,6 @@ pub fn watch(
     });
     let mut first = true;
     let mut cpu_filter = CpuFilter::default();
-    // Incremental DB sampling: after the first full count only what changed is read.
-    let mut sampler = Sampler::new(ctx.config.plex.db_path());
     // The server's root pid, for the CPU of its process tree: looked up on the first sample and
     // again after anything that may have restarted it.
     let mut plex_pid: Option<u32> = None;
@@ -341,7 +341,7 @@ pub fn watch(
                 continue;
             }
         }
-        let sample = match take_sample(ctx, &mut sampler, &mut plex_pid) {
+        let sample = match take_sample(ctx, sampler, &mut plex_pid) {
             Ok(s) => {
                 consecutive_failures = 0;
                 s

@@ -5,6 +5,7 @@ use anyhow::Context;
 
 use super::{Ctx, Outcome, ensure_plex};
 use crate::monitor::{self, Job};
+use crate::plex::db::Sampler;
 
 pub fn run(ctx: &mut Ctx) -> anyhow::Result<Outcome> {
     if ctx.state.options.skip_analysis {
@@ -36,7 +37,10 @@ pub fn run(ctx: &mut Ctx) -> anyhow::Result<Outcome> {
             section_type: s.section_type,
             name: s.name.clone(),
         };
-        let before = crate::plex::db::sample(ctx.remote.as_ref(), &ctx.config.plex.db_path())
+        // Incremental DB sampling: this full count is the base the watch goes on from.
+        let mut sampler = Sampler::new(ctx.config.plex.db_path());
+        let before = sampler
+            .sample(ctx.remote.as_ref())
             .context("cannot read Plex's DB before the analysis")?;
         let rec = ctx.state.phase_mut("analyze");
         if rec.counts_before.is_none() {
@@ -74,7 +78,7 @@ pub fn run(ctx: &mut Ctx) -> anyhow::Result<Outcome> {
         tracing::info!("{}: starting", job.label());
         job.trigger(ctx)
             .with_context(|| format!("cannot start the {}", job.label()))?;
-        let report = monitor::watch(ctx, "analyze", &job, &[s.id], timeout, None)?;
+        let report = monitor::watch(ctx, "analyze", &job, &[s.id], timeout, None, &mut sampler)?;
         // Whatever happened, the analysis must not keep running in the background afterwards.
         let prefs = ctx.client()?.prefs()?;
         let off = crate::plex::prefs::background_off(&prefs);

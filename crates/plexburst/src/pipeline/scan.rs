@@ -5,6 +5,7 @@ use anyhow::{Context, bail};
 
 use super::{Ctx, Outcome, ensure_plex};
 use crate::monitor::{self, Job};
+use crate::plex::db::Sampler;
 use crate::storage::Health;
 
 pub fn run(ctx: &mut Ctx) -> anyhow::Result<Outcome> {
@@ -20,8 +21,10 @@ pub fn run(ctx: &mut Ctx) -> anyhow::Result<Outcome> {
             "the storage is degraded ({why}); refusing to scan, because Plex would mark unreadable items deleted. Fix the mount, then `plexburst resume`"
         ),
     }
-    let db_path = ctx.config.plex.db_path();
-    let before = crate::plex::db::sample(ctx.remote.as_ref(), &db_path)
+    // Incremental DB sampling: this full count is the base the watch goes on from.
+    let mut sampler = Sampler::new(ctx.config.plex.db_path());
+    let before = sampler
+        .sample(ctx.remote.as_ref())
         .context("cannot read Plex's DB before the scan")?;
     let watched: Vec<i64> = ctx.state.sections.iter().map(|s| s.id).collect();
     let initial: i64 = before
@@ -46,6 +49,7 @@ pub fn run(ctx: &mut Ctx) -> anyhow::Result<Outcome> {
         &watched,
         ctx.config.timeouts.scan,
         Some(initial),
+        &mut sampler,
     )?;
     monitor::settle(ctx, "scan", &job, &report)?;
     let per_section = report
