@@ -361,7 +361,8 @@ impl Drop for Lab {
 }
 
 /// A process with this pid exists and is not a zombie.
-pub fn pid_alive(pid: i32) -> bool {
+pub fn pid_alive(pid: impl Into<i64>) -> bool {
+    let pid = pid.into();
     match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
         Ok(stat) => {
             let state = stat

@@ -12,21 +12,7 @@ use plexburst::plex::db::{self, DbSample, Sampler};
 use plexburst::plex::{prefs, xml};
 use plexburst::remote::local::Local;
 
-/// `target/<profile>/plex-emulator`, next to the dir holding this test binary.
-fn emulator_bin() -> PathBuf {
-    let exe = std::env::current_exe().unwrap();
-    let bin = exe
-        .parent()
-        .and_then(Path::parent)
-        .unwrap()
-        .join("plex-emulator");
-    assert!(
-        bin.exists(),
-        "{} is missing; build it first: cargo build -p plex-emulator",
-        bin.display()
-    );
-    bin
-}
+use crate::harness::emulator_bin;
 
 /// A running emulator, killed on drop (even when the test panics).
 struct Emulator {

@@ -13,20 +13,12 @@ use plexburst::remote::ssh::Ssh;
 use plexburst::remote::{Cmd, Remote, RemoteError};
 use plexburst::runtime::{CommandSpec, DockerSpec, Runtime, Volume};
 
+use crate::harness::{free_port, pid_alive, wait_for};
 use crate::sshd::Sshd;
 
 fn connect(sshd: &Sshd) -> Ssh {
     Ssh::connect(&sshd.target(), sshd.dir())
         .unwrap_or_else(|e| panic!("ssh connect failed: {e}\nsshd log:\n{}", sshd.log()))
-}
-
-/// Poll `cond` until it holds or `within` passes.
-fn wait_until(within: Duration, what: &str, mut cond: impl FnMut() -> bool) {
-    let deadline = Instant::now() + within;
-    while !cond() {
-        assert!(Instant::now() < deadline, "timed out waiting for: {what}");
-        std::thread::sleep(Duration::from_millis(50));
-    }
 }
 
 /// A tiny HTTP server on 127.0.0.1 answering every request with `body`.
@@ -92,16 +84,6 @@ fn capture_log<T>(f: impl FnOnce() -> T) -> (T, String) {
     let value = tracing::subscriber::with_default(subscriber, f);
     let text = String::from_utf8_lossy(&sink.0.lock().unwrap()).into_owned();
     (value, text)
-}
-
-/// Whether a process exists and is not a zombie (a reaped-late zombie is as dead as it gets).
-fn process_alive(pid: u32) -> bool {
-    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
-        Ok(stat) => stat
-            .rsplit_once(") ")
-            .is_some_and(|(_, rest)| !rest.starts_with('Z')),
-        Err(_) => false,
-    }
 }
 
 /// Kills test processes even when an assertion fails (a busy loop must not outlive its test).
@@ -177,9 +159,9 @@ fn ssh_runs_commands_moves_files_and_forwards_ports() {
     assert_ne!(addr.port(), remote_port);
     assert_eq!(http_get(addr).unwrap(), "hello through ssh");
     drop(fwd);
-    wait_until(
-        Duration::from_secs(10),
+    wait_for(
         "the cancelled forward to close",
+        Duration::from_secs(10),
         || http_get(addr).is_err(),
     );
 
@@ -303,10 +285,10 @@ fn timeout_kills_the_whole_process_tree() {
             )
         });
         // Over ssh the target's own `timeout` kills the tree 2 s after ours fires.
-        wait_until(
-            Duration::from_secs(secs + 30),
+        wait_for(
             &format!("{}: the background child {pid} to die", r.describe()),
-            || !process_alive(pid),
+            Duration::from_secs(secs + 30),
+            || !pid_alive(pid),
         );
     }
 }
@@ -323,8 +305,8 @@ fn ssh_reconnects_after_the_connection_is_cut() {
     // Cut between two commands: the next one reconnects and runs (it never started before).
     let old = ssh.master_pid().expect("master running");
     local.run(&Cmd::new(format!("kill -9 {old}"))).unwrap();
-    wait_until(Duration::from_secs(10), "the master to die", || {
-        !process_alive(old)
+    wait_for("the master to die", Duration::from_secs(10), || {
+        !pid_alive(old)
     });
     let out = ssh.run(&Cmd::new("echo alive")).unwrap();
     assert_eq!(out.stdout_str(), "alive\n");
@@ -343,7 +325,7 @@ fn ssh_reconnects_after_the_connection_is_cut() {
         let script = format!("echo started > '{}'; sleep 20", flag.display());
         std::thread::spawn(move || ssh.exec(&Cmd::new(script)))
     };
-    wait_until(Duration::from_secs(10), "the long command to start", || {
+    wait_for("the long command to start", Duration::from_secs(10), || {
         flag.exists()
     });
     local.run(&Cmd::new(format!("kill -9 {new}"))).unwrap();
@@ -423,7 +405,7 @@ fn cpu_sample_counts_only_the_servers_process_tree() {
     let theirs = spawn_tree(&local, &theirs, "");
     let _kill_theirs = KillOnDrop(vec![format!("-{theirs}")]);
 
-    wait_until(Duration::from_secs(60), "every tree to be complete", || {
+    wait_for("every tree to be complete", Duration::from_secs(60), || {
         let full = |pid, n| host::cpu_sample(&ssh, pid).is_ok_and(|s| s.processes == n);
         let written =
             |f: &std::path::Path| std::fs::read_to_string(f).is_ok_and(|t| t.ends_with('\n'));
@@ -443,9 +425,9 @@ fn cpu_sample_counts_only_the_servers_process_tree() {
 
     let mut last = first;
     let mut theirs_last = theirs_first;
-    wait_until(
-        Duration::from_secs(120),
+    wait_for(
         "both busy trees to burn 0.5 s of CPU",
+        Duration::from_secs(120),
         || {
             last = host::cpu_sample(&ssh, ours).unwrap();
             theirs_last = host::cpu_sample(&ssh, theirs).unwrap();
@@ -468,9 +450,9 @@ fn cpu_sample_counts_only_the_servers_process_tree() {
     local
         .run(&Cmd::new(format!("kill -9 {}", read_pid(&busy_pid))))
         .unwrap();
-    wait_until(
-        Duration::from_secs(60),
+    wait_for(
         "the busy child to be reaped",
+        Duration::from_secs(60),
         || {
             let s = host::cpu_sample(&ssh, ours).unwrap();
             assert!(s.total_ticks >= last.total_ticks, "{s:?} after {last:?}");
@@ -480,7 +462,7 @@ fn cpu_sample_counts_only_the_servers_process_tree() {
     local
         .run(&Cmd::new(format!("kill {}", read_pid(&scanner_pid))))
         .unwrap();
-    wait_until(Duration::from_secs(60), "the scanner to go", || {
+    wait_for("the scanner to go", Duration::from_secs(60), || {
         let s = host::cpu_sample(&ssh, ours).unwrap();
         assert!(s.total_ticks >= last.total_ticks, "{s:?} after {last:?}");
         !s.scanner_running && s.processes == 2
@@ -488,7 +470,7 @@ fn cpu_sample_counts_only_the_servers_process_tree() {
 
     // A server that is gone is an error, never a zero sample.
     local.run(&Cmd::new(format!("kill -9 -{ours}"))).unwrap();
-    wait_until(Duration::from_secs(60), "the tree to go", || {
+    wait_for("the tree to go", Duration::from_secs(60), || {
         host::cpu_sample(&local, ours).is_err()
     });
     let err = host::cpu_sample(&ssh, ours).unwrap_err();
@@ -538,7 +520,7 @@ fn command_runtime_starts_stops_and_ignores_a_stale_pid_file() {
         .trim()
         .parse()
         .unwrap();
-    assert!(process_alive(pid));
+    assert!(pid_alive(pid));
     assert_eq!(rt.root_pid(&ssh).unwrap(), Some(pid));
     let argv = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap();
     assert!(!String::from_utf8_lossy(&argv).contains("TOPSECRET"));
@@ -549,14 +531,14 @@ fn command_runtime_starts_stops_and_ignores_a_stale_pid_file() {
         std::fs::read_to_string(&spec.pid_file).unwrap().trim(),
         pid.to_string()
     );
-    wait_until(Duration::from_secs(10), "the start line in the log", || {
+    wait_for("the start line in the log", Duration::from_secs(10), || {
         rt.log_tail(&ssh, 5)
             .unwrap()
             .contains("starting with claim claim-TOPSECRET-9876 in test-mode")
     });
 
     rt.stop(&ssh, Duration::from_secs(10)).unwrap();
-    assert!(!process_alive(pid));
+    assert!(!pid_alive(pid));
     assert!(!rt.is_running(&ssh).unwrap());
     assert_eq!(rt.root_pid(&ssh).unwrap(), None);
     assert!(rt.log_tail(&ssh, 5).unwrap().contains("stopping"));
@@ -570,7 +552,7 @@ fn command_runtime_starts_stops_and_ignores_a_stale_pid_file() {
     assert!(!rt.is_running(&ssh).unwrap());
     assert_eq!(rt.root_pid(&ssh).unwrap(), None);
     rt.stop(&ssh, Duration::from_secs(1)).unwrap();
-    assert!(process_alive(std::process::id()));
+    assert!(pid_alive(std::process::id()));
 }
 
 #[test]
@@ -595,7 +577,7 @@ fn command_runtime_kills_a_server_that_ignores_sigterm() {
     let started = Instant::now();
     rt.stop(&local, Duration::from_secs(1)).unwrap();
     assert!(started.elapsed() >= Duration::from_secs(1));
-    assert!(!process_alive(pid));
+    assert!(!pid_alive(pid));
     // The child in the same process group went too.
     let child: u32 = std::fs::read_to_string(&child_pid)
         .unwrap()
@@ -603,7 +585,7 @@ fn command_runtime_kills_a_server_that_ignores_sigterm() {
         .parse()
         .unwrap();
     assert!(
-        !process_alive(child),
+        !pid_alive(child),
         "the server's child {child} was left behind"
     );
 }
@@ -660,11 +642,7 @@ impl Drop for RemoveContainer<'_> {
 
 fn docker_lifecycle(r: &dyn Remote, image: &str, label: &str) {
     let data = tempfile::tempdir().unwrap();
-    let port = TcpListener::bind((Ipv4Addr::LOCALHOST, 0))
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let port = free_port();
     let name = format!("plexburst-test-{}-{label}", std::process::id());
     let spec = DockerSpec {
         name: name.clone(),
@@ -709,7 +687,7 @@ fn docker_lifecycle(r: &dyn Remote, image: &str, label: &str) {
     );
     assert!(host::cpu_sample(r, root).unwrap().processes >= 1);
     let fwd = r.forward(rt.port()).unwrap();
-    wait_until(Duration::from_secs(20), "the container's httpd", || {
+    wait_for("the container's httpd", Duration::from_secs(20), || {
         http_get(fwd.local_addr()).is_ok_and(|b| b == "served by the container")
     });
     let env = r
@@ -801,10 +779,10 @@ fn ssh_reconnects_after_the_server_cuts_the_connection() {
     let fwd = ssh.forward(remote_port).unwrap();
     let before = ssh.master_pid().expect("master");
     assert!(sshd.cut_connections() > 0);
-    wait_until(
-        Duration::from_secs(15),
+    wait_for(
         "the master to notice the cut",
-        || !process_alive(before),
+        Duration::from_secs(15),
+        || !pid_alive(before),
     );
     // The next monitor-style command reconnects by itself, and the forward comes back.
     let sample = host::cpu_sample(&ssh, std::process::id()).unwrap();
@@ -835,11 +813,7 @@ fn ssh_connect_errors_say_why() {
     );
 
     let mut closed_port = sshd.target();
-    closed_port.port = TcpListener::bind((Ipv4Addr::LOCALHOST, 0))
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    closed_port.port = free_port();
     let err = Ssh::connect(&closed_port, other.path())
         .err()
         .expect("refused");
