@@ -112,6 +112,10 @@ async fn run_http(st: Arc<state::State>) -> anyhow::Result<()> {
     }
     if let Some(d) = st.faults.refuse() {
         // Nothing listens yet: connections are refused, like a server still binding its port.
+        st.log(&format!(
+            "Refusing connections for {} ms (fault)",
+            d.as_millis()
+        ));
         tokio::select! {
             _ = tokio::time::sleep(d) => {}
             _ = term.recv() => return Ok(()),

@@ -156,6 +156,14 @@ fn refuse_keeps_the_port_closed_for_a_while() {
         &format!("127.0.0.1:{port}"),
         &["--fault", "refuse:1500ms"],
     );
+    // Once the server is up and inside the refuse window (its log says so), the port is closed:
+    // a refusal before that point would prove nothing.
+    let log = d
+        .path()
+        .join("Library/Application Support/Plex Media Server/Logs/Plex Media Server.log");
+    wait_until(15, "the refuse window to begin", || {
+        std::fs::read_to_string(&log).is_ok_and(|l| l.contains("Refusing connections for 1500 ms"))
+    });
     let err = std::net::TcpStream::connect(("127.0.0.1", port)).expect_err("must be refused");
     assert_eq!(err.kind(), std::io::ErrorKind::ConnectionRefused);
     let e = Emu::attach(child, d.path(), 15);
