@@ -53,19 +53,8 @@ pub fn run(ctx: &mut Ctx) -> anyhow::Result<Outcome> {
         .context("cannot read Plex's DB for the manifest")?;
     // Before anything is stopped or archived: a refused export leaves the run resumable as is.
     let allowed = trash_gate(ctx, &counts)?;
-    ctx.plex = None;
-    let rt = ctx.runtime();
-    if rt.is_running(ctx.remote.as_ref())? {
-        tracing::info!("stopping Plex before the export");
-        rt.stop(ctx.remote.as_ref(), ctx.config.plex.stop_grace)
-            .context("cannot stop Plex before the export")?;
-    }
-    if rt.is_running(ctx.remote.as_ref())? {
-        anyhow::bail!(
-            "Plex is still running after the stop; the export needs it stopped so the DB is consistent"
-        );
-    }
-    ctx.state.plex_started = false;
+    ctx.stop_plex("the export needs it stopped so the DB is consistent")
+        .context("stopping Plex before the export")?;
     ctx.save()?;
     let job = crate::export::ExportJob {
         data_dir: ctx.config.plex.data_dir.clone(),

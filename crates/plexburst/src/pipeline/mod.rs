@@ -311,22 +311,60 @@ pub fn resume(config: &Config, state_dir: &Path, allow_deleted: bool) -> anyhow:
     execute(&mut ctx)
 }
 
+/// Stop Plex when it runs, then check that it stopped: nothing goes on (an export, a run's end)
+/// while it still writes. `fix` is what the error tells the user to do.
+fn stop_plex(remote: &dyn Remote, rt: &Runtime, grace: Duration, fix: &str) -> anyhow::Result<()> {
+    if rt.is_running(remote)? {
+        tracing::info!("stopping Plex on {}", remote.describe());
+        rt.stop(remote, grace).context("cannot stop Plex")?;
+    }
+    if rt.is_running(remote)? {
+        bail!(
+            "Plex is still running on {} after the stop; {fix}",
+            remote.describe()
+        );
+    }
+    Ok(())
+}
+
+impl Ctx<'_> {
+    /// Stop the run's Plex (see `stop_plex`) and record that it no longer runs.
+    pub fn stop_plex(&mut self, fix: &str) -> anyhow::Result<()> {
+        self.plex = None;
+        stop_plex(
+            self.remote.as_ref(),
+            &self.runtime(),
+            self.config.plex.stop_grace,
+            fix,
+        )?;
+        self.state.plex_started = false;
+        Ok(())
+    }
+
+    /// Unmount the storage if this run mounted it.
+    pub fn release_storage(&mut self) -> anyhow::Result<()> {
+        if self.state.storage_mounted {
+            self.storage
+                .unmount(self.remote.as_ref())
+                .context("cannot unmount the storage")?;
+            self.state.storage_mounted = false;
+        }
+        Ok(())
+    }
+}
+
 /// `plexburst destroy`: stop whatever a run left (Plex, the mount) and close its state.
 pub fn destroy(config: &Config, state_dir: &Path) -> anyhow::Result<()> {
     let store = StateStore::lock(state_dir)?;
     let state = store.load()?;
     let remote = connect(config, state_dir)?;
     let rt = runtime_for(config, None);
-    if rt.is_running(remote.as_ref())? {
-        eprintln!("stopping Plex on {}", remote.describe());
-        rt.stop(remote.as_ref(), config.plex.stop_grace)?;
-    }
-    if rt.is_running(remote.as_ref())? {
-        bail!(
-            "Plex is still running on {} after the stop; look at it with `plexburst ssh`",
-            remote.describe()
-        );
-    }
+    stop_plex(
+        remote.as_ref(),
+        &rt,
+        config.plex.stop_grace,
+        "look at it with `plexburst ssh`",
+    )?;
     if state.as_ref().is_some_and(|s| s.storage_mounted) {
         let storage = config
             .storage
@@ -496,16 +534,6 @@ fn execute(ctx: &mut Ctx) -> anyhow::Result<()> {
 
 /// Stop Plex and unmount the storage after a failure or an interrupt.
 fn cleanup(ctx: &mut Ctx) -> anyhow::Result<()> {
-    ctx.plex = None;
-    let rt = ctx.runtime();
-    if rt.is_running(ctx.remote.as_ref())? {
-        tracing::info!("stopping Plex");
-        rt.stop(ctx.remote.as_ref(), ctx.config.plex.stop_grace)?;
-    }
-    ctx.state.plex_started = false;
-    if ctx.state.storage_mounted {
-        ctx.storage.unmount(ctx.remote.as_ref())?;
-        ctx.state.storage_mounted = false;
-    }
-    Ok(())
+    ctx.stop_plex("stop it with `plexburst destroy`")?;
+    ctx.release_storage()
 }
