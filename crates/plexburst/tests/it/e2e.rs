@@ -6,16 +6,10 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use crate::harness::{
-    Lab, LabOpts, StrayWriter, command, emulator_bin, pid_alive, pids_with_cmdline, run, text,
-    wait_for,
+    Lab, LabOpts, MOVIES, PHOTOS, StrayWriter, TRACKS, command, emulator_bin, pid_alive,
+    pids_with_cmdline, run, text, wait_for,
 };
 
-const TRACKS: &str =
-    "SELECT count(*) FROM metadata_items WHERE metadata_type = 10 AND deleted_at IS NULL";
-const MOVIES: &str =
-    "SELECT count(*) FROM metadata_items WHERE metadata_type = 1 AND deleted_at IS NULL";
-const PHOTOS: &str =
-    "SELECT count(*) FROM metadata_items WHERE metadata_type = 13 AND deleted_at IS NULL";
 /// Both `extra_data` formats carry the key `musicAnalysisVersion` (JSON `ms:`, or URL-encoded `ms%3A`).
 const SONIC: &str = "SELECT count(*) FROM metadata_items WHERE metadata_type = 10 AND deleted_at IS NULL \
      AND instr(extra_data, 'musicAnalysisVersion') > 0";

@@ -1,10 +1,8 @@
 //! The export's trash gate with the real binary: a run during which Plex marks items deleted is
 //! refused before Plex is stopped or anything is archived, and `resume --allow-deleted` exports it.
 
-use crate::harness::{Lab, LabOpts, text};
+use crate::harness::{Lab, LabOpts, TRACKS, text};
 
-const TRACKS: &str =
-    "SELECT count(*) FROM metadata_items WHERE metadata_type = 10 AND deleted_at IS NULL";
 const TRASHED_TRACKS: &str =
     "SELECT count(*) FROM metadata_items WHERE metadata_type = 10 AND deleted_at IS NOT NULL";
 

@@ -47,6 +47,14 @@ pub fn wait_for(what: &str, timeout: Duration, mut cond: impl FnMut() -> bool) {
     }
 }
 
+/// Counts for `Lab::count`, as the tests read Plex's DB themselves (not through plexburst).
+pub const TRACKS: &str =
+    "SELECT count(*) FROM metadata_items WHERE metadata_type = 10 AND deleted_at IS NULL";
+pub const MOVIES: &str =
+    "SELECT count(*) FROM metadata_items WHERE metadata_type = 1 AND deleted_at IS NULL";
+pub const PHOTOS: &str =
+    "SELECT count(*) FROM metadata_items WHERE metadata_type = 13 AND deleted_at IS NULL";
+
 /// A thread rewriting `file` every 5 ms, as a Plex process that did not stop would, until dropped.
 pub struct StrayWriter {
     stop: std::sync::Arc<std::sync::atomic::AtomicBool>,

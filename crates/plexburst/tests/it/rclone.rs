@@ -14,8 +14,8 @@ use plexburst::storage::rclone::{Rclone, RcloneConfig, UploadSpec, upload_stream
 use plexburst::storage::{Health, Storage, StorageConfig};
 
 use crate::harness::{
-    Lab, LabOpts, StrayWriter, command, emulator_bin, free_port, pids_with_cmdline, run, text,
-    wait_for,
+    Lab, LabOpts, MOVIES, PHOTOS, StrayWriter, TRACKS, command, emulator_bin, free_port,
+    pids_with_cmdline, run, text, wait_for,
 };
 
 /// `rclone serve s3` on 127.0.0.1 over a temp directory whose top-level directories are buckets,
@@ -598,12 +598,6 @@ fn running_container_reads_the_new_mount_after_a_remount() {
 
 // ---- End-to-end: the real binary with storage.kind = "rclone" ----------------------------------
 
-const TRACKS: &str =
-    "SELECT count(*) FROM metadata_items WHERE metadata_type = 10 AND deleted_at IS NULL";
-const MOVIES: &str =
-    "SELECT count(*) FROM metadata_items WHERE metadata_type = 1 AND deleted_at IS NULL";
-const PHOTOS: &str =
-    "SELECT count(*) FROM metadata_items WHERE metadata_type = 13 AND deleted_at IS NULL";
 const ITEMS: &str =
     "SELECT count(*) FROM metadata_items WHERE metadata_type IN (1, 10, 13) AND deleted_at IS NULL";
 const DELETED: &str = "SELECT count(*) FROM metadata_items WHERE deleted_at IS NOT NULL";
