@@ -81,12 +81,8 @@ pub fn run(ctx: &mut Ctx) -> anyhow::Result<Outcome> {
         let report = monitor::watch(ctx, "analyze", &job, &[s.id], timeout, None, &mut sampler)?;
         // Whatever happened, the analysis must not keep running in the background afterwards.
         let prefs = ctx.client()?.prefs()?;
-        let off = crate::plex::prefs::background_off(&prefs);
-        if !off.is_empty() {
-            ctx.client()?
-                .set_prefs(&off)
-                .context("cannot turn the analysis off again")?;
-        }
+        super::configure::background_off(ctx, &prefs)
+            .context("cannot turn the analysis off again")?;
         monitor::settle(ctx, "analyze", &job, &report)?;
         let total = report.total.unwrap_or(0);
         if report.done < total {

@@ -50,13 +50,23 @@ pub fn retry_starting<T>(
     }
 }
 
+/// Turn off every background task `current` (the server's prefs) still has on; returns how many
+/// prefs changed. The scan and each analysis run only when plexburst asks for them.
+pub fn background_off(ctx: &Ctx, current: &[crate::plex::api::Pref]) -> anyhow::Result<usize> {
+    let off = crate::plex::prefs::background_off(current);
+    if !off.is_empty() {
+        ctx.client()?.set_prefs(&off)?;
+    }
+    Ok(off.len())
+}
+
 pub fn run(ctx: &mut Ctx) -> anyhow::Result<Outcome> {
     ensure_plex(ctx)?;
+    let current = ctx.client()?.prefs().context("cannot read Plex's prefs")?;
     // Saved once: on a resume the server already has plexburst's values, which must not be saved.
     if ctx.state.saved_prefs.is_none() {
-        let prefs = ctx.client()?.prefs().context("cannot read Plex's prefs")?;
         ctx.state.saved_prefs = Some(
-            prefs
+            current
                 .iter()
                 .filter(|p| !secret_like(&p.id))
                 .map(to_saved)
@@ -64,14 +74,9 @@ pub fn run(ctx: &mut Ctx) -> anyhow::Result<Outcome> {
         );
         ctx.save()?;
     }
-    let current = ctx.client()?.prefs().context("cannot read Plex's prefs")?;
-    let off = crate::plex::prefs::background_off(&current);
-    if !off.is_empty() {
-        ctx.client()?
-            .set_prefs(&off)
-            .context("cannot turn Plex's background tasks off")?;
-    }
-    tracing::info!("background tasks off ({} prefs changed)", off.len());
+    let changed =
+        background_off(ctx, &current).context("cannot turn Plex's background tasks off")?;
+    tracing::info!("background tasks off ({changed} prefs changed)");
 
     let existing = retry_starting(ctx, || {
         ctx.client().map_err(|_| unreachable_err())?.sections()
@@ -129,8 +134,7 @@ pub fn run(ctx: &mut Ctx) -> anyhow::Result<Outcome> {
     }
     ctx.state.sections = refs;
     Ok(Outcome::Done(Some(format!(
-        "{} prefs turned off, {created} sections created",
-        off.len()
+        "{changed} prefs turned off, {created} sections created"
     ))))
 }
 
