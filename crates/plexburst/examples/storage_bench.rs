@@ -12,9 +12,9 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
+use plexburst::config::StorageConfig;
 use plexburst::remote::local::Local;
 use plexburst::remote::{Cmd, Remote};
-use plexburst::storage::StorageConfig;
 use plexburst::storage::rclone::{Rclone, UploadSpec, upload_stream};
 
 struct Args {
@@ -278,10 +278,12 @@ fn storage(tmp: &Path, conf: &Path, mtime: &str, bucket: &str, tuning: &str) -> 
         free_port()
     );
     let cfg: StorageConfig = toml::from_str(&toml).unwrap();
-    match cfg.build(
+    let spec = plexburst::plan::storage::resolve(
+        &cfg,
         "power",
         &tmp.join(format!("work-{mtime}")).display().to_string(),
-    ) {
+    );
+    match plexburst::storage::Storage::from_plan(&spec) {
         plexburst::storage::Storage::Rclone(rc) => rc,
         _ => unreachable!(),
     }

@@ -7,18 +7,11 @@ use anyhow::{Context, bail};
 
 use crate::cli::{Cli, Command, RunArgs};
 use crate::config::{Config, ConfigError};
+use crate::error::{BadInput, Interrupted};
 use crate::pipeline;
+use crate::plan::{Plan, RunOptions};
+use crate::remote::quote;
 use crate::state;
-
-/// Bad input from the user (config, flags, missing claim): exit code 2.
-#[derive(Debug, thiserror::Error)]
-#[error("{0}")]
-pub struct BadInput(pub String);
-
-/// The run was stopped by Ctrl-C or SIGTERM: exit code 130.
-#[derive(Debug, thiserror::Error)]
-#[error("{0}")]
-pub struct Interrupted(pub String);
 
 /// 0 done, 2 bad input, 130 interrupted, 1 anything else.
 pub fn exit_code(e: &anyhow::Error) -> u8 {
@@ -63,9 +56,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
     match &cli.command {
         Command::Init { force } => init(&cli.config, *force),
         Command::Plan { json, run } => {
-            let config = load_config(&cli.config)?;
-            check_only_section(&config, &cli.config, run)?;
-            let plan = crate::plan::build(&config, run);
+            let plan = plan_of(&cli.config, run)?;
             if *json {
                 println!("{}", serde_json::to_string_pretty(&plan)?);
             } else {
@@ -74,30 +65,88 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
             Ok(())
         }
         Command::Run(args) => {
-            let config = load_config(&cli.config)?;
-            check_only_section(&config, &cli.config, args)?;
-            pipeline::run(&config, &cli.config, &state_dir, args.clone())
+            let plan = plan_of(&cli.config, args)?;
+            pipeline::run(plan, &cli.config, &state_dir)
         }
-        Command::Resume { allow_deleted } => {
+        Command::Resume {
+            allow_deleted,
+            replan,
+        } => {
             let config = load_config(&cli.config)?;
-            pipeline::resume(&config, &state_dir, *allow_deleted)
+            // The fresh plan is made with the stored run's options, so only the config can differ.
+            let options = match pipeline::stored_plan(&state_dir)? {
+                Some(p) => p.options,
+                None => RunOptions::default(),
+            };
+            let mut options = options;
+            options.allow_deleted |= *allow_deleted;
+            let fresh = build_plan(&config, &options);
+            pipeline::resume(&state_dir, fresh, *allow_deleted, *replan)
         }
         Command::Destroy => {
             let config = load_config(&cli.config)?;
-            pipeline::destroy(&config, &state_dir)
+            pipeline::destroy(&state_dir, build_plan(&config, &RunOptions::default()))
         }
         Command::Status { json, watch } => status(&state_dir, *json, *watch),
         Command::Logs { lines } => {
-            let config = load_config(&cli.config)?;
-            let remote = pipeline::connect(&config, &state_dir)?;
-            let rt = pipeline::runtime_for(&config, None);
-            print!("{}", rt.log_tail(remote.as_ref(), *lines)?);
+            let plan = target_plan(&cli.config, &state_dir)?;
+            let remote = crate::session::connect(&plan, &state_dir)?;
+            print!("{}", plan.plex.runtime.log_tail(remote.as_ref(), *lines)?);
             Ok(())
         }
         Command::Ssh { command } => {
-            let config = load_config(&cli.config)?;
-            ssh(&config, &state_dir, command)
+            let plan = target_plan(&cli.config, &state_dir)?;
+            ssh(&plan, &state_dir, command)
         }
+    }
+}
+
+/// The plan of the config at `path` for these `run` flags (exit 2 on a bad config or flag).
+fn plan_of(path: &Path, args: &RunArgs) -> anyhow::Result<Plan> {
+    let config = load_config(path)?;
+    check_only_section(&config, path, args)?;
+    let plan = build_plan(&config, &options_of(args));
+    check_local(&plan)?;
+    Ok(plan)
+}
+
+/// What only this machine can tell about the plan (the user's rclone.conf, a secret in the
+/// environment), checked before anything starts: a problem is a config error, exit 2.
+fn check_local(plan: &Plan) -> anyhow::Result<()> {
+    if let crate::storage::StorageSpec::Rclone(spec) = &plan.storage {
+        let problems = crate::storage::rclone::local_problems(spec);
+        if !problems.is_empty() {
+            return Err(ConfigError {
+                problems: problems
+                    .into_iter()
+                    .map(|(field, msg)| format!("{field} {msg}"))
+                    .collect(),
+            }
+            .into());
+        }
+    }
+    Ok(())
+}
+
+/// The stored plan of the run in `state_dir` (what it really started), or else the config's.
+fn target_plan(config: &Path, state_dir: &Path) -> anyhow::Result<Plan> {
+    match pipeline::stored_plan(state_dir)? {
+        Some(p) => Ok(p),
+        None => Ok(build_plan(&load_config(config)?, &RunOptions::default())),
+    }
+}
+
+fn build_plan(config: &Config, options: &RunOptions) -> Plan {
+    crate::plan::build(config, options, &std::env::var("HOME").unwrap_or_default())
+}
+
+fn options_of(a: &RunArgs) -> RunOptions {
+    RunOptions {
+        only_section: a.only_section.clone(),
+        skip_analysis: a.skip_analysis,
+        deep_scan: a.deep_scan,
+        keep: a.keep,
+        allow_deleted: a.allow_deleted,
     }
 }
 
@@ -134,25 +183,23 @@ fn init(path: &Path, force: bool) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn ssh(config: &Config, state_dir: &Path, command: &[String]) -> anyhow::Result<()> {
+fn ssh(plan: &Plan, state_dir: &Path, command: &[String]) -> anyhow::Result<()> {
     if command.is_empty() {
-        match pipeline::ssh_target(config) {
-            None => println!("the target is this machine; no ssh needed"),
-            Some(t) => {
-                let args: Vec<String> = t
-                    .login_args()
-                    .iter()
-                    .map(|a| crate::plan::quote(a))
-                    .collect();
+        match &plan.target.spec {
+            crate::plan::TargetSpec::Local => {
+                println!("the target is this machine; no ssh needed")
+            }
+            crate::plan::TargetSpec::Ssh(t) => {
+                let args: Vec<String> = t.login_args().iter().map(|a| quote(a)).collect();
                 println!("ssh {}", args.join(" "));
             }
         }
         return Ok(());
     }
-    let remote = pipeline::connect(config, state_dir)?;
+    let remote = crate::session::connect(plan, state_dir)?;
     let script = command
         .iter()
-        .map(|a| crate::plan::quote(a))
+        .map(|a| quote(a))
         .collect::<Vec<_>>()
         .join(" ");
     let out = remote

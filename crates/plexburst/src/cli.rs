@@ -60,6 +60,9 @@ pub enum Command {
         /// Export even if Plex's trash grew during the run (see `export.allow_deleted`).
         #[arg(long)]
         allow_deleted: bool,
+        /// Resume with the plan the config yields now, even where it differs from the stored one.
+        #[arg(long)]
+        replan: bool,
     },
     /// Stop everything a run left behind (Plex, mounts) and close its state.
     Destroy,
@@ -77,7 +80,7 @@ pub enum Command {
     },
 }
 
-#[derive(Debug, Clone, Default, Args, serde::Serialize, serde::Deserialize)]
+#[derive(Debug, Clone, Default, Args)]
 pub struct RunArgs {
     /// Only this section (repeatable); the others in the config are left alone.
     #[arg(long = "only-section", value_name = "NAME")]
@@ -94,6 +97,5 @@ pub struct RunArgs {
     /// Export even if Plex's trash (items marked deleted) grew during the run; by default the
     /// export refuses, because a scan on a degraded mount trashes what it cannot read.
     #[arg(long)]
-    #[serde(default)]
     pub allow_deleted: bool,
 }

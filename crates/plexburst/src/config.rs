@@ -10,7 +10,11 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use crate::storage::StorageConfig;
+mod storage;
+
+pub use crate::plex::SectionType;
+pub use crate::units::{format_duration, parse_duration};
+pub use storage::{MtimeMode, RcloneConfig, StorageConfig, Tuning};
 
 /// Where Plex keeps its library DB, relative to the data dir (pms-docker's `/config`).
 pub const DB_RELATIVE: &str = "Library/Application Support/Plex Media Server/Plug-in Support/Databases/com.plexapp.plugins.library.db";
@@ -259,72 +263,6 @@ pub struct ExportConfig {
     pub staged: bool,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum SectionType {
-    Movie,
-    Show,
-    Music,
-    Photo,
-}
-
-impl SectionType {
-    pub const NAMES: &'static str = "movie, show, music, photo";
-
-    pub fn parse(s: &str) -> Option<SectionType> {
-        match s {
-            "movie" => Some(SectionType::Movie),
-            "show" => Some(SectionType::Show),
-            "music" => Some(SectionType::Music),
-            "photo" => Some(SectionType::Photo),
-            _ => None,
-        }
-    }
-    /// `library_sections.section_type` (plex.md §1.4).
-    pub fn code(self) -> i64 {
-        match self {
-            SectionType::Movie => 1,
-            SectionType::Show => 2,
-            SectionType::Music => 8,
-            SectionType::Photo => 13,
-        }
-    }
-    /// The `type` the API takes when creating a section.
-    pub fn api_kind(self) -> &'static str {
-        match self {
-            SectionType::Movie => "movie",
-            SectionType::Show => "show",
-            SectionType::Music => "artist",
-            SectionType::Photo => "photo",
-        }
-    }
-    /// Agent and scanner that work on a current server (plex.md §4, plexapi's bootstrap).
-    pub fn default_agent(self) -> &'static str {
-        match self {
-            SectionType::Movie => "tv.plex.agents.movie",
-            SectionType::Show => "tv.plex.agents.series",
-            SectionType::Music => "tv.plex.agents.music",
-            SectionType::Photo => "com.plexapp.agents.none",
-        }
-    }
-    pub fn default_scanner(self) -> &'static str {
-        match self {
-            SectionType::Movie => "Plex Movie",
-            SectionType::Show => "Plex TV Series",
-            SectionType::Music => "Plex Music",
-            SectionType::Photo => "Plex Photo Scanner",
-        }
-    }
-    pub fn as_str(self) -> &'static str {
-        match self {
-            SectionType::Movie => "movie",
-            SectionType::Show => "show",
-            SectionType::Music => "music",
-            SectionType::Photo => "photo",
-        }
-    }
-}
-
 #[derive(Debug, Clone, Serialize)]
 pub struct SectionConfig {
     pub name: String,
@@ -344,58 +282,6 @@ mod secs {
     use std::time::Duration;
     pub fn serialize<S: serde::Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
         s.serialize_f64(d.as_secs_f64())
-    }
-}
-
-/// Parse "90s", "1h", "1h30m", "500ms", "2d". A bare number is refused: the unit must be explicit.
-pub fn parse_duration(text: &str) -> Result<Duration, String> {
-    let t = text.trim();
-    if t.is_empty() {
-        return Err("is empty".into());
-    }
-    let mut total = Duration::ZERO;
-    let mut rest = t;
-    while !rest.is_empty() {
-        let digits = rest
-            .find(|c: char| !c.is_ascii_digit() && c != '.')
-            .unwrap_or(rest.len());
-        if digits == 0 {
-            return Err(format!("{text:?} is not a duration"));
-        }
-        let n: f64 = rest[..digits]
-            .parse()
-            .map_err(|_| format!("{text:?} is not a duration"))?;
-        rest = rest[digits..].trim_start();
-        let unit_len = rest
-            .find(|c: char| !c.is_ascii_alphabetic())
-            .unwrap_or(rest.len());
-        let unit = &rest[..unit_len];
-        let secs = match unit {
-            "ms" => n / 1000.0,
-            "s" | "sec" | "secs" => n,
-            "m" | "min" | "mins" => n * 60.0,
-            "h" | "hour" | "hours" => n * 3600.0,
-            "d" | "day" | "days" => n * 86400.0,
-            "" => return Err(format!("{text:?} has no unit")),
-            other => return Err(format!("{text:?} has an unknown unit {other:?}")),
-        };
-        total += Duration::from_secs_f64(secs);
-        rest = rest[unit_len..].trim_start();
-    }
-    Ok(total)
-}
-
-/// Render a duration the way the config writes it.
-pub fn format_duration(d: Duration) -> String {
-    let ms = d.as_millis();
-    if ms.is_multiple_of(3_600_000) && ms > 0 {
-        format!("{}h", ms / 3_600_000)
-    } else if ms.is_multiple_of(60_000) && ms > 0 {
-        format!("{}m", ms / 60_000)
-    } else if ms.is_multiple_of(1000) {
-        format!("{}s", ms / 1000)
-    } else {
-        format!("{ms}ms")
     }
 }
 

@@ -9,55 +9,28 @@
 use std::time::Duration;
 
 use anyhow::{Context, bail};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
-use crate::plan::{
-    EXPORT_EXCLUDES, find_command, quote, snapshot_command, tar_command, zstd_command,
+use crate::archive::{
+    EXPORT_EXCLUDES, find_command, parse_read_back, read_back_script, snapshot_command,
+    tar_command, zstd_command,
 };
 use crate::plex::db::DbSample;
-use crate::remote::{Cmd, Remote};
-use crate::state::ExportRecord;
+use crate::remote::{Cmd, Remote, quote};
 use crate::storage::rclone::{Rclone, UploadSpec, upload_stream};
+
+/// What an export produced (kept in the run state and the report).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ExportRecord {
+    pub archive: String,
+    pub manifest: String,
+    pub sha256: String,
+    pub bytes: u64,
+    pub files: u64,
+}
 
 /// Archiving a big data folder takes a while; this only guards against a hung pipeline.
 const EXPORT_TIMEOUT: Duration = Duration::from_secs(12 * 3600);
-
-/// A shell command printing the sha256 of its stdin as `<hex> ...`. OpenSSL's SHA-256 uses the
-/// CPU's SHA instructions: measured here on 700 MB it took 0.4 s of CPU against 1.95 s for
-/// coreutils' `sha256sum`, and on 2 cores that CPU is taken from the stages beside it.
-/// `sha256sum` stays the fallback on a target without `openssl`; both print the same digest.
-pub(crate) const SHA256: &str =
-    "{ if command -v openssl >/dev/null 2>&1; then openssl dgst -sha256 -r; else sha256sum; fi; }";
-
-/// One pass over the `.tar.zst` stream that `source` (a shell command) prints: the sha256 of the
-/// bytes, and the entries tar lists after zstd decompressed them (which checks zstd's frame
-/// checksum). Each stage records its own failure (`sh` has no pipefail), so a broken stream is
-/// an error naming the stage, never a short count. Prints `<entries> <sha256>` for
-/// `parse_read_back`.
-pub(crate) fn read_back_script(source: &str) -> String {
-    format!(
-        "set -e; d=$(mktemp -d); trap 'rm -rf \"$d\"' EXIT; mkfifo \"$d/h\"
-{SHA256} < \"$d/h\" | cut -d' ' -f1 > \"$d/sum\" & hp=$!
-{{ {source} || echo read >> \"$d/fail\"; }} | tee \"$d/h\" | {{ zstd -dcq || echo zstd >> \"$d/fail\"; }} | {{ tar -tf - || echo tar >> \"$d/fail\"; }} | wc -l > \"$d/n\"
-wait $hp
-if [ -s \"$d/fail\" ]; then echo \"failed stages: $(cat \"$d/fail\")\" >&2; exit 1; fi
-echo \"$(cat \"$d/n\") $(cat \"$d/sum\")\""
-    )
-}
-
-/// `(sha256, entries)` from what `read_back_script` printed about `what`.
-pub(crate) fn parse_read_back(said: &str, what: &str) -> anyhow::Result<(String, u64)> {
-    let mut it = said.split_whitespace();
-    let entries: u64 = it
-        .next()
-        .and_then(|n| n.parse().ok())
-        .with_context(|| format!("the read back of {what} printed no count: {said:?}"))?;
-    let sha256 = it.next().unwrap_or("").to_string();
-    if sha256.len() != 64 || !sha256.bytes().all(|b| b.is_ascii_hexdigit()) {
-        bail!("the read back of {what} printed no sha256: {said:?}");
-    }
-    Ok((sha256, entries))
-}
 
 pub struct ExportJob {
     pub data_dir: String,
@@ -148,7 +121,7 @@ fn write_manifest(
     let manifest = Manifest {
         manifest_version: 1,
         run_id: job.run_id.clone(),
-        created_at: crate::state::now(),
+        created_at: jiff::Timestamp::now().to_string(),
         plexburst_version: env!("CARGO_PKG_VERSION").into(),
         plex_version: job.plex_version.clone(),
         archive: archive.to_string(),

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use anyhow::{Context, bail};
 
-use crate::remote::{Cmd, Remote};
+use crate::remote::{Cmd, Remote, quote};
 
 /// CPU use of one process tree (the Plex server we started and its children), at one instant.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -210,10 +210,6 @@ pub fn is_mountpoint(r: &dyn Remote, path: &str) -> anyhow::Result<bool> {
         "no" => Ok(false),
         other => bail!("unexpected mount point check output for {path}: {other:?}"),
     }
-}
-
-fn quote(s: &str) -> String {
-    shell_escape::unix::escape(s.into()).into_owned()
 }
 
 #[cfg(test)]

@@ -1,8 +1,10 @@
 //! plexburst: run Plex's full scan and Sonic analysis of a big library on a short-lived machine.
 
 pub mod app;
+pub mod archive;
 pub mod cli;
 pub mod config;
+pub mod error;
 pub mod export;
 pub mod host;
 pub mod monitor;
@@ -13,5 +15,7 @@ pub mod progress;
 pub mod remote;
 pub mod report;
 pub mod runtime;
+pub mod session;
 pub mod state;
 pub mod storage;
+pub mod units;

@@ -12,10 +12,11 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
 
-use crate::pipeline::{Ctx, ensure_plex};
 use crate::plex::api::{Activity, Section};
 use crate::plex::db::{DbError, DbSample, Sampler};
 use crate::progress::{Observation, Tracker, TrackerConfig, Verdict};
+use crate::session::Ctx;
+use crate::units::format_secs;
 
 /// Restarts of a crashed Plex within one phase before giving up.
 pub const MAX_RESTARTS: u32 = 3;
@@ -69,7 +70,7 @@ impl Job {
         let client = ctx.client()?;
         match self {
             Job::Scan { force } => {
-                crate::pipeline::retry_starting(ctx, || client.refresh_all(*force))?;
+                ctx.retry_starting(|| client.refresh_all(*force))?;
             }
             Job::Analysis {
                 section_id,
@@ -83,9 +84,7 @@ impl Job {
                 }
                 match crate::plex::prefs::butler_task_for(*section_type) {
                     Some(task) => client.start_butler_task(task)?,
-                    None => crate::pipeline::retry_starting(ctx, || {
-                        client.analyze_section(*section_id)
-                    })?,
+                    None => ctx.retry_starting(|| client.analyze_section(*section_id))?,
                 }
             }
         }
@@ -173,7 +172,7 @@ pub fn take_sample(
     let root = match *plex_pid {
         Some(pid) => pid,
         None => ctx
-            .runtime()
+            .runtime
             .root_pid(ctx.remote.as_ref())?
             .context("the Plex server's process is not running, so its CPU cannot be read")?,
     };
@@ -259,7 +258,7 @@ pub struct WatchReport {
 
 fn fmt_eta(d: Option<Duration>) -> String {
     match d {
-        Some(d) => crate::config::format_duration(Duration::from_secs(d.as_secs())),
+        Some(d) => format_secs(d),
         None => "?".into(),
     }
 }
@@ -276,24 +275,18 @@ pub fn watch(
     initial: Option<i64>,
     sampler: &mut Sampler,
 ) -> anyhow::Result<WatchReport> {
-    let mcfg = ctx.config.monitor.clone();
+    let mcfg = ctx.plan.monitor.clone();
     let phase_start = Instant::now();
     let new_tracker = |remaining: Duration| {
         let mut t = Tracker::new(TrackerConfig {
             stable_samples: mcfg.stable_samples,
             stall_window: mcfg.stall_window,
             timeout: remaining,
+            // A scan request Plex has not picked up yet looks idle: give it a few polls.
+            start_grace: mcfg.stall_window.min(mcfg.poll_interval * 10),
         });
-        // The work was just requested: count that as "busy" so a scan that finishes between two
-        // polls still ends as done once the counts are stable.
         if let (Job::Scan { .. }, Some(i)) = (job, initial) {
-            t.observe(Observation {
-                elapsed: Duration::ZERO,
-                done: i,
-                total: None,
-                cpu_ticks: None,
-                busy: true,
-            });
+            t.requested(i);
         }
         t
     };
@@ -301,7 +294,6 @@ pub fn watch(
     let mut tracker_start = Instant::now();
     let mut consecutive_failures = 0u32;
     let mut restarts = 0u32;
-    let mut saw_busy = false;
     let mut last_log: Option<Instant> = None;
     let mut last_save = Instant::now();
     let bar = std::io::stderr().is_terminal().then(|| {
@@ -355,7 +347,7 @@ pub fn watch(
                     return Err(e);
                 }
                 // Plex gone mid-phase: restart it and ask for the work again.
-                let running = ctx.runtime().is_running(ctx.remote.as_ref());
+                let running = ctx.runtime.is_running(ctx.remote.as_ref());
                 if let Ok(false) = running {
                     restarts += 1;
                     ctx.state.phase_mut(phase).restarts += 1;
@@ -369,7 +361,7 @@ pub fn watch(
                     );
                     ctx.plex = None;
                     plex_pid = None;
-                    ensure_plex(ctx)?;
+                    ctx.ensure_plex()?;
                     job.trigger(ctx)?;
                     let remaining = timeout.saturating_sub(phase_start.elapsed());
                     tracker = new_tracker(remaining);
@@ -393,24 +385,13 @@ pub fn watch(
         };
         ctx.state.phase_mut(phase).samples += 1;
         let (done, total, busy) = job.measure(&sample, watched);
-        saw_busy |= busy;
-        let elapsed = tracker_start.elapsed();
-        let mut verdict = tracker.observe(Observation {
-            elapsed,
+        let verdict = tracker.observe(Observation {
+            elapsed: tracker_start.elapsed(),
             done,
             total,
             cpu_ticks: cpu_filter.feed(sample.cpu_ticks),
             busy,
         });
-        // A scan request Plex has not picked up yet looks idle; do not call that done.
-        if verdict == crate::progress::Verdict::Done
-            && matches!(job, Job::Scan { .. })
-            && !saw_busy
-            && Some(done) == initial
-            && elapsed < mcfg.stall_window.min(mcfg.poll_interval * 10)
-        {
-            verdict = Verdict::Working;
-        }
         let rate = tracker.rate_per_sec();
         let eta = tracker.eta();
         let line = format!(
@@ -503,7 +484,7 @@ fn guard_storage(
         tracing::warn!("{phase}: cancelling the scan failed: {e}");
     }
     ctx.storage.recover(ctx.remote.as_ref())?;
-    ensure_plex(ctx)?;
+    ctx.ensure_plex()?;
     job.trigger(ctx)?;
     Ok(true)
 }
@@ -528,7 +509,7 @@ pub fn settle(ctx: &mut Ctx, phase: &str, job: &Job, r: &WatchReport) -> anyhow:
             bail!(
                 "{} stalled: no progress and no CPU for {} while work remains ({progress}); look at the server with `plexburst logs`",
                 job.label(),
-                crate::config::format_duration(Duration::from_secs(r.still_for.as_secs().max(1)))
+                format_secs(r.still_for.max(Duration::from_secs(1)))
             )
         }
         Verdict::TimedOut => {
@@ -536,7 +517,7 @@ pub fn settle(ctx: &mut Ctx, phase: &str, job: &Job, r: &WatchReport) -> anyhow:
             bail!(
                 "{} timed out after {} ({progress}); raise the timeout in the config if the library is that big",
                 job.label(),
-                crate::config::format_duration(Duration::from_secs(r.elapsed.as_secs().max(1)))
+                format_secs(r.elapsed.max(Duration::from_secs(1)))
             )
         }
     }

@@ -12,6 +12,9 @@
 //!    reporting it busy. Without a total (a scan) idle and stable is enough: a small scan can
 //!    finish before the first poll, and there is nothing else to compare against.
 //!    A Done phase may still have `done < total` (Plex skipped items); the caller reports that.
+//!    Not **Done** while the work may not have been picked up yet: after `requested(baseline)`,
+//!    an idle count still at the baseline within `start_grace` of the request is Working (Plex
+//!    takes a moment to flag a refresh it was just asked for).
 //!    Also **Done**: the work is complete (`done >= total`) and neither `done` nor `cpu_ticks`
 //!    moved for `stall_window`, even if `busy` stays up (an unrelated activity or a leftover
 //!    process must not hold a finished phase open until its timeout).
@@ -37,6 +40,9 @@ pub struct TrackerConfig {
     pub stall_window: Duration,
     /// The phase's deadline, measured on `Observation::elapsed`.
     pub timeout: Duration,
+    /// After `Tracker::requested`, how long an idle, unchanged count may mean "not picked up
+    /// yet" rather than "done" (zero: no grace).
+    pub start_grace: Duration,
 }
 
 /// One poll of a phase.
@@ -74,6 +80,8 @@ pub struct Tracker {
     last_progress: Duration,
     last_cpu: Option<u64>,
     saw_work: bool,
+    /// The count when the work was requested (`requested`), for the start grace.
+    baseline: Option<i64>,
 }
 
 impl Tracker {
@@ -86,7 +94,23 @@ impl Tracker {
             last_progress: Duration::ZERO,
             last_cpu: None,
             saw_work: false,
+            baseline: None,
         }
+    }
+
+    /// The work was just requested, with `baseline` done at that moment: counts move from there,
+    /// and for `start_grace` an idle count still at `baseline` is not taken for done.
+    pub fn requested(&mut self, baseline: i64) {
+        let o = Observation {
+            elapsed: Duration::ZERO,
+            done: baseline,
+            total: None,
+            cpu_ticks: None,
+            busy: false,
+        };
+        self.baseline = Some(baseline);
+        self.last = Some(o);
+        self.window.push_back((o.elapsed, o.done));
     }
 
     pub fn config(&self) -> &TrackerConfig {
@@ -134,7 +158,9 @@ impl Tracker {
         // against (a small scan can finish before the first poll), so idle and stable is done.
         let complete = o.total.is_some_and(|t| o.done >= t);
         let plausible = complete || self.saw_work || o.total.is_none();
-        if self.stable >= self.cfg.stable_samples.max(1) && plausible {
+        let not_picked_up =
+            !self.saw_work && self.baseline == Some(o.done) && o.elapsed < self.cfg.start_grace;
+        if self.stable >= self.cfg.stable_samples.max(1) && plausible && !not_picked_up {
             return Verdict::Done;
         }
         let still = o.elapsed.saturating_sub(self.last_progress) >= self.cfg.stall_window;
@@ -203,6 +229,7 @@ mod tests {
         stable_samples: 3,
         stall_window: Duration::from_secs(60),
         timeout: Duration::from_secs(3600),
+        start_grace: Duration::ZERO,
     };
 
     fn obs(secs: u64, done: i64, total: Option<i64>, cpu: Option<u64>, busy: bool) -> Observation {
@@ -435,6 +462,7 @@ mod tests {
             stable_samples: 2,
             stall_window: Duration::from_secs(10),
             timeout: Duration::from_secs(30),
+            start_grace: Duration::ZERO,
         };
         let v = run(
             cfg,
@@ -569,5 +597,32 @@ mod tests {
         t.observe(obs(20, 3, Some(10), None, true));
         assert!(t.rate_per_sec().unwrap() < 0.0);
         assert_eq!(t.eta(), None);
+    }
+
+    #[test]
+    fn a_request_not_picked_up_yet_is_working_until_the_grace_ends() {
+        let cfg = TrackerConfig {
+            stable_samples: 2,
+            start_grace: Duration::from_secs(30),
+            ..CFG
+        };
+        let idle = |t: &mut Tracker, s: u64, d: i64| t.observe(obs(s, d, None, Some(0), false));
+        // Idle at the baseline: not done inside the grace, done once it has passed.
+        let mut t = Tracker::new(cfg);
+        t.requested(400);
+        assert_eq!(
+            [10, 20, 25, 30, 40].map(|s| idle(&mut t, s, 400)),
+            [Working, Working, Working, Done, Done]
+        );
+        // A count that moved off the baseline was picked up: idle and stable is done at once.
+        let mut t = Tracker::new(cfg);
+        t.requested(400);
+        assert_eq!(
+            [5, 10, 15].map(|s| idle(&mut t, s, 410)),
+            [Working, Working, Done]
+        );
+        // Without `requested`, the grace does not apply.
+        let mut t = Tracker::new(cfg);
+        assert_eq!([5, 10].map(|s| idle(&mut t, s, 400)), [Working, Done]);
     }
 }

@@ -20,7 +20,7 @@ pub struct Report {
     pub created_at: String,
     pub updated_at: String,
     pub plex_version: Option<String>,
-    pub options: crate::cli::RunArgs,
+    pub options: crate::plan::RunOptions,
     pub phases: Vec<PhaseReport>,
     pub export: Option<ExportRecord>,
     pub error: Option<String>,

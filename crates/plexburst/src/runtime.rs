@@ -5,7 +5,7 @@ use std::time::Duration;
 use anyhow::{Context, bail};
 use serde::{Deserialize, Serialize};
 
-use crate::remote::{Cmd, Remote};
+use crate::remote::{Cmd, Remote, quote};
 
 /// A bind mount for the Plex container: `-v host:container:options`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -22,8 +22,9 @@ pub struct DockerSpec {
     pub name: String,
     pub image: String,
     pub env: Vec<(String, String)>,
-    /// Passed as `-e NAME` with the value in the docker client's environment: never on argv.
-    pub secret_env: Vec<(String, String)>,
+    /// Names of secret variables, passed as `-e NAME` with the value in the docker client's
+    /// environment (from `Secrets` at start): never on argv, never in the plan.
+    pub secret_env: Vec<String>,
     pub volumes: Vec<Volume>,
     /// Published as `127.0.0.1:{port}:32400` only.
     pub port: u16,
@@ -36,7 +37,8 @@ pub struct CommandSpec {
     /// A shell line; may reference `$PLEX_CLAIM` and the other env names.
     pub command: String,
     pub env: Vec<(String, String)>,
-    pub secret_env: Vec<(String, String)>,
+    /// Names of secret variables the command gets from `Secrets` at start (never their values).
+    pub secret_env: Vec<String>,
     pub port: u16,
     pub pid_file: String,
     pub log_file: String,
@@ -44,17 +46,20 @@ pub struct CommandSpec {
 
 /// How Plex runs on the target.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "lowercase")]
 pub enum Runtime {
     Docker(DockerSpec),
     Command(CommandSpec),
 }
 
 impl Runtime {
-    /// Start Plex. Idempotent: an already running server is left alone.
-    pub fn start(&self, r: &dyn Remote) -> anyhow::Result<()> {
+    /// Start Plex. Idempotent: an already running server is left alone. `secrets` holds the
+    /// values of the spec's `secret_env` names that are set this time (a claim token, say); a
+    /// name without a value is simply not set for the server.
+    pub fn start(&self, r: &dyn Remote, secrets: &[(String, String)]) -> anyhow::Result<()> {
         match self {
-            Runtime::Docker(d) => d.start(r),
-            Runtime::Command(c) => c.start(r),
+            Runtime::Docker(d) => d.start(r, secrets),
+            Runtime::Command(c) => c.start(r, secrets),
         }
         .with_context(|| format!("starting Plex ({}) on {}", self.describe(), r.describe()))
     }
@@ -124,6 +129,15 @@ impl Runtime {
         }
     }
 
+    /// The line that starts the server, as the plan prints it and the run issues it: the whole
+    /// `docker run` script, or the command line the detached shell execs.
+    pub fn start_line(&self) -> String {
+        match self {
+            Runtime::Docker(d) => d.run_script(),
+            Runtime::Command(c) => c.command.clone(),
+        }
+    }
+
     fn describe(&self) -> String {
         match self {
             Runtime::Docker(d) => format!("docker container {}", d.name),
@@ -132,14 +146,10 @@ impl Runtime {
     }
 }
 
-fn quote(s: &str) -> String {
-    shell_escape::unix::escape(s.into()).into_owned()
-}
-
-/// A command carrying `secret_env` in its environment (`Cmd.env`: never on a command line,
-/// redacted everywhere).
-fn with_secret_env(mut cmd: Cmd, secret_env: &[(String, String)]) -> Cmd {
-    for (k, v) in secret_env {
+/// A command carrying the values of the `names` that `secrets` sets in its environment
+/// (`Cmd.env`: never on a command line, redacted everywhere).
+fn with_secret_env(mut cmd: Cmd, names: &[String], secrets: &[(String, String)]) -> Cmd {
+    for (k, v) in secrets.iter().filter(|(k, _)| names.contains(k)) {
         cmd = cmd.env(k, v).secret(v);
     }
     cmd
@@ -181,7 +191,7 @@ impl DockerSpec {
             a.push("-e".into());
             a.push(format!("{k}={v}"));
         }
-        for (k, _) in &self.secret_env {
+        for k in &self.secret_env {
             a.push("-e".into());
             a.push(k.clone());
         }
@@ -242,7 +252,13 @@ impl DockerSpec {
         }
     }
 
-    fn start(&self, r: &dyn Remote) -> anyhow::Result<()> {
+    /// The `docker run` script, quoted for `sh`.
+    pub fn run_script(&self) -> String {
+        let line: Vec<String> = self.run_args().iter().map(|a| quote(a)).collect();
+        format!("docker {}", line.join(" "))
+    }
+
+    fn start(&self, r: &dyn Remote, secrets: &[(String, String)]) -> anyhow::Result<()> {
         self.check_extra_args()?;
         match self.state(r)? {
             Some(true) => return Ok(()),
@@ -252,10 +268,10 @@ impl DockerSpec {
             }
             None => {}
         }
-        let line: Vec<String> = self.run_args().iter().map(|a| quote(a)).collect();
         let cmd = with_secret_env(
-            Cmd::new(format!("docker {}", line.join(" "))).timeout(Duration::from_secs(300)),
+            Cmd::new(self.run_script()).timeout(Duration::from_secs(300)),
             &self.secret_env,
+            secrets,
         );
         r.run(&cmd)?;
         Ok(())
@@ -333,7 +349,7 @@ impl CommandSpec {
         )
     }
 
-    fn start(&self, r: &dyn Remote) -> anyhow::Result<()> {
+    fn start(&self, r: &dyn Remote, secrets: &[(String, String)]) -> anyhow::Result<()> {
         if self.is_running(r)? {
             return Ok(());
         }
@@ -363,6 +379,7 @@ done
         let cmd = with_secret_env(
             Cmd::new(script).timeout(Duration::from_secs(60)),
             &self.secret_env,
+            secrets,
         );
         r.run(&cmd)?;
         Ok(())
@@ -439,7 +456,7 @@ mod tests {
             name: "plexburst-plex".into(),
             image: "plexinc/pms-docker:latest".into(),
             env: vec![("TZ".into(), "UTC".into())],
-            secret_env: vec![("PLEX_CLAIM".into(), "claim-xyz".into())],
+            secret_env: vec!["PLEX_CLAIM".into()],
             volumes: vec![
                 Volume {
                     host: "/srv/plex".into(),

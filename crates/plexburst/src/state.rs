@@ -12,7 +12,8 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, bail};
 use serde::{Deserialize, Serialize};
 
-use crate::cli::RunArgs;
+pub use crate::export::ExportRecord;
+use crate::plan::{PLAN_VERSION, Plan, RunOptions};
 use crate::plex::db::DbSample;
 
 pub const STATE_VERSION: u32 = 1;
@@ -97,15 +98,6 @@ pub struct SectionRef {
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct ExportRecord {
-    pub archive: String,
-    pub manifest: String,
-    pub sha256: String,
-    pub bytes: u64,
-    pub files: u64,
-}
-
-#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct State {
     pub version: u32,
     pub run_id: String,
@@ -113,7 +105,7 @@ pub struct State {
     pub created_at: String,
     pub updated_at: String,
     pub status: RunStatus,
-    pub options: RunArgs,
+    pub options: RunOptions,
     /// The target as described by the remote (e.g. `local`, `ssh root@10.0.0.5:22`).
     pub target: String,
     pub phases: Vec<PhaseRecord>,
@@ -140,7 +132,7 @@ pub fn now() -> String {
 }
 
 impl State {
-    pub fn new(config_path: &Path, options: RunArgs, target: String, phases: &[&str]) -> State {
+    pub fn new(config_path: &Path, options: RunOptions, target: String, phases: &[&str]) -> State {
         let ts = jiff::Timestamp::now();
         let run_id = format!(
             "{}-{}",
@@ -233,11 +225,39 @@ impl StateStore {
     /// Write atomically: temp file (0600) in the same dir, fsync, rename over.
     pub fn save(&self, state: &mut State) -> anyhow::Result<()> {
         state.updated_at = now();
-        let path = Self::state_path(&self.dir);
-        let tmp = self
-            .dir
-            .join(format!(".state.json.{}.tmp", std::process::id()));
-        let json = serde_json::to_vec_pretty(state)?;
+        self.write_json("state.json", &serde_json::to_vec_pretty(state)?)
+    }
+
+    /// `plan.json`: the plan this run executes (what `resume` and `destroy` read back).
+    pub fn save_plan(&self, plan: &Plan) -> anyhow::Result<()> {
+        self.write_json("plan.json", &serde_json::to_vec_pretty(plan)?)
+    }
+
+    /// The stored plan of the run in `dir`, if any; one of another version is an error.
+    pub fn read_plan(dir: &Path) -> anyhow::Result<Option<Plan>> {
+        let path = dir.join("plan.json");
+        let bytes = match std::fs::read(&path) {
+            Ok(b) => b,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(e).with_context(|| format!("cannot read {}", path.display())),
+        };
+        let v: serde_json::Value = serde_json::from_slice(&bytes)
+            .with_context(|| format!("{} is not valid JSON", path.display()))?;
+        let version = v.get("version").and_then(|v| v.as_u64()).unwrap_or(0);
+        if version != u64::from(PLAN_VERSION) {
+            bail!(
+                "{} has plan version {version}, this plexburst reads version {PLAN_VERSION}; use the plexburst that wrote it, or `plexburst destroy` and start again",
+                path.display()
+            );
+        }
+        Ok(Some(serde_json::from_value(v).with_context(|| {
+            format!("{} is damaged", path.display())
+        })?))
+    }
+
+    fn write_json(&self, name: &str, json: &[u8]) -> anyhow::Result<()> {
+        let path = self.dir.join(name);
+        let tmp = self.dir.join(format!(".{name}.{}.tmp", std::process::id()));
         {
             let mut f = OpenOptions::new()
                 .create(true)
@@ -246,7 +266,7 @@ impl StateStore {
                 .mode(0o600)
                 .open(&tmp)
                 .with_context(|| format!("cannot write {}", tmp.display()))?;
-            f.write_all(&json)?;
+            f.write_all(json)?;
             f.write_all(b"\n")?;
             f.sync_all()?;
         }
@@ -298,7 +318,7 @@ mod tests {
         let store = StateStore::lock(d.path()).unwrap();
         let mut s = State::new(
             Path::new("x.toml"),
-            RunArgs::default(),
+            RunOptions::default(),
             "local".into(),
             &["prepare", "scan"],
         );

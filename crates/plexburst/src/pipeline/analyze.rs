@@ -3,9 +3,10 @@
 
 use anyhow::Context;
 
-use super::{Ctx, Outcome, ensure_plex};
+use super::Outcome;
 use crate::monitor::{self, Job};
 use crate::plex::db::Sampler;
+use crate::session::Ctx;
 
 pub fn run(ctx: &mut Ctx) -> anyhow::Result<Outcome> {
     if ctx.state.options.skip_analysis {
@@ -21,24 +22,23 @@ pub fn run(ctx: &mut Ctx) -> anyhow::Result<Outcome> {
     if todo.is_empty() {
         return Ok(Outcome::Skipped("no music or photo section".into()));
     }
-    ensure_plex(ctx)?;
+    ctx.ensure_plex()?;
     let mut summary = Vec::new();
     let mut warnings = Vec::new();
     for s in todo {
-        let timeout = ctx
-            .config
-            .sections
-            .iter()
-            .find(|c| c.name == s.name)
-            .map(|c| c.timeout)
-            .unwrap_or(ctx.config.timeouts.analysis);
+        let Some(plan) = ctx.plan.section(&s.name).cloned() else {
+            anyhow::bail!("internal: section {:?} is not in the plan", s.name);
+        };
+        if plan.analysis.is_empty() {
+            continue;
+        }
         let job = Job::Analysis {
             section_id: s.id,
             section_type: s.section_type,
             name: s.name.clone(),
         };
         // Incremental DB sampling: this full count is the base the watch goes on from.
-        let mut sampler = Sampler::new(ctx.config.plex.db_path());
+        let mut sampler = Sampler::new(ctx.plan.plex.db_path.clone());
         let before = sampler
             .sample(ctx.remote.as_ref())
             .context("cannot read Plex's DB before the analysis")?;
@@ -49,12 +49,9 @@ pub fn run(ctx: &mut Ctx) -> anyhow::Result<Outcome> {
         // On a mount, files never read since the scan hit ENOENT/timeouts in analysis until the
         // VFS cache knew them (rclone-and-plex-ops.md): read each file's head first.
         if ctx.storage.as_rclone().is_some() {
-            let files = crate::plex::db::section_files(
-                ctx.remote.as_ref(),
-                &ctx.config.plex.db_path(),
-                s.id,
-            )
-            .context("cannot list the section's files")?;
+            let files =
+                crate::plex::db::section_files(ctx.remote.as_ref(), &ctx.plan.plex.db_path, s.id)
+                    .context("cannot list the section's files")?;
             let warm = ctx
                 .storage
                 .warm_files(ctx.remote.as_ref(), &files)
@@ -78,7 +75,15 @@ pub fn run(ctx: &mut Ctx) -> anyhow::Result<Outcome> {
         tracing::info!("{}: starting", job.label());
         job.trigger(ctx)
             .with_context(|| format!("cannot start the {}", job.label()))?;
-        let report = monitor::watch(ctx, "analyze", &job, &[s.id], timeout, None, &mut sampler)?;
+        let report = monitor::watch(
+            ctx,
+            "analyze",
+            &job,
+            &[s.id],
+            plan.timeout,
+            None,
+            &mut sampler,
+        )?;
         // Whatever happened, the analysis must not keep running in the background afterwards.
         let prefs = ctx.client()?.prefs()?;
         super::configure::background_off(ctx, &prefs)

@@ -1,12 +1,11 @@
 //! Phase configure: save the user's prefs, turn every background task off in one PUT, and create
 //! the config's sections that Plex does not have yet (matched by name).
 
-use std::time::{Duration, Instant};
-
 use anyhow::{Context, bail};
 
-use super::{Ctx, Outcome, ensure_plex};
+use super::Outcome;
 use crate::plex::api::{ApiError, NewSection, Pref};
+use crate::session::Ctx;
 use crate::state::{SavedPref, SectionRef};
 
 pub fn to_saved(p: &Pref) -> SavedPref {
@@ -33,23 +32,6 @@ fn secret_like(id: &str) -> bool {
     l.contains("token") || l.contains("password") || l.contains("secret")
 }
 
-/// Retry a call while Plex answers "still starting up" (section calls do, right after start).
-pub fn retry_starting<T>(
-    ctx: &Ctx,
-    mut f: impl FnMut() -> Result<T, ApiError>,
-) -> anyhow::Result<T> {
-    let deadline = Instant::now() + ctx.config.plex.startup_timeout;
-    loop {
-        match f() {
-            Err(e @ ApiError::Starting { .. }) if Instant::now() < deadline => {
-                tracing::debug!("{e}; retrying");
-                ctx.pause(Duration::from_millis(250))?;
-            }
-            other => return Ok(other?),
-        }
-    }
-}
-
 /// Turn off every background task `current` (the server's prefs) still has on; returns how many
 /// prefs changed. The scan and each analysis run only when plexburst asks for them.
 pub fn background_off(ctx: &Ctx, current: &[crate::plex::api::Pref]) -> anyhow::Result<usize> {
@@ -61,7 +43,7 @@ pub fn background_off(ctx: &Ctx, current: &[crate::plex::api::Pref]) -> anyhow::
 }
 
 pub fn run(ctx: &mut Ctx) -> anyhow::Result<Outcome> {
-    ensure_plex(ctx)?;
+    ctx.ensure_plex()?;
     let current = ctx.client()?.prefs().context("cannot read Plex's prefs")?;
     // Saved once: on a resume the server already has plexburst's values, which must not be saved.
     if ctx.state.saved_prefs.is_none() {
@@ -78,11 +60,10 @@ pub fn run(ctx: &mut Ctx) -> anyhow::Result<Outcome> {
         background_off(ctx, &current).context("cannot turn Plex's background tasks off")?;
     tracing::info!("background tasks off ({changed} prefs changed)");
 
-    let existing = retry_starting(ctx, || {
-        ctx.client().map_err(|_| unreachable_err())?.sections()
-    })?;
+    let existing =
+        ctx.retry_starting(|| ctx.client().map_err(|_| unreachable_err())?.sections())?;
     let mut created = 0;
-    for s in ctx.sections() {
+    for s in &ctx.plan.sections {
         match existing.iter().find(|e| e.title == s.name) {
             Some(e) if e.kind != s.kind.api_kind() => bail!(
                 "Plex already has a section {:?} of type {:?}, but the config says {}; rename one of them",
@@ -100,7 +81,7 @@ pub fn run(ctx: &mut Ctx) -> anyhow::Result<Outcome> {
                     language: s.language.clone(),
                     locations: s.paths.clone(),
                 };
-                retry_starting(ctx, || {
+                ctx.retry_starting(|| {
                     ctx.client()
                         .map_err(|_| unreachable_err())?
                         .create_section(&new)
@@ -111,11 +92,9 @@ pub fn run(ctx: &mut Ctx) -> anyhow::Result<Outcome> {
             }
         }
     }
-    let after = retry_starting(ctx, || {
-        ctx.client().map_err(|_| unreachable_err())?.sections()
-    })?;
+    let after = ctx.retry_starting(|| ctx.client().map_err(|_| unreachable_err())?.sections())?;
     let mut refs = Vec::new();
-    for s in ctx.sections() {
+    for s in &ctx.plan.sections {
         let Some(e) = after.iter().find(|e| e.title == s.name) else {
             bail!("Plex does not list section {:?} after creating it", s.name);
         };

@@ -3,8 +3,10 @@
 
 use anyhow::{Context, bail};
 
-use super::{Ctx, Outcome};
+use super::Outcome;
+use crate::plan::ExportMode;
 use crate::plex::db::DbSample;
+use crate::session::Ctx;
 
 /// Sections whose trash (items with `deleted_at`) grew between `before` and `now`:
 /// (name, before, now). A section missing from `before` (created by this run) started at 0.
@@ -38,7 +40,7 @@ fn trash_gate(ctx: &Ctx, now: &DbSample) -> anyhow::Result<Option<String>> {
         .map(|(name, was, is)| format!("{name}: {} items ({was} -> {is})", is - was))
         .collect::<Vec<_>>()
         .join(", ");
-    if ctx.config.export.allow_deleted || ctx.state.options.allow_deleted {
+    if ctx.plan.export.allow_deleted {
         tracing::warn!("Plex's trash grew during the run ({list}); exporting anyway, as allowed");
         return Ok(Some(format!("trash grew during the run, allowed: {list}")));
     }
@@ -49,7 +51,7 @@ fn trash_gate(ctx: &Ctx, now: &DbSample) -> anyhow::Result<Option<String>> {
 
 pub fn run(ctx: &mut Ctx) -> anyhow::Result<Outcome> {
     // Counts for the manifest, read before the stop (the DB stays readable after it, too).
-    let counts = crate::plex::db::sample(ctx.remote.as_ref(), &ctx.config.plex.db_path())
+    let counts = crate::plex::db::sample(ctx.remote.as_ref(), &ctx.plan.plex.db_path)
         .context("cannot read Plex's DB for the manifest")?;
     // Before anything is stopped or archived: a refused export leaves the run resumable as is.
     let allowed = trash_gate(ctx, &counts)?;
@@ -57,20 +59,24 @@ pub fn run(ctx: &mut Ctx) -> anyhow::Result<Outcome> {
         .context("stopping Plex before the export")?;
     ctx.save()?;
     let job = crate::export::ExportJob {
-        data_dir: ctx.config.plex.data_dir.clone(),
-        destination: ctx.config.export.destination.clone(),
+        data_dir: ctx.plan.export.data_dir.clone(),
+        destination: ctx.plan.export.destination.clone(),
         run_id: ctx.state.run_id.clone(),
         plex_version: ctx.state.plex_version.clone(),
         counts,
     };
-    let upload = ctx
-        .storage
-        .as_rclone()
-        .and_then(|rc| rc.config().export_path.clone().map(|p| (rc, p)));
+    let upload = match &ctx.plan.export.mode {
+        ExportMode::Local => None,
+        ExportMode::Staged { .. } | ExportMode::Streamed { .. } => ctx
+            .storage
+            .as_rclone()
+            .and_then(|rc| rc.spec().export_path.clone().map(|p| (rc, p))),
+    };
+    let streamed = matches!(ctx.plan.export.mode, ExportMode::Streamed { .. });
     let (rec, mut detail) = match upload {
         // rclone storage with `export_path`, by default: streamed to the bucket, nothing staged
         // on the target's disk, then read back and verified there.
-        Some((rc, prefix)) if !ctx.config.export.staged => {
+        Some((rc, prefix)) if streamed => {
             let rec = crate::export::export_streamed(ctx.remote.as_ref(), &job, rc, &prefix)?;
             let detail = format!(
                 "streamed to {} ({} bytes, {} entries, sha256 {}, read back and verified)",

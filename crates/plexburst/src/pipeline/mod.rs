@@ -14,101 +14,14 @@ mod start_plex;
 mod teardown;
 
 use std::path::Path;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::Duration;
 
 use anyhow::{Context, bail};
 
-use crate::app::{BadInput, Interrupted};
-use crate::cli::RunArgs;
-use crate::config::{Config, RuntimeConfig, SectionConfig, TargetKind};
-use crate::plex::api::Client;
-use crate::remote::{Forward, Remote};
-use crate::runtime::{CommandSpec, DockerSpec, Runtime, Volume};
+use crate::error::{BadInput, Interrupted};
+use crate::plan::{PHASES, Plan};
+use crate::session::{Ctx, connect, install_signal_flag, stop_plex};
 use crate::state::{PhaseStatus, RunStatus, State, StateStore};
 use crate::storage::Storage;
-
-pub use configure::retry_starting;
-pub use start_plex::ensure_plex;
-
-/// The phases, in order.
-pub const PHASES: [&str; 8] = [
-    "prepare",
-    "start-plex",
-    "configure",
-    "scan",
-    "analyze",
-    "restore",
-    "export",
-    "teardown",
-];
-
-/// A live connection to Plex: the API client and the port forward it goes through.
-pub struct PlexConn {
-    pub client: Client,
-    pub _forward: Box<dyn Forward>,
-}
-
-/// Everything a phase works with.
-pub struct Ctx<'a> {
-    pub config: &'a Config,
-    pub remote: Box<dyn Remote>,
-    pub storage: Storage,
-    pub store: StateStore,
-    pub state: State,
-    pub plex: Option<PlexConn>,
-    /// The claim token, in memory only.
-    pub claim: Option<String>,
-    pub interrupt: Arc<AtomicBool>,
-}
-
-impl Ctx<'_> {
-    pub fn interrupted(&self) -> bool {
-        self.interrupt.load(Ordering::SeqCst)
-    }
-
-    /// Stop here if Ctrl-C or SIGTERM arrived.
-    pub fn check_interrupt(&self) -> anyhow::Result<()> {
-        if self.interrupted() {
-            return Err(Interrupted("interrupted by a signal".into()).into());
-        }
-        Ok(())
-    }
-
-    pub fn save(&mut self) -> anyhow::Result<()> {
-        self.store.save(&mut self.state)
-    }
-
-    pub fn client(&self) -> anyhow::Result<&Client> {
-        match &self.plex {
-            Some(p) => Ok(&p.client),
-            None => bail!("internal: Plex is not connected"),
-        }
-    }
-
-    pub fn runtime(&self) -> Runtime {
-        runtime_for(self.config, self.claim.as_deref())
-    }
-
-    /// The config sections this run works on.
-    pub fn sections(&self) -> Vec<&SectionConfig> {
-        crate::plan::selected(self.config, &self.state.options.only_section)
-    }
-
-    /// Sleep up to `d`, waking early (and returning an error) on Ctrl-C/SIGTERM.
-    pub fn pause(&self, d: Duration) -> anyhow::Result<()> {
-        let end = std::time::Instant::now() + d;
-        loop {
-            self.check_interrupt()?;
-            let now = std::time::Instant::now();
-            if now >= end {
-                return Ok(());
-            }
-            std::thread::sleep((end - now).min(Duration::from_millis(50)));
-        }
-    }
-}
 
 /// The result of one phase.
 pub enum Outcome {
@@ -116,122 +29,25 @@ pub enum Outcome {
     Skipped(String),
 }
 
-/// The ssh target of the config (`~/` in the identity expanded), or `None` for a local target.
-pub fn ssh_target(config: &Config) -> Option<crate::remote::ssh::SshTarget> {
-    match &config.target.kind {
-        TargetKind::Local => None,
-        TargetKind::Ssh {
-            host,
-            port,
-            user,
-            identity,
-            ssh_options,
-        } => Some(crate::remote::ssh::SshTarget {
-            host: host.clone(),
-            port: *port,
-            user: user.clone(),
-            identity: identity.as_ref().map(|i| match i.strip_prefix("~/") {
-                Some(rest) => Path::new(&std::env::var("HOME").unwrap_or_default()).join(rest),
-                None => i.into(),
-            }),
-            extra_options: ssh_options.clone(),
-        }),
-    }
+/// The run's command journal: `<state dir>/runs/<run id>/commands.jsonl`.
+pub fn journal_path(state_dir: &Path, run_id: &str) -> std::path::PathBuf {
+    state_dir.join("runs").join(run_id).join("commands.jsonl")
 }
 
-/// Open the remote for the configured target.
-pub fn connect(config: &Config, state_dir: &Path) -> anyhow::Result<Box<dyn Remote>> {
-    let Some(t) = ssh_target(config) else {
-        return Ok(Box::new(crate::remote::local::Local::new()));
-    };
-    let ssh = crate::remote::ssh::Ssh::connect(&t, &state_dir.join("ssh"))
-        .with_context(|| format!("cannot connect to {}@{}:{}", t.user, t.host, t.port))?;
-    Ok(Box::new(ssh))
-}
-
-/// How Plex runs on the target. `claim` is only needed to start an unclaimed server.
-pub fn runtime_for(config: &Config, claim: Option<&str>) -> Runtime {
-    let plex = &config.plex;
-    let secret_env: Vec<(String, String)> = claim
-        .map(|c| vec![("PLEX_CLAIM".to_string(), c.to_string())])
-        .unwrap_or_default();
-    match &plex.runtime {
-        RuntimeConfig::Docker {
-            image,
-            container_name,
-            docker_args,
-        } => {
-            let mut env: Vec<(String, String)> = vec![
-                ("PLEX_UID".into(), "1000".into()),
-                ("PLEX_GID".into(), "1000".into()),
-                ("TZ".into(), "UTC".into()),
-            ];
-            for (k, v) in &plex.env {
-                env.retain(|(ek, _)| ek != k);
-                env.push((k.clone(), v.clone()));
-            }
-            let mut volumes = vec![Volume {
-                host: plex.data_dir.clone(),
-                container: "/config".into(),
-                options: "rw".into(),
-            }];
-            // The storage decides how the media is bound (same path inside, rslave for mounts).
-            let storage = config
-                .storage
-                .build(&config.target.profile, &config.target.work_dir);
-            volumes.extend(storage.container_volumes());
-            Runtime::Docker(DockerSpec {
-                name: container_name.clone(),
-                image: image.clone(),
-                env,
-                secret_env,
-                volumes,
-                port: plex.port,
-                extra_args: docker_args.clone(),
-            })
-        }
-        RuntimeConfig::Command { command } => Runtime::Command(CommandSpec {
-            command: crate::plan::command_line(command, &plex.data_dir, plex.port),
-            env: plex
-                .env
-                .iter()
-                .map(|(k, v)| (k.clone(), v.clone()))
-                .collect(),
-            secret_env,
-            port: plex.port,
-            pid_file: format!("{}/plex.pid", config.target.work_dir),
-            log_file: format!("{}/plex.log", config.target.work_dir),
-        }),
-    }
-}
-
-fn install_signal_flag() -> anyhow::Result<Arc<AtomicBool>> {
-    let flag = Arc::new(AtomicBool::new(false));
-    for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
-        // The first signal asks for a clean stop at the next poll; a second one exits at once.
-        signal_hook::flag::register_conditional_shutdown(sig, 130, Arc::clone(&flag))
-            .context("cannot install the signal handler")?;
-        signal_hook::flag::register(sig, Arc::clone(&flag))
-            .context("cannot install the signal handler")?;
-    }
-    Ok(flag)
-}
-
-fn new_ctx<'a>(
-    config: &'a Config,
-    state_dir: &Path,
-    store: StateStore,
-    state: State,
-) -> anyhow::Result<Ctx<'a>> {
+fn new_ctx(plan: Plan, state_dir: &Path, store: StateStore, state: State) -> anyhow::Result<Ctx> {
     let interrupt = install_signal_flag()?;
-    let remote = connect(config, state_dir)?;
-    let storage = config
-        .storage
-        .build(&config.target.profile, &config.target.work_dir);
+    let remote = connect(&plan, state_dir)?;
+    let remote = Box::new(crate::remote::journal::Journaled::open(
+        remote,
+        &journal_path(state_dir, &state.run_id),
+    )?);
+    let storage = Storage::from_plan(&plan.storage);
+    let runtime = plan.plex.runtime.clone();
     Ok(Ctx {
-        config,
+        plan,
         remote,
         storage,
+        runtime,
         store,
         state,
         plex: None,
@@ -240,13 +56,8 @@ fn new_ctx<'a>(
     })
 }
 
-/// `plexburst run`.
-pub fn run(
-    config: &Config,
-    config_path: &Path,
-    state_dir: &Path,
-    args: RunArgs,
-) -> anyhow::Result<()> {
+/// `plexburst run`: store the plan, then execute it phase by phase.
+pub fn run(plan: Plan, config_path: &Path, state_dir: &Path) -> anyhow::Result<()> {
     let store = StateStore::lock(state_dir)?;
     if let Some(old) = store.load()?
         && matches!(
@@ -266,11 +77,13 @@ pub fn run(
         std::fs::canonicalize(config_path).unwrap_or_else(|_| config_path.to_path_buf());
     let state = State::new(
         &config_abs,
-        args,
-        crate::plan::describe_target(config),
+        plan.options.clone(),
+        plan.target.describe.clone(),
         &PHASES,
     );
-    let mut ctx = new_ctx(config, state_dir, store, state)?;
+    // The plan is on disk before the first phase: `resume` and `destroy` execute exactly it.
+    store.save_plan(&plan)?;
+    let mut ctx = new_ctx(plan, state_dir, store, state)?;
     ctx.state.target = ctx.remote.describe();
     ctx.save()?;
     tracing::info!(
@@ -282,8 +95,20 @@ pub fn run(
     execute(&mut ctx)
 }
 
-/// `plexburst resume`.
-pub fn resume(config: &Config, state_dir: &Path, allow_deleted: bool) -> anyhow::Result<()> {
+/// The plan a run in `state_dir` stored, if any.
+pub fn stored_plan(state_dir: &Path) -> anyhow::Result<Option<Plan>> {
+    StateStore::read_plan(state_dir)
+}
+
+/// `plexburst resume`: execute the stored plan from where it stopped. `fresh` is the plan the
+/// config on disk yields now (with the stored run's options); when it differs, the resume stops
+/// and names every difference, unless `replan` says to take the fresh one.
+pub fn resume(
+    state_dir: &Path,
+    fresh: Plan,
+    allow_deleted: bool,
+    replan: bool,
+) -> anyhow::Result<()> {
     let store = StateStore::lock(state_dir)?;
     let Some(state) = store.load()? else {
         return Err(BadInput(format!(
@@ -299,77 +124,61 @@ pub fn resume(config: &Config, state_dir: &Path, allow_deleted: bool) -> anyhow:
         ))
         .into());
     }
-    let mut ctx = new_ctx(config, state_dir, store, state)?;
-    ctx.state.status = RunStatus::Running;
-    ctx.state.error = None;
+    let Some(mut stored) = StateStore::read_plan(state_dir)? else {
+        return Err(BadInput(format!(
+            "run {} has no stored plan in {} (an older plexburst started it); stop what it left with `plexburst destroy`, then start a new run",
+            state.run_id,
+            state_dir.display()
+        ))
+        .into());
+    };
     // `resume --allow-deleted` is how a run the trash gate stopped is let through.
     if allow_deleted {
-        ctx.state.options.allow_deleted = true;
+        stored.options.allow_deleted = true;
+        stored.export.allow_deleted = true;
     }
+    let plan = match stored.differences(&fresh) {
+        d if d.is_empty() => stored,
+        _ if replan => {
+            tracing::warn!(
+                "the config changed since the run started; resuming with the new plan (--replan)"
+            );
+            fresh
+        }
+        d => {
+            return Err(BadInput(format!(
+                "the config now plans a different run than the one stored for run {}:\n  {}\nput the config back, or resume with the new plan: `plexburst resume --replan`",
+                state.run_id,
+                d.join("\n  ")
+            ))
+            .into());
+        }
+    };
+    store.save_plan(&plan)?;
+    let mut ctx = new_ctx(plan, state_dir, store, state)?;
+    ctx.state.status = RunStatus::Running;
+    ctx.state.error = None;
+    ctx.state.options = ctx.plan.options.clone();
     ctx.save()?;
     tracing::info!("resuming run {}", ctx.state.run_id);
     execute(&mut ctx)
 }
 
-/// Stop Plex when it runs, then check that it stopped: nothing goes on (an export, a run's end)
-/// while it still writes. `fix` is what the error tells the user to do.
-fn stop_plex(remote: &dyn Remote, rt: &Runtime, grace: Duration, fix: &str) -> anyhow::Result<()> {
-    if rt.is_running(remote)? {
-        tracing::info!("stopping Plex on {}", remote.describe());
-        rt.stop(remote, grace).context("cannot stop Plex")?;
-    }
-    if rt.is_running(remote)? {
-        bail!(
-            "Plex is still running on {} after the stop; {fix}",
-            remote.describe()
-        );
-    }
-    Ok(())
-}
-
-impl Ctx<'_> {
-    /// Stop the run's Plex (see `stop_plex`) and record that it no longer runs.
-    pub fn stop_plex(&mut self, fix: &str) -> anyhow::Result<()> {
-        self.plex = None;
-        stop_plex(
-            self.remote.as_ref(),
-            &self.runtime(),
-            self.config.plex.stop_grace,
-            fix,
-        )?;
-        self.state.plex_started = false;
-        Ok(())
-    }
-
-    /// Unmount the storage if this run mounted it.
-    pub fn release_storage(&mut self) -> anyhow::Result<()> {
-        if self.state.storage_mounted {
-            self.storage
-                .unmount(self.remote.as_ref())
-                .context("cannot unmount the storage")?;
-            self.state.storage_mounted = false;
-        }
-        Ok(())
-    }
-}
-
-/// `plexburst destroy`: stop whatever a run left (Plex, the mount) and close its state.
-pub fn destroy(config: &Config, state_dir: &Path) -> anyhow::Result<()> {
+/// `plexburst destroy`: stop whatever a run left (Plex, the mount) and close its state. The
+/// stored plan says what the run started; `fallback` (the config's) serves when none is stored.
+pub fn destroy(state_dir: &Path, fallback: Plan) -> anyhow::Result<()> {
     let store = StateStore::lock(state_dir)?;
     let state = store.load()?;
-    let remote = connect(config, state_dir)?;
-    let rt = runtime_for(config, None);
+    let plan = StateStore::read_plan(state_dir)?.unwrap_or(fallback);
+    let remote = connect(&plan, state_dir)?;
     stop_plex(
         remote.as_ref(),
-        &rt,
-        config.plex.stop_grace,
+        &plan.plex.runtime,
+        plan.plex.stop_grace,
         "look at it with `plexburst ssh`",
     )?;
     if state.as_ref().is_some_and(|s| s.storage_mounted) {
-        let storage = config
-            .storage
-            .build(&config.target.profile, &config.target.work_dir);
-        storage.unmount(remote.as_ref())?;
+        Storage::from_plan(&plan.storage).unmount(remote.as_ref())?;
     }
     if let Some(mut st) = state {
         st.plex_started = false;

@@ -3,9 +3,8 @@
 
 use anyhow::{Context, bail};
 
-use super::{Ctx, Outcome};
-use crate::plan::quote;
-use crate::remote::Cmd;
+use super::Outcome;
+use crate::session::Ctx;
 
 /// The Debian package that provides a tool, for the error message.
 fn package_of(tool: &str) -> &str {
@@ -19,7 +18,8 @@ fn package_of(tool: &str) -> &str {
 }
 
 pub fn run(ctx: &mut Ctx) -> anyhow::Result<Outcome> {
-    let tools = crate::plan::required_tools(ctx.config);
+    let tools = ctx.plan.tools.clone();
+    let tools: Vec<&str> = tools.iter().map(String::as_str).collect();
     let missing = crate::host::missing_tools(ctx.remote.as_ref(), &tools)
         .with_context(|| format!("cannot check the tools on {}", ctx.remote.describe()))?;
     if !missing.is_empty() {
@@ -31,20 +31,11 @@ pub fn run(ctx: &mut Ctx) -> anyhow::Result<Outcome> {
             pkgs.join(" ")
         );
     }
-    let c = ctx.config;
-    let dirs = [
-        c.target.work_dir.as_str(),
-        c.plex.data_dir.as_str(),
-        c.export.destination.as_str(),
-    ];
-    let script = format!(
-        "mkdir -p {} && chmod 700 {}",
-        dirs.iter().map(|d| quote(d)).collect::<Vec<_>>().join(" "),
-        quote(&c.target.work_dir)
-    );
-    ctx.remote
-        .run(&Cmd::new(script))
-        .context("cannot create plexburst's directories on the target")?;
+    ctx.make_dirs(&[
+        &ctx.plan.target.work_dir,
+        &ctx.plan.plex.data_dir,
+        &ctx.plan.export.destination,
+    ])?;
     ctx.storage
         .prepare(ctx.remote.as_ref())
         .context("preparing the storage failed")?;

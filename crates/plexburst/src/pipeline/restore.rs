@@ -2,14 +2,15 @@
 
 use anyhow::{Context, bail};
 
+use super::Outcome;
 use super::configure::to_pref;
-use super::{Ctx, Outcome, ensure_plex};
+use crate::session::Ctx;
 
 pub fn run(ctx: &mut Ctx) -> anyhow::Result<Outcome> {
     let Some(saved) = ctx.state.saved_prefs.clone() else {
         return Ok(Outcome::Skipped("no prefs were saved".into()));
     };
-    ensure_plex(ctx)?;
+    ctx.ensure_plex()?;
     let saved: Vec<_> = saved.iter().map(to_pref).collect();
     let current = ctx.client()?.prefs().context("cannot read Plex's prefs")?;
     let values = crate::plex::prefs::restore(&saved, &current);

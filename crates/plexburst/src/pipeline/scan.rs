@@ -3,13 +3,14 @@
 
 use anyhow::{Context, bail};
 
-use super::{Ctx, Outcome, ensure_plex};
+use super::Outcome;
 use crate::monitor::{self, Job};
 use crate::plex::db::Sampler;
+use crate::session::Ctx;
 use crate::storage::Health;
 
 pub fn run(ctx: &mut Ctx) -> anyhow::Result<Outcome> {
-    ensure_plex(ctx)?;
+    ctx.ensure_plex()?;
     // Scanning a mount that lists but cannot read would mark the library deleted: refuse.
     match ctx
         .storage
@@ -22,7 +23,7 @@ pub fn run(ctx: &mut Ctx) -> anyhow::Result<Outcome> {
         ),
     }
     // Incremental DB sampling: this full count is the base the watch goes on from.
-    let mut sampler = Sampler::new(ctx.config.plex.db_path());
+    let mut sampler = Sampler::new(ctx.plan.plex.db_path.clone());
     let before = sampler
         .sample(ctx.remote.as_ref())
         .context("cannot read Plex's DB before the scan")?;
@@ -38,7 +39,7 @@ pub fn run(ctx: &mut Ctx) -> anyhow::Result<Outcome> {
         rec.counts_before = Some(before);
     }
     ctx.save()?;
-    let force = ctx.config.plex.scan_force || ctx.state.options.deep_scan;
+    let force = ctx.plan.plex.scan_force;
     let job = Job::Scan { force };
     job.trigger(ctx).context("cannot start the scan")?;
     tracing::info!("scan requested (force={})", u8::from(force));
@@ -47,7 +48,7 @@ pub fn run(ctx: &mut Ctx) -> anyhow::Result<Outcome> {
         "scan",
         &job,
         &watched,
-        ctx.config.timeouts.scan,
+        ctx.plan.monitor.scan_timeout,
         Some(initial),
         &mut sampler,
     )?;

@@ -1,11 +1,12 @@
 //! Phase teardown: stop everything the run started (Plex, the mount), or with `--keep` leave Plex
 //! running and say how to stop it later.
 
-use super::{Ctx, Outcome, ensure_plex};
+use super::Outcome;
+use crate::session::Ctx;
 
 pub fn run(ctx: &mut Ctx) -> anyhow::Result<Outcome> {
-    if ctx.state.options.keep {
-        ensure_plex(ctx)?;
+    if ctx.plan.options.keep {
+        ctx.ensure_plex()?;
         let base = ctx.client()?.base().to_string();
         eprintln!("Plex left running at {base} (--keep); stop it with `plexburst destroy`");
         return Ok(Outcome::Done(Some(format!(

@@ -62,7 +62,13 @@ impl Remote for Local {
 
     fn get_file(&self, path: &str) -> Result<Vec<u8>, RemoteError> {
         tracing::debug!(target: "plexburst::remote", remote = "local", path, "get_file");
-        std::fs::read(path).map_err(|e| RemoteError::Io(format!("reading {path} on local: {e}")))
+        std::fs::read(path).map_err(|e| match e.kind() {
+            std::io::ErrorKind::NotFound => RemoteError::NotFound {
+                target: "local".into(),
+                path: path.to_string(),
+            },
+            _ => RemoteError::Io(format!("reading {path} on local: {e}")),
+        })
     }
 
     fn forward(&self, remote_port: u16) -> Result<Box<dyn Forward>, RemoteError> {
@@ -357,6 +363,10 @@ mod tests {
         local.put_file(path, b"old", 0o644).unwrap();
         local.put_file(path, b"token=1", 0o600).unwrap();
         assert_eq!(local.get_file(path).unwrap(), b"token=1");
+        assert!(matches!(
+            local.get_file(&format!("{path}.missing")),
+            Err(RemoteError::NotFound { .. })
+        ));
         let mode = std::fs::metadata(path).unwrap().permissions().mode() & 0o777;
         assert_eq!(mode, 0o600);
         // No temp file is left beside it.

@@ -4,6 +4,7 @@
 //! identically. Secrets are never put on a command line: pass them through `stdin` or `env`, and
 //! list them in `secrets` so the log line and any error text redact them.
 
+pub mod journal;
 pub mod local;
 pub mod ssh;
 
@@ -117,6 +118,9 @@ pub enum RemoteError {
         cmd: String,
         secs: u64,
     },
+    /// `get_file` of a path that does not exist on the target (both remotes say it this way).
+    #[error("{path} does not exist on {target}")]
+    NotFound { target: String, path: String },
     #[error("{0}")]
     Io(String),
 }
@@ -135,7 +139,7 @@ pub trait Remote: Send + Sync {
     fn exec(&self, cmd: &Cmd) -> Result<Output, RemoteError>;
     /// Write a file on the target atomically with the given mode (e.g. 0o600 for credentials).
     fn put_file(&self, path: &str, contents: &[u8], mode: u32) -> Result<(), RemoteError>;
-    /// Read a whole file from the target.
+    /// Read a whole file from the target; a missing file is `RemoteError::NotFound`.
     fn get_file(&self, path: &str) -> Result<Vec<u8>, RemoteError>;
     /// Make `127.0.0.1:remote_port` on the target reachable from this machine.
     fn forward(&self, remote_port: u16) -> Result<Box<dyn Forward>, RemoteError>;
@@ -165,4 +169,9 @@ pub fn redact(text: &str, secrets: &[String]) -> String {
         out = out.replace(s.as_str(), "***");
     }
     out
+}
+
+/// Quote one word for `sh`: the one shell-quoting helper every script builder uses.
+pub fn quote(s: &str) -> String {
+    shell_escape::unix::escape(s.into()).into_owned()
 }

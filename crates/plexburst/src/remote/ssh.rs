@@ -32,7 +32,7 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 use super::local::{Program, RunError, run_program};
-use super::{Cmd, Forward, Output, Remote, RemoteError, redact};
+use super::{Cmd, Forward, Output, Remote, RemoteError, quote, redact};
 
 /// An existing host reached with the system ssh client.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -369,10 +369,6 @@ fn strip_marker(stderr: &mut Vec<u8>) -> bool {
     }
 }
 
-fn quote(s: &str) -> String {
-    shell_escape::unix::escape(s.into()).into_owned()
-}
-
 fn control(ctl: &Path, describe: &str, op: &str, extra: &[&str]) -> Result<Output, RemoteError> {
     let mut args: Vec<String> = vec![
         "-S".into(),
@@ -474,9 +470,23 @@ impl Remote for Ssh {
     }
 
     fn get_file(&self, path: &str) -> Result<Vec<u8>, RemoteError> {
-        let out = self
-            .run(&Cmd::new(format!("cat -- {}", quote(path))).timeout(Duration::from_secs(300)))?;
-        Ok(out.stdout)
+        // Exit 3 says "no such file" apart from any other failure of cat (a permission, an I/O
+        // error), so both remotes report a missing file the same way.
+        let script = format!("f={}; [ -e \"$f\" ] || exit 3; cat -- \"$f\"", quote(path));
+        let out = self.exec(&Cmd::new(script).timeout(Duration::from_secs(300)))?;
+        match out.status {
+            0 => Ok(out.stdout),
+            3 => Err(RemoteError::NotFound {
+                target: self.describe(),
+                path: path.to_string(),
+            }),
+            status => Err(RemoteError::Failed {
+                target: self.describe(),
+                cmd: format!("cat -- {}", quote(path)),
+                status,
+                stderr: String::from_utf8_lossy(&out.stderr).trim().to_string(),
+            }),
+        }
     }
 
     fn forward(&self, remote_port: u16) -> Result<Box<dyn Forward>, RemoteError> {

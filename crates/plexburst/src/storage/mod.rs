@@ -9,53 +9,38 @@ use anyhow::{Context, bail};
 use serde::{Deserialize, Serialize};
 
 use crate::remote::{Cmd, Remote};
-use crate::runtime::Volume;
 
-/// `[storage]` in plexburst.toml.
-// One value per run: the size difference between the variants costs nothing.
-#[allow(clippy::large_enum_variant)]
+/// Where the media is, as the plan resolved it (see `plan::storage::resolve`).
+#[allow(clippy::large_enum_variant)] // one value per run
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "lowercase")]
-pub enum StorageConfig {
-    /// The library is already at `path` on the target (a local disk, or a mount the user made).
+pub enum StorageSpec {
+    /// The library is already at `path` on the target.
     Path { path: String },
-    /// The library is an S3 bucket mounted with rclone.
-    Rclone(rclone::RcloneConfig),
+    /// An S3 bucket mounted read-only with `rclone mount`.
+    Rclone(rclone::RcloneSpec),
 }
 
-impl StorageConfig {
-    /// Every problem with this section, as (field path, "problem; fix"). Empty means valid.
-    pub fn validate(&self) -> Vec<(String, String)> {
-        match self {
-            StorageConfig::Path { path } => {
-                let mut errs = Vec::new();
-                if !path.starts_with('/') {
-                    errs.push((
-                        "storage.path".to_string(),
-                        format!("{path:?} is not an absolute path; write the full path on the target, e.g. \"/data/media\""),
-                    ));
-                }
-                errs
-            }
-            StorageConfig::Rclone(c) => c.validate(),
-        }
-    }
-
-    /// The storage the pipeline drives. `profile` (lite/standard/power/superpower) picks the rclone
-    /// defaults; `work_dir` is plexburst's own directory on the target (rclone config, cache, logs).
-    /// Secrets named by the config are read from this process's environment here.
-    pub fn build(&self, profile: &str, work_dir: &str) -> Storage {
-        match self {
-            StorageConfig::Path { path } => Storage::Path { path: path.clone() },
-            StorageConfig::Rclone(c) => Storage::Rclone(rclone::Rclone::new(c, profile, work_dir)),
-        }
-    }
-
+impl StorageSpec {
     /// The directory Plex sees the library under (inside and outside the container).
     pub fn media_root(&self) -> &str {
         match self {
-            StorageConfig::Path { path } => path,
-            StorageConfig::Rclone(c) => &c.mount_point,
+            StorageSpec::Path { path } => path,
+            StorageSpec::Rclone(rc) => &rc.mount_point,
+        }
+    }
+
+    /// The binds a Plex container needs to see the library at the same path as the host.
+    pub fn container_volumes(&self) -> Vec<crate::runtime::Volume> {
+        match self {
+            // A plain directory: a read-only bind. (rslave needs a shared or slave source mount,
+            // and a user's own directory usually sits on a private one, where Docker refuses it.)
+            StorageSpec::Path { path } => vec![crate::runtime::Volume {
+                host: path.clone(),
+                container: path.clone(),
+                options: "ro".to_string(),
+            }],
+            StorageSpec::Rclone(rc) => rc.container_volumes(),
         }
     }
 }
@@ -91,6 +76,15 @@ pub enum Storage {
 }
 
 impl Storage {
+    /// The storage the plan resolved. An rclone storage reads its S3 secret (endpoint mode) from
+    /// this process's environment here, and keeps it in memory only.
+    pub fn from_plan(spec: &StorageSpec) -> Storage {
+        match spec {
+            StorageSpec::Path { path } => Storage::Path { path: path.clone() },
+            StorageSpec::Rclone(rc) => Storage::Rclone(rclone::Rclone::new(rc)),
+        }
+    }
+
     /// Push configuration and check the target can mount (rclone kind); nothing for a path.
     pub fn prepare(&self, r: &dyn Remote) -> anyhow::Result<()> {
         match self {
@@ -173,31 +167,6 @@ impl Storage {
         }
     }
 
-    /// The binds a Plex container needs to see the library at the same path as the host.
-    pub fn container_volumes(&self) -> Vec<Volume> {
-        match self {
-            // A plain directory: a read-only bind. (rslave needs a shared or slave source mount,
-            // and a user's own directory usually sits on a private one, where Docker refuses it.)
-            Storage::Path { path } => vec![Volume {
-                host: path.clone(),
-                container: path.clone(),
-                options: "ro".to_string(),
-            }],
-            Storage::Rclone(rc) => rc.container_volumes(),
-        }
-    }
-
-    /// The `rclone mount` command line for the plan (shell-quoted); `None` for a path.
-    pub fn mount_command(&self) -> Option<String> {
-        self.as_rclone().map(|rc| {
-            rc.plan_mount_args()
-                .iter()
-                .map(|a| sh_quote(a))
-                .collect::<Vec<_>>()
-                .join(" ")
-        })
-    }
-
     /// The rclone storage, for the export phase's `rclone::upload_stream`.
     pub fn as_rclone(&self) -> Option<&rclone::Rclone> {
         match self {
@@ -215,10 +184,7 @@ impl Storage {
     }
 }
 
-/// Quote one word for `sh`.
-pub(crate) fn sh_quote(s: &str) -> String {
-    shell_escape::unix::escape(s.into()).into_owned()
-}
+pub(crate) use crate::remote::quote as sh_quote;
 
 /// The first regular file under `dir` (depth-first as `find` walks), within `timeout`.
 pub(crate) fn first_file(
@@ -340,20 +306,6 @@ fn parse_warm(stdout: &[u8]) -> WarmReport {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn storage_config_reads_both_kinds_from_toml() {
-        let p: StorageConfig = toml::from_str("kind = \"path\"\npath = \"/data/media\"").unwrap();
-        assert_eq!(
-            p,
-            StorageConfig::Path {
-                path: "/data/media".into()
-            }
-        );
-        assert!(p.validate().is_empty());
-        let rel: StorageConfig = toml::from_str("kind = \"path\"\npath = \"data\"").unwrap();
-        assert_eq!(rel.validate()[0].0, "storage.path");
-    }
 
     #[test]
     fn warm_records_split_missing_from_failed() {

@@ -26,14 +26,14 @@ use anyhow::{Context, bail};
 use serde::{Deserialize, Serialize};
 
 use super::{HEALTH_TIMEOUT, Health, first_file, read_probe, sh_quote};
-use crate::export::SHA256;
+use crate::archive::{SHA256, parse_read_back, read_back_script};
 use crate::remote::{Cmd, Remote};
 use crate::runtime::Volume;
 
 /// Environment variables tried, in order, for the S3 secret when `secret_access_key_env` is unset.
 pub const SECRET_ENVS: [&str; 2] = ["PLEXBURST_S3_SECRET_ACCESS_KEY", "AWS_SECRET_ACCESS_KEY"];
 
-/// The oldest rclone whose `mount` accepts every flag of `mount_args` (`--vfs-read-chunk-streams`
+/// The oldest rclone whose `mount` accepts every flag of `RcloneSpec::build_mount_argv` (`--vfs-read-chunk-streams`
 /// arrived in 1.68).
 pub const MIN_RCLONE: (u32, u32) = (1, 68);
 
@@ -47,109 +47,12 @@ pub fn parse_rclone_version(line: &str) -> Option<(u32, u32)> {
 /// The remote name plexburst writes when the config gives an endpoint rather than a remote name.
 pub const GENERATED_REMOTE: &str = "plexburst";
 
-/// How file modification times are read. It must match what the long-term (home) server uses,
-/// or Plex there sees every file as changed and re-analyses the library (ops.md §2).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
-#[serde(rename_all = "lowercase")]
-pub enum MtimeMode {
-    /// `--use-server-modtime`: the object's upload time from the listing; no HEAD per file.
-    #[default]
-    Server,
-    /// The original mtime stored in `X-Amz-Meta-Mtime`: one HEAD per file (prewarmed in parallel).
-    Real,
-}
-
-/// `[storage]` with `kind = "rclone"`.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct RcloneConfig {
-    /// A remote name in the user's rclone.conf. Exclusive with `endpoint`.
-    #[serde(default)]
-    pub remote: Option<String>,
-    /// The user's rclone.conf (default: `$RCLONE_CONFIG`, else `~/.config/rclone/rclone.conf`).
-    #[serde(default)]
-    pub rclone_conf: Option<String>,
-    /// S3 endpoint URL, e.g. `https://s3.fr-par.scw.cloud`. Exclusive with `remote`.
-    #[serde(default)]
-    pub endpoint: Option<String>,
-    #[serde(default)]
-    pub access_key_id: Option<String>,
-    /// The environment variable holding the secret key (default: the first set of `SECRET_ENVS`).
-    #[serde(default)]
-    pub secret_access_key_env: Option<String>,
-    /// rclone's S3 provider (`Scaleway`, `AWS`, `Minio`, `Other`, ...).
-    #[serde(default = "default_provider")]
-    pub provider: String,
-    #[serde(default)]
-    pub region: Option<String>,
-    /// `bucket` or `bucket/prefix`: the library root.
-    pub bucket: String,
-    /// Where the library appears on the target and inside the container (same path: DB paths stay
-    /// valid for the home server).
-    pub mount_point: String,
-    #[serde(default)]
-    pub mtime: MtimeMode,
-    /// A file (relative to the mount point) the health guard reads; default: the first file found.
-    #[serde(default)]
-    pub anchor: Option<String>,
-    /// After the listing refresh, stat every file in parallel (real mtime mode only). Default true.
-    #[serde(default)]
-    pub prewarm_stat: Option<bool>,
-    /// Port of rclone's remote control on the target's 127.0.0.1.
-    #[serde(default = "default_rc_port")]
-    pub rc_port: u16,
-    /// VFS cache directory on the target (default: `<work_dir>/rclone/cache`).
-    #[serde(default)]
-    pub cache_dir: Option<String>,
-    /// Overrides of the profile's mount and transfer settings.
-    #[serde(default)]
-    pub tuning: Tuning,
-    /// Appended verbatim to the `rclone mount` command line.
-    #[serde(default)]
-    pub extra_flags: Vec<String>,
-    /// `bucket/prefix` on the same remote where the export archive and its manifest are uploaded
-    /// (after the local archive is verified). Unset: the export stays on the target.
-    #[serde(default)]
-    pub export_path: Option<String>,
-}
-
-fn default_provider() -> String {
-    "Other".to_string()
-}
-fn default_rc_port() -> u16 {
-    5572
-}
-
-/// Every field overrides the profile default of the same name in `Settings`.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct Tuning {
-    pub cache_max_size: Option<String>,
-    pub cache_disk_percent: Option<u32>,
-    pub dir_cache_time: Option<String>,
-    pub attr_timeout: Option<String>,
-    pub vfs_read_chunk_size: Option<String>,
-    pub vfs_read_chunk_streams: Option<u32>,
-    pub buffer_size: Option<String>,
-    pub vfs_read_ahead: Option<String>,
-    pub timeout: Option<String>,
-    pub contimeout: Option<String>,
-    pub retries: Option<u32>,
-    pub low_level_retries: Option<u32>,
-    pub stat_parallel: Option<u32>,
-    pub warm_parallel: Option<u32>,
-    pub s3_chunk_size: Option<String>,
-    pub s3_upload_concurrency: Option<u32>,
-    pub upload_bwlimit: Option<String>,
-    pub mount_timeout_secs: Option<u64>,
-}
-
-/// The mount and transfer settings in force: the profile's defaults with `Tuning` applied.
+/// The mount and transfer settings in force: the profile's defaults with the user's `[storage.tuning]` laid over them (by the plan).
 ///
 /// Profile defaults are guesses from ops.md §1e (not yet measured on Scaleway): lite is a 2 vCPU /
 /// 2 GB box, so fewer read streams and smaller buffers (memory ≈ buffer × open files); power and
 /// superpower run Sonic analysis, which opens many files at once, so they read wider.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Settings {
     /// An explicit `--vfs-cache-max-size`; `None` sizes it to `cache_disk_percent` of free disk.
     pub cache_max_size: Option<String>,
@@ -208,283 +111,240 @@ impl Settings {
             mount_timeout_secs: 120,
         }
     }
+}
 
-    fn apply(mut self, t: &Tuning) -> Settings {
-        macro_rules! over {
-            ($($f:ident),*) => { $( if let Some(v) = &t.$f { self.$f = v.clone(); } )* };
+/// Where the rclone.conf pushed to the target comes from.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "from", rename_all = "snake_case")]
+pub enum ConfSource {
+    /// The named remote (and any it wraps) from the user's rclone.conf on this machine: `path`,
+    /// or `$RCLONE_CONFIG`, or `~/.config/rclone/rclone.conf`.
+    UserConf { path: Option<String> },
+    /// A generated S3 remote; the secret key comes from the first of `secret_env` that is set.
+    Endpoint {
+        provider: String,
+        endpoint: String,
+        region: Option<String>,
+        access_key_id: String,
+        secret_env: Vec<String>,
+    },
+}
+
+/// The value of `--vfs-cache-max-size` in a planned mount line when the size is decided on the
+/// target at mount time (from its free disk): the mount replaces it, nothing else changes.
+pub const CACHE_SIZE_AT_MOUNT: &str = "<decided at mount from free disk>";
+
+/// An rclone storage as the plan resolved it: every path, setting and flag the run uses.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RcloneSpec {
+    /// The remote's name in the pushed config.
+    pub remote: String,
+    pub conf: ConfSource,
+    /// `remote:bucket/prefix`, the library root.
+    pub fs: String,
+    pub mount_point: String,
+    pub work_dir: String,
+    /// plexburst's rclone directory on the target (config, log, pid, probes).
+    pub dir: String,
+    pub conf_path: String,
+    pub cache_dir: String,
+    pub log_path: String,
+    /// `--use-server-modtime` (no HEAD per file) rather than the real mtime in metadata.
+    pub server_modtime: bool,
+    /// A file (relative to the mount point) the health guard reads besides its own probes.
+    pub anchor: Option<String>,
+    /// Stat every file after the listing refresh (real mtimes: one HEAD each, in parallel).
+    pub prewarm_stat: bool,
+    pub rc_port: u16,
+    pub settings: Settings,
+    pub extra_flags: Vec<String>,
+    /// `bucket/prefix` for the export, on the same remote.
+    pub export_path: Option<String>,
+    /// The whole `rclone mount` argv; `--vfs-cache-max-size` may be `CACHE_SIZE_AT_MOUNT`.
+    pub mount_argv: Vec<String>,
+}
+
+impl RcloneSpec {
+    /// The `rclone mount` argv for this spec (the plan stores it in `mount_argv`).
+    pub fn build_mount_argv(&self) -> Vec<String> {
+        let s = &self.settings;
+        let cache = s
+            .cache_max_size
+            .clone()
+            .unwrap_or_else(|| CACHE_SIZE_AT_MOUNT.to_string());
+        let mut a: Vec<String> = [
+            "rclone",
+            "mount",
+            &self.fs,
+            &self.mount_point,
+            "--config",
+            &self.conf_path,
+            "--read-only",
+            "--allow-other",
+            "--uid",
+            "1000",
+            "--gid",
+            "1000",
+            "--umask",
+            "002",
+            "--dir-cache-time",
+            &s.dir_cache_time,
+            "--attr-timeout",
+            &s.attr_timeout,
+        ]
+        .iter()
+        .map(|x| x.to_string())
+        .collect();
+        if self.server_modtime {
+            a.push("--use-server-modtime".into());
         }
-        over!(
-            dir_cache_time,
-            attr_timeout,
-            vfs_read_chunk_size,
-            vfs_read_chunk_streams,
-            buffer_size,
-            vfs_read_ahead,
-            timeout,
-            contimeout,
-            retries,
-            low_level_retries,
-            stat_parallel,
-            warm_parallel,
-            s3_chunk_size,
-            s3_upload_concurrency,
-            mount_timeout_secs,
-            cache_disk_percent
+        a.extend([
+            "--vfs-cache-mode".into(),
+            "full".into(),
+            "--cache-dir".into(),
+            self.cache_dir.clone(),
+            "--vfs-cache-max-size".into(),
+            cache,
+            "--vfs-read-chunk-size".into(),
+            s.vfs_read_chunk_size.clone(),
+            "--vfs-read-chunk-streams".into(),
+            s.vfs_read_chunk_streams.to_string(),
+            "--buffer-size".into(),
+            s.buffer_size.clone(),
+            "--vfs-read-ahead".into(),
+            s.vfs_read_ahead.clone(),
+            "--vfs-fast-fingerprint".into(),
+            "--use-mmap".into(),
+            "--timeout".into(),
+            s.timeout.clone(),
+            "--contimeout".into(),
+            s.contimeout.clone(),
+            "--retries".into(),
+            s.retries.to_string(),
+            "--low-level-retries".into(),
+            s.low_level_retries.to_string(),
+            "--rc".into(),
+            "--rc-addr".into(),
+            format!("127.0.0.1:{}", self.rc_port),
+            "--rc-no-auth".into(),
+            "--log-file".into(),
+            self.log_path.clone(),
+            "--log-level".into(),
+            "INFO".into(),
+            "--stats".into(),
+            "1m".into(),
+        ]);
+        a.extend(self.extra_flags.iter().cloned());
+        a
+    }
+
+    /// The mount point's parent: what the container binds with `rslave`.
+    pub fn parent(&self) -> String {
+        match self.mount_point.rfind('/') {
+            Some(0) | None => "/".to_string(),
+            Some(i) => self.mount_point[..i].to_string(),
+        }
+    }
+
+    /// The container binds the mount point's parent (not the mount itself) with `rslave`, so a
+    /// remount after a crash of rclone propagates into a running container.
+    pub fn container_volumes(&self) -> Vec<Volume> {
+        let parent = self.parent();
+        vec![Volume {
+            host: parent.clone(),
+            container: parent,
+            options: "ro,rslave".to_string(),
+        }]
+    }
+
+    /// `remote:path` of an object given as `bucket/path`.
+    pub fn object(&self, object: &str) -> String {
+        format!("{}:{}", self.remote, object.trim_start_matches('/'))
+    }
+
+    /// The transfer flags of every upload: 64M chunks allow a ~625 GiB stream (10,000 parts).
+    pub fn upload_flags(&self) -> String {
+        let s = &self.settings;
+        let mut f = format!(
+            "--s3-chunk-size {} --s3-upload-concurrency {} --retries {} --low-level-retries {}",
+            s.s3_chunk_size, s.s3_upload_concurrency, s.retries, s.low_level_retries
         );
-        if t.cache_max_size.is_some() {
-            self.cache_max_size = t.cache_max_size.clone();
+        if let Some(bw) = &s.upload_bwlimit {
+            f.push_str(&format!(" --bwlimit {}", sh_quote(bw)));
         }
-        if t.upload_bwlimit.is_some() {
-            self.upload_bwlimit = t.upload_bwlimit.clone();
+        f
+    }
+
+    /// `rclone --config <pushed conf>` as a shell prefix.
+    pub fn rclone(&self) -> String {
+        format!("rclone --config {}", sh_quote(&self.conf_path))
+    }
+
+    /// The `rclone rcat` stage of the streamed export, exactly as the run issues it.
+    pub fn rcat_line(&self, object: &str) -> String {
+        format!(
+            "{} rcat {} {}",
+            self.rclone(),
+            self.upload_flags(),
+            sh_quote(&self.object(object))
+        )
+    }
+
+    /// Where the config comes from, for the plan's rendering (no secret: names only).
+    pub fn conf_source_text(&self) -> String {
+        match &self.conf {
+            ConfSource::UserConf { path } => format!(
+                "remote {:?} from {}, pushed to {}",
+                self.remote,
+                path.as_deref()
+                    .unwrap_or("$RCLONE_CONFIG or ~/.config/rclone/rclone.conf"),
+                self.conf_path
+            ),
+            ConfSource::Endpoint {
+                endpoint,
+                access_key_id,
+                secret_env,
+                ..
+            } => format!(
+                "generated for {endpoint} (key id {access_key_id}, secret from ${}), pushed to {}",
+                secret_env.join(" or $"),
+                self.conf_path
+            ),
         }
-        self
     }
 }
 
-impl RcloneConfig {
-    /// Every problem, as (field path, "problem; fix").
-    pub fn validate(&self) -> Vec<(String, String)> {
-        let mut e = Vec::new();
-        let mut push = |f: &str, m: String| e.push((format!("storage.{f}"), m));
-        match (&self.remote, &self.endpoint) {
-            (Some(_), Some(_)) => push(
-                "remote",
-                "both `remote` and `endpoint` are set; use a remote name from your rclone.conf OR endpoint + access_key_id".into(),
-            ),
-            (None, None) => push(
-                "remote",
-                "neither `remote` nor `endpoint` is set; name a remote from your rclone.conf, or give endpoint + access_key_id".into(),
-            ),
-            (Some(name), None) => {
-                if name.is_empty() || name.contains(':') || name.contains('[') {
-                    push("remote", format!("{name:?} is not a remote name; write the name as in rclone.conf, without the colon"));
-                } else {
-                    match read_user_conf(self) {
-                        Err(err) => push("rclone_conf", format!("{err:#}")),
-                        Ok(text) => {
-                            if let Err(err) = extract_remotes(&text, name) {
-                                push("remote", format!("{err:#}"));
-                            }
-                        }
-                    }
+/// Problems with the spec that only this machine can see (the user's rclone.conf, the secret in
+/// the environment), as (field, "problem; fix"): checked before anything starts.
+pub fn local_problems(spec: &RcloneSpec) -> Vec<(String, String)> {
+    let mut e = Vec::new();
+    match &spec.conf {
+        ConfSource::UserConf { path } => match read_user_conf(path.as_deref()) {
+            Err(err) => e.push(("storage.rclone_conf".into(), format!("{err:#}"))),
+            Ok(text) => {
+                if let Err(err) = extract_remotes(&text, &spec.remote) {
+                    e.push(("storage.remote".into(), format!("{err:#}")));
                 }
             }
-            (None, Some(ep)) => {
-                if !(ep.starts_with("http://") || ep.starts_with("https://")) {
-                    push("endpoint", format!("{ep:?} is not a URL; write e.g. \"https://s3.fr-par.scw.cloud\""));
-                }
-                if self.access_key_id.as_deref().unwrap_or("").is_empty() {
-                    push("access_key_id", "missing; set the S3 access key id (the secret goes in the environment)".into());
-                }
-                if secret_from_env(self).is_none() {
-                    let names = self
-                        .secret_access_key_env
-                        .clone()
-                        .unwrap_or_else(|| SECRET_ENVS.join(" or "));
-                    push("secret_access_key_env", format!("the S3 secret key is not in the environment; export {names}"));
-                }
-            }
-        }
-        if self.bucket.trim_matches('/').is_empty() {
-            push("bucket", "empty; write the bucket (and optional prefix), e.g. \"media\" or \"media/library\"".into());
-        } else if self.bucket.contains(':') {
-            push(
-                "bucket",
-                format!(
-                    "{:?} contains ':'; write only the bucket path, the remote goes in `remote`",
-                    self.bucket
-                ),
-            );
-        }
-        let mp = self.mount_point.trim_end_matches('/');
-        if !self.mount_point.starts_with('/') {
-            push(
-                "mount_point",
-                format!(
-                    "{:?} is not absolute; write the path Plex sees, e.g. \"/mnt/media\"",
-                    self.mount_point
-                ),
-            );
-        } else if mp.matches('/').count() < 2 {
-            push(
-                "mount_point",
-                format!(
-                    "{:?} sits directly under /; its parent is bound into the container, so use a deeper path such as \"/mnt/media\"",
-                    self.mount_point
-                ),
-            );
-        }
-        if let Some(a) = &self.anchor
-            && (a.starts_with('/') || a.split('/').any(|c| c == ".."))
-        {
-            push(
-                "anchor",
-                format!(
-                    "{a:?} must be relative to the mount point; write e.g. \"Movies/anchor.txt\""
-                ),
-            );
-        }
-        if let Some(x) = &self.export_path
-            && (x.trim_matches('/').is_empty() || x.contains(':'))
-        {
-            push(
-                "export_path",
-                format!(
-                    "{x:?} is not a bucket path; write e.g. \"media-exports/plexburst\" (the remote is the storage's)"
-                ),
-            );
-        }
-        if self.rc_port == 0 {
-            push("rc_port", "0 is not a port; leave it out for 5572".into());
-        }
-        if let Some(p) = self.tuning.cache_disk_percent
-            && !(1..=95).contains(&p)
-        {
-            push(
-                "tuning.cache_disk_percent",
-                format!("{p} is outside 1..=95; use e.g. 70"),
-            );
-        }
-        for (f, m) in self.tuning.problems() {
-            push(&format!("tuning.{f}"), m);
-        }
-        e
-    }
-}
-
-/// Bytes in an rclone size such as "64M", "1.5G", "512k", "16Mi" or "100" (binary units, as
-/// rclone reads them); `None` when it is not one.
-pub fn parse_size(s: &str) -> Option<u64> {
-    let s = s.trim();
-    let split = s
-        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
-        .unwrap_or(s.len());
-    let (num, unit) = s.split_at(split);
-    let n: f64 = num.parse().ok()?;
-    let mut u = unit.chars();
-    let shift = match u.next().map(|c| c.to_ascii_lowercase()) {
-        None | Some('b') => 0,
-        Some('k') => 10,
-        Some('m') => 20,
-        Some('g') => 30,
-        Some('t') => 40,
-        Some('p') => 50,
-        Some(_) => return None,
-    };
-    let rest: String = u.collect();
-    if !(rest.is_empty() || (shift > 0 && matches!(rest.as_str(), "i" | "iB" | "ib" | "B" | "b"))) {
-        return None;
-    }
-    Some((n * (1u64 << shift) as f64) as u64)
-}
-
-/// Whether `s` is a duration rclone reads: "off", or number+unit groups such as "5m", "1h30m",
-/// "8760h", "30s", "2d".
-fn is_duration(s: &str) -> bool {
-    if s == "off" {
-        return true;
-    }
-    let mut rest = s;
-    if rest.is_empty() {
-        return false;
-    }
-    while !rest.is_empty() {
-        let digits = rest
-            .find(|c: char| !(c.is_ascii_digit() || c == '.'))
-            .unwrap_or(rest.len());
-        if digits == 0 {
-            return false;
-        }
-        rest = &rest[digits..];
-        let unit = ["ms", "us", "ns", "s", "m", "h", "d", "w", "M", "y"]
-            .into_iter()
-            .find(|u| rest.starts_with(u));
-        match unit {
-            Some(u) => rest = &rest[u.len()..],
-            None => return false,
-        }
-    }
-    true
-}
-
-/// A tuning check: the field, its value, whether rclone can read it, what to write instead.
-type Check<'a> = (
-    &'static str,
-    &'a Option<String>,
-    fn(&str) -> bool,
-    &'static str,
-);
-
-impl Tuning {
-    /// Every unreadable value, as (field, "problem; fix"), so a typo stops `plan` instead of a
-    /// mount or an upload on a billed instance.
-    fn problems(&self) -> Vec<(&'static str, String)> {
-        let mut e = Vec::new();
-        let size: fn(&str) -> bool = |v| parse_size(v).is_some();
-        let bandwidth: fn(&str) -> bool = |v| v == "off" || parse_size(v).is_some();
-        const SIZE: &str = "is not a size; write e.g. \"64M\" or \"2G\"";
-        const DURATION: &str = "is not a duration; write e.g. \"30s\", \"5m\" or \"1h\"";
-        let checks: [Check; 10] = [
-            ("cache_max_size", &self.cache_max_size, size, SIZE),
-            ("vfs_read_chunk_size", &self.vfs_read_chunk_size, size, SIZE),
-            ("buffer_size", &self.buffer_size, size, SIZE),
-            ("vfs_read_ahead", &self.vfs_read_ahead, size, SIZE),
-            ("s3_chunk_size", &self.s3_chunk_size, size, SIZE),
-            (
-                "dir_cache_time",
-                &self.dir_cache_time,
-                is_duration,
-                DURATION,
-            ),
-            ("attr_timeout", &self.attr_timeout, is_duration, DURATION),
-            ("timeout", &self.timeout, is_duration, DURATION),
-            ("contimeout", &self.contimeout, is_duration, DURATION),
-            (
-                "upload_bwlimit",
-                &self.upload_bwlimit,
-                bandwidth,
-                "is not a bandwidth; write bytes per second, e.g. \"80M\", or \"off\"",
-            ),
-        ];
-        for (f, v, ok, fix) in checks {
-            if let Some(v) = v
-                && !ok(v)
-            {
-                e.push((f, format!("{v:?} {fix}")));
-            }
-        }
-        // S3 parts are at least 5 MiB, and a stream has at most 10,000 of them.
-        if let Some(n) = self.s3_chunk_size.as_deref().and_then(parse_size)
-            && n < 5 << 20
-        {
-            e.push((
-                "s3_chunk_size",
-                format!(
-                    "{:?} is below S3's 5 MiB minimum part; use e.g. \"64M\" (archives up to ~625 GiB)",
-                    self.s3_chunk_size.as_deref().unwrap_or("")
-                ),
-            ));
-        }
-        let counts = [
-            ("stat_parallel", self.stat_parallel),
-            ("warm_parallel", self.warm_parallel),
-            ("s3_upload_concurrency", self.s3_upload_concurrency),
-        ];
-        for (f, v) in counts {
-            if v == Some(0) {
+        },
+        ConfSource::Endpoint { secret_env, .. } => {
+            if secret_from_env(secret_env).is_none() {
                 e.push((
-                    f,
-                    "0 would never run; use 1 or more (or leave it out for the profile's)".into(),
+                    "storage.secret_access_key_env".into(),
+                    format!(
+                        "the S3 secret key is not in the environment; export {}",
+                        secret_env.join(" or ")
+                    ),
                 ));
             }
         }
-        e
     }
+    e
 }
 
-fn read_user_conf(c: &RcloneConfig) -> anyhow::Result<String> {
-    let path = match &c.rclone_conf {
-        Some(p) => p.clone(),
+fn read_user_conf(path: Option<&str>) -> anyhow::Result<String> {
+    let path = match path {
+        Some(p) => p.to_string(),
         None => match std::env::var("RCLONE_CONFIG") {
             Ok(p) if !p.is_empty() => p,
             _ => {
@@ -498,11 +358,8 @@ fn read_user_conf(c: &RcloneConfig) -> anyhow::Result<String> {
     })
 }
 
-fn secret_from_env(c: &RcloneConfig) -> Option<String> {
-    let names: Vec<String> = match &c.secret_access_key_env {
-        Some(n) => vec![n.clone()],
-        None => SECRET_ENVS.iter().map(|s| s.to_string()).collect(),
-    };
+/// The first of `names` set (non-empty) in this process's environment.
+fn secret_from_env(names: &[String]) -> Option<String> {
     names
         .iter()
         .find_map(|n| std::env::var(n).ok().filter(|v| !v.is_empty()))
@@ -574,9 +431,7 @@ pub fn extract_remotes(conf: &str, name: &str) -> anyhow::Result<(String, Vec<St
 
 /// An rclone-mounted bucket on one target.
 pub struct Rclone {
-    cfg: RcloneConfig,
-    settings: Settings,
-    work_dir: String,
+    spec: RcloneSpec,
     /// The S3 secret read from the environment (endpoint mode). Never printed.
     secret: Option<String>,
     /// Files the health guard reads: the anchor and one file per top-level directory.
@@ -588,9 +443,7 @@ pub struct Rclone {
 impl std::fmt::Debug for Rclone {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Rclone")
-            .field("cfg", &self.cfg)
-            .field("settings", &self.settings)
-            .field("work_dir", &self.work_dir)
+            .field("spec", &self.spec)
             .field("secret", &self.secret.as_ref().map(|_| "***"))
             .finish()
     }
@@ -680,54 +533,47 @@ fn parse_zstd_out_bytes(summary: &str) -> anyhow::Result<u64> {
 }
 
 impl Rclone {
-    /// The storage for `cfg`, reading the S3 secret (endpoint mode) from this process's environment.
-    pub fn new(cfg: &RcloneConfig, profile: &str, work_dir: &str) -> Rclone {
-        let secret = if cfg.endpoint.is_some() {
-            secret_from_env(cfg)
-        } else {
-            None
+    /// The storage of `spec`, reading the S3 secret (endpoint mode) from this process's
+    /// environment: the only moment a secret is read.
+    pub fn new(spec: &RcloneSpec) -> Rclone {
+        let secret = match &spec.conf {
+            ConfSource::Endpoint { secret_env, .. } => secret_from_env(secret_env),
+            ConfSource::UserConf { .. } => None,
         };
-        Rclone::with_secret(cfg, profile, work_dir, secret)
+        Rclone::with_secret(spec, secret)
     }
 
     /// As `new`, with the secret given rather than read from the environment.
-    pub fn with_secret(
-        cfg: &RcloneConfig,
-        profile: &str,
-        work_dir: &str,
-        secret: Option<String>,
-    ) -> Rclone {
+    pub fn with_secret(spec: &RcloneSpec, secret: Option<String>) -> Rclone {
         Rclone {
-            settings: Settings::for_profile(profile).apply(&cfg.tuning),
+            spec: spec.clone(),
             secret,
-            cfg: cfg.clone(),
-            work_dir: work_dir.trim_end_matches('/').to_string(),
             probes: Mutex::new(Vec::new()),
             secret_values: OnceLock::new(),
         }
     }
 
-    pub fn config(&self) -> &RcloneConfig {
-        &self.cfg
+    pub fn spec(&self) -> &RcloneSpec {
+        &self.spec
     }
     pub fn settings(&self) -> &Settings {
-        &self.settings
+        &self.spec.settings
     }
     pub fn work_dir(&self) -> &str {
-        &self.work_dir
+        &self.spec.work_dir
     }
     pub fn mount_point(&self) -> &str {
-        self.cfg.mount_point.trim_end_matches('/')
+        &self.spec.mount_point
     }
     fn dir(&self) -> String {
-        format!("{}/rclone", self.work_dir)
+        self.spec.dir.clone()
     }
     /// The rclone config plexburst pushes to the target (0600).
     pub fn conf_path(&self) -> String {
-        format!("{}/rclone.conf", self.dir())
+        self.spec.conf_path.clone()
     }
     pub fn log_path(&self) -> String {
-        format!("{}/mount.log", self.dir())
+        self.spec.log_path.clone()
     }
     fn pid_path(&self) -> String {
         format!("{}/mount.pid", self.dir())
@@ -740,74 +586,54 @@ impl Rclone {
         format!("{}/probes", self.dir())
     }
     pub fn cache_dir(&self) -> String {
-        self.cfg
-            .cache_dir
-            .clone()
-            .unwrap_or_else(|| format!("{}/cache", self.dir()))
-    }
-    fn remote_name(&self) -> &str {
-        self.cfg.remote.as_deref().unwrap_or(GENERATED_REMOTE)
+        self.spec.cache_dir.clone()
     }
     /// `remote:bucket/prefix`, the library root.
     pub fn fs(&self) -> String {
-        format!(
-            "{}:{}",
-            self.remote_name(),
-            self.cfg.bucket.trim_matches('/')
-        )
+        self.spec.fs.clone()
     }
     /// The mount point's parent: what the container binds with `rslave`.
     pub fn parent(&self) -> String {
-        let mp = self.mount_point();
-        match mp.rfind('/') {
-            Some(0) | None => "/".to_string(),
-            Some(i) => mp[..i].to_string(),
-        }
+        self.spec.parent()
     }
     fn rc_url(&self) -> String {
-        format!("http://127.0.0.1:{}/", self.cfg.rc_port)
+        format!("http://127.0.0.1:{}/", self.spec.rc_port)
     }
 
     /// The rclone.conf text to push and the secret values in it.
     pub fn conf_text(&self) -> anyhow::Result<(String, Vec<String>)> {
-        if let Some(name) = &self.cfg.remote {
-            return extract_remotes(&read_user_conf(&self.cfg)?, name);
+        match &self.spec.conf {
+            ConfSource::UserConf { path } => {
+                extract_remotes(&read_user_conf(path.as_deref())?, &self.spec.remote)
+            }
+            ConfSource::Endpoint {
+                provider,
+                endpoint,
+                region,
+                access_key_id,
+                secret_env,
+            } => {
+                let Some(secret) = &self.secret else {
+                    bail!(
+                        "storage: the S3 secret key is not in the environment; export {}",
+                        secret_env.join(" or ")
+                    );
+                };
+                let mut t = format!(
+                    "[{GENERATED_REMOTE}]\ntype = s3\nprovider = {provider}\nenv_auth = false\naccess_key_id = {access_key_id}\nsecret_access_key = {secret}\nendpoint = {endpoint}\n",
+                );
+                if let Some(region) = region {
+                    t.push_str(&format!("region = {region}\n"));
+                }
+                Ok((t, vec![secret.clone()]))
+            }
         }
-        let Some(secret) = &self.secret else {
-            bail!(
-                "storage: the S3 secret key is not in the environment; export {}",
-                self.cfg
-                    .secret_access_key_env
-                    .clone()
-                    .unwrap_or_else(|| SECRET_ENVS.join(" or "))
-            );
-        };
-        let mut t = format!(
-            "[{GENERATED_REMOTE}]\ntype = s3\nprovider = {}\nenv_auth = false\naccess_key_id = {}\nsecret_access_key = {secret}\nendpoint = {}\n",
-            self.cfg.provider,
-            self.cfg.access_key_id.as_deref().unwrap_or(""),
-            self.cfg.endpoint.as_deref().unwrap_or("")
-        );
-        if let Some(region) = &self.cfg.region {
-            t.push_str(&format!("region = {region}\n"));
-        }
-        Ok((t, vec![secret.clone()]))
     }
 
     fn secrets(&self) -> Vec<String> {
         self.secret_values
             .get_or_init(|| self.conf_text().map(|(_, s)| s).unwrap_or_default())
             .clone()
-    }
-
-    /// The `rclone mount` line as the plan shows it: the cache size is either the configured one
-    /// or decided on the target at mount time from its free disk.
-    pub fn plan_mount_args(&self) -> Vec<String> {
-        let cache = match &self.settings.cache_max_size {
-            Some(s) => s.clone(),
-            None => format!("<{}% of free disk>", self.settings.cache_disk_percent),
-        };
-        self.mount_args(&cache)
     }
 
     /// A command carrying every secret of the remote for redaction.
@@ -821,78 +647,7 @@ impl Rclone {
 
     /// `rclone --config <pushed conf>` as a shell prefix.
     fn rclone(&self) -> String {
-        format!("rclone --config {}", sh_quote(&self.conf_path()))
-    }
-
-    /// The `rclone mount` command line (plan data: a pure function of the config).
-    /// `cache_max` is the `--vfs-cache-max-size` value, e.g. `"51200M"`.
-    pub fn mount_args(&self, cache_max: &str) -> Vec<String> {
-        let s = &self.settings;
-        let mut a: Vec<String> = [
-            "rclone",
-            "mount",
-            &self.fs(),
-            self.mount_point(),
-            "--config",
-            &self.conf_path(),
-            "--read-only",
-            "--allow-other",
-            "--uid",
-            "1000",
-            "--gid",
-            "1000",
-            "--umask",
-            "002",
-            "--dir-cache-time",
-            &s.dir_cache_time,
-            "--attr-timeout",
-            &s.attr_timeout,
-        ]
-        .iter()
-        .map(|x| x.to_string())
-        .collect();
-        if self.cfg.mtime == MtimeMode::Server {
-            a.push("--use-server-modtime".into());
-        }
-        let rest: Vec<String> = vec![
-            "--vfs-cache-mode".into(),
-            "full".into(),
-            "--cache-dir".into(),
-            self.cache_dir(),
-            "--vfs-cache-max-size".into(),
-            cache_max.into(),
-            "--vfs-read-chunk-size".into(),
-            s.vfs_read_chunk_size.clone(),
-            "--vfs-read-chunk-streams".into(),
-            s.vfs_read_chunk_streams.to_string(),
-            "--buffer-size".into(),
-            s.buffer_size.clone(),
-            "--vfs-read-ahead".into(),
-            s.vfs_read_ahead.clone(),
-            "--vfs-fast-fingerprint".into(),
-            "--use-mmap".into(),
-            "--timeout".into(),
-            s.timeout.clone(),
-            "--contimeout".into(),
-            s.contimeout.clone(),
-            "--retries".into(),
-            s.retries.to_string(),
-            "--low-level-retries".into(),
-            s.low_level_retries.to_string(),
-            "--rc".into(),
-            "--rc-addr".into(),
-            format!("127.0.0.1:{}", self.cfg.rc_port),
-            "--rc-no-auth".into(),
-            "--log-file".into(),
-            self.log_path(),
-            "--log-level".into(),
-            "INFO".into(),
-            "--stats".into(),
-            "1m".into(),
-        ];
-        a.extend(rest);
-        a.extend(self.cfg.extra_flags.iter().cloned());
-        a
+        self.spec.rclone()
     }
 
     /// Push the config (0600, only the needed remote) and check the target can mount and reach
@@ -996,7 +751,7 @@ impl Rclone {
     }
 
     fn cache_max(&self, r: &dyn Remote) -> anyhow::Result<String> {
-        if let Some(s) = &self.settings.cache_max_size {
+        if let Some(s) = &self.spec.settings.cache_max_size {
             return Ok(s.clone());
         }
         let c = sh_quote(&self.cache_dir());
@@ -1010,7 +765,7 @@ impl Rclone {
                 r.describe()
             )
         })?;
-        let mib = free / 100 * u64::from(self.settings.cache_disk_percent) / (1 << 20);
+        let mib = free / 100 * u64::from(self.spec.settings.cache_disk_percent) / (1 << 20);
         Ok(format!("{}M", mib.max(256)))
     }
 
@@ -1066,10 +821,19 @@ impl Rclone {
             self.force_unmount(r)?;
         }
         self.ensure_shared_parent(r)?;
+        // The plan's argv, as planned; only a cache size left to the target's disk is filled in.
         let cache_max = self.cache_max(r)?;
         let args: Vec<String> = self
-            .mount_args(&cache_max)
+            .spec
+            .mount_argv
             .iter()
+            .map(|a| {
+                if a == CACHE_SIZE_AT_MOUNT {
+                    &cache_max
+                } else {
+                    a
+                }
+            })
             .map(|a| sh_quote(a))
             .collect();
         let script = format!(
@@ -1086,7 +850,7 @@ impl Rclone {
 
     /// Readiness: findmnt shows the FUSE mount, then the root lists, then a real file reads.
     fn wait_ready(&self, r: &dyn Remote) -> anyhow::Result<()> {
-        let deadline = Instant::now() + Duration::from_secs(self.settings.mount_timeout_secs);
+        let deadline = Instant::now() + Duration::from_secs(self.spec.settings.mount_timeout_secs);
         let pid = self.pid(r).context("rclone mount left no pid file")?;
         loop {
             let last;
@@ -1119,7 +883,7 @@ impl Rclone {
                     "rclone mount of {} at {} was not ready within {} s ({last}); its log ends:\n{}",
                     self.fs(),
                     self.mount_point(),
-                    self.settings.mount_timeout_secs,
+                    self.spec.settings.mount_timeout_secs,
                     self.log_tail(r)
                 );
             }
@@ -1132,7 +896,7 @@ impl Rclone {
     fn find_probes(&self, r: &dyn Remote) -> anyhow::Result<Vec<String>> {
         let mp = self.mount_point();
         let mut probes = Vec::new();
-        match &self.cfg.anchor {
+        match &self.spec.anchor {
             Some(a) => probes.push(format!("{mp}/{}", a.trim_start_matches('/'))),
             None => {
                 if let Some(f) = first_file(r, mp, HEALTH_TIMEOUT)? {
@@ -1178,12 +942,12 @@ impl Rclone {
     /// inside it. Nothing refreshes the listing again during the scan (a refresh drops the HEADs).
     pub fn prewarm(&self, r: &dyn Remote) -> anyhow::Result<()> {
         self.refresh(r)?;
-        if self.cfg.mtime == MtimeMode::Real && self.cfg.prewarm_stat.unwrap_or(true) {
+        if self.spec.prewarm_stat {
             let t0 = Instant::now();
             let script = format!(
                 "find {mp} -type f -print0 | xargs -0 -r -n 32 -P {p} stat -c %Y -- >/dev/null",
                 mp = sh_quote(self.mount_point()),
-                p = self.settings.stat_parallel.max(1)
+                p = self.spec.settings.stat_parallel.max(1)
             );
             r.run(&self.cmd(script).timeout(Duration::from_secs(6 * 3600)))
                 .context("stat prewarm of the mount")?;
@@ -1322,14 +1086,6 @@ impl Rclone {
         Ok(())
     }
 
-    pub fn container_volumes(&self) -> Vec<Volume> {
-        vec![Volume {
-            host: self.parent(),
-            container: self.parent(),
-            options: "ro,rslave".to_string(),
-        }]
-    }
-
     /// Check the object in the bucket: its size, and with `download` its content, read back
     /// whole: against `sha256` (a staged file's), or without one by decompressing and listing the
     /// archive. Returns the object's sha256 where known and whether its content was checked.
@@ -1379,35 +1135,17 @@ impl Rclone {
         Ok((Some(sent), true))
     }
 
-    /// The transfer flags of every upload: 64M chunks allow a ~625 GiB stream (10,000 parts).
     fn upload_flags(&self) -> String {
-        let s = &self.settings;
-        let mut f = format!(
-            "--s3-chunk-size {} --s3-upload-concurrency {} --retries {} --low-level-retries {}",
-            s.s3_chunk_size, s.s3_upload_concurrency, s.retries, s.low_level_retries
-        );
-        if let Some(bw) = &s.upload_bwlimit {
-            f.push_str(&format!(" --bwlimit {}", sh_quote(bw)));
-        }
-        f
+        self.spec.upload_flags()
     }
 
     /// `remote:path` of an object given as `bucket/path`.
     pub fn object(&self, object: &str) -> String {
-        format!("{}:{}", self.remote_name(), object.trim_start_matches('/'))
-    }
-
-    /// The streaming half of the export as the plan shows it: `rclone rcat <flags> remote:object`.
-    pub fn plan_rcat(&self, object: &str) -> String {
-        format!(
-            "rclone rcat {} {}",
-            self.upload_flags(),
-            sh_quote(&self.object(object))
-        )
+        self.spec.object(object)
     }
 
     /// Read a `.tar.zst` object back once: its sha256 and the number of entries tar lists in it
-    /// (`crate::export::read_back_script`); zstd's decompression checks the frame checksum the
+    /// (`read_back_script`); zstd's decompression checks the frame checksum the
     /// compressor wrote at the source, so a byte changed anywhere between `zstd` and the bucket
     /// fails here.
     pub fn read_back_archive(&self, r: &dyn Remote, obj: &str) -> anyhow::Result<(String, u64)> {
@@ -1415,11 +1153,11 @@ impl Rclone {
         let out = r
             .run(
                 &self
-                    .cmd(crate::export::read_back_script(&source))
+                    .cmd(read_back_script(&source))
                     .timeout(Duration::from_secs(48 * 3600)),
             )
             .with_context(|| format!("reading {obj} back to verify it"))?;
-        crate::export::parse_read_back(&out.stdout_str(), obj)
+        parse_read_back(&out.stdout_str(), obj)
     }
 
     /// Remove an object (a failed or unverified export must not be left looking complete).
@@ -1474,11 +1212,7 @@ impl Rclone {
     fn upload(&self, r: &dyn Remote, spec: &UploadSpec) -> anyhow::Result<UploadReport> {
         let obj = self.object(&spec.object);
         let tar = match &spec.list {
-            Some(list) => format!(
-                "tar -C {} --null --no-recursion -T {} -cf -",
-                sh_quote(&spec.src_dir),
-                sh_quote(list)
-            ),
+            Some(list) => crate::archive::tar_command(&spec.src_dir, list),
             None => {
                 let mut tar = format!("tar -C {} -cf -", sh_quote(&spec.src_dir));
                 for x in &spec.excludes {
@@ -1548,6 +1282,15 @@ echo \"$(wc -c < \"$f\") $({SHA256} < \"$f\" | cut -d' ' -f1)\"",
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::config::{MtimeMode, RcloneConfig, StorageConfig, Tuning};
+
+    /// The spec the plan resolves from `c`.
+    fn spec(c: &RcloneConfig, profile: &str, work_dir: &str) -> RcloneSpec {
+        match crate::plan::storage::resolve(&StorageConfig::Rclone(c.clone()), profile, work_dir) {
+            crate::storage::StorageSpec::Rclone(s) => s,
+            other => panic!("not an rclone plan: {other:?}"),
+        }
+    }
 
     fn cfg() -> RcloneConfig {
         toml::from_str(
@@ -1567,90 +1310,23 @@ vfs_read_chunk_streams = 3
     }
 
     #[test]
-    fn validate_names_the_field_and_the_fix() {
-        let mut c = cfg();
-        c.mount_point = "media".into();
-        c.bucket = "".into();
-        let errs = c.validate();
-        let fields: Vec<&str> = errs.iter().map(|(f, _)| f.as_str()).collect();
-        assert!(fields.contains(&"storage.mount_point"), "{errs:?}");
-        assert!(fields.contains(&"storage.bucket"), "{errs:?}");
-        let secret = errs
-            .iter()
-            .find(|(f, _)| f == "storage.secret_access_key_env")
-            .expect("secret missing is reported");
-        assert!(
-            secret.1.contains("export PLEXBURST_TEST_NO_SUCH_ENV"),
-            "{secret:?}"
-        );
-    }
-
-    #[test]
-    fn tuning_values_rclone_cannot_read_are_refused_with_the_field() {
-        let mut c = cfg();
-        c.tuning = toml::from_str(
-            r#"
-s3_chunk_size = "4M"
-buffer_size = "16 MB"
-attr_timeout = "1 hour"
-timeout = "5m30s"
-upload_bwlimit = "fast"
-warm_parallel = 0
-vfs_read_ahead = "128Mi"
-"#,
-        )
-        .unwrap();
-        let errs = c.validate();
-        let fields: Vec<&str> = errs.iter().map(|(f, _)| f.as_str()).collect();
-        for f in [
-            "storage.tuning.s3_chunk_size",
-            "storage.tuning.buffer_size",
-            "storage.tuning.attr_timeout",
-            "storage.tuning.upload_bwlimit",
-            "storage.tuning.warm_parallel",
-        ] {
-            assert!(fields.contains(&f), "{f} not reported: {errs:?}");
-        }
-        assert!(!fields.contains(&"storage.tuning.timeout"), "{errs:?}");
-        assert!(
-            !fields.contains(&"storage.tuning.vfs_read_ahead"),
-            "{errs:?}"
-        );
-        let chunk = errs
-            .iter()
-            .find(|(f, _)| f == "storage.tuning.s3_chunk_size")
-            .unwrap();
-        assert!(chunk.1.contains("5 MiB minimum"), "{chunk:?}");
-        assert_eq!(parse_size("64M"), Some(64 << 20));
-        assert_eq!(parse_size("1.5G"), Some(3 << 29));
-        assert_eq!(parse_size("512k"), Some(512 << 10));
-        assert_eq!(parse_size("100"), Some(100));
-        assert_eq!(parse_size("M"), None);
-        assert_eq!(parse_size("10X"), None);
-    }
-
-    #[test]
     fn a_bandwidth_limit_reaches_every_upload() {
         let mut c = cfg();
-        assert!(
-            !Rclone::new(&c, "power", "/w")
-                .upload_flags()
-                .contains("--bwlimit")
-        );
+        assert!(!spec(&c, "power", "/w").upload_flags().contains("--bwlimit"));
         c.tuning.upload_bwlimit = Some("80M".into());
-        let rc = Rclone::new(&c, "power", "/w");
+        let rc = spec(&c, "power", "/w");
         assert!(
             rc.upload_flags().ends_with(" --bwlimit 80M"),
             "{}",
             rc.upload_flags()
         );
-        assert!(rc.plan_rcat("media/x.tar.zst").contains("--bwlimit 80M"));
+        assert!(rc.rcat_line("media/x.tar.zst").contains("--bwlimit 80M"));
     }
 
     #[test]
     fn mount_line_carries_profile_overrides_and_mtime_mode() {
-        let rc = Rclone::new(&cfg(), "lite", "/var/lib/plexburst");
-        let a = rc.mount_args("1000M").join(" ");
+        let rc = spec(&cfg(), "lite", "/var/lib/plexburst");
+        let a = rc.mount_argv.join(" ");
         assert!(a.starts_with("rclone mount plexburst:media/lib /mnt/media --config /var/lib/plexburst/rclone/rclone.conf --read-only --allow-other --uid 1000 --gid 1000 --umask 002"), "{a}");
         assert!(
             a.contains("--vfs-read-chunk-streams 3"),
@@ -1666,7 +1342,7 @@ vfs_read_ahead = "128Mi"
 
     #[test]
     fn endpoint_secret_goes_only_into_the_pushed_config() {
-        let rc = Rclone::with_secret(&cfg(), "standard", "/w", Some("S3CR3T-value".into()));
+        let rc = Rclone::with_secret(&spec(&cfg(), "standard", "/w"), Some("S3CR3T-value".into()));
         let (text, secrets) = rc.conf_text().unwrap();
         assert!(text.contains("secret_access_key = S3CR3T-value"), "{text}");
         assert_eq!(secrets, vec!["S3CR3T-value".to_string()]);
@@ -1674,9 +1350,10 @@ vfs_read_ahead = "128Mi"
             !format!("{rc:?}").contains("S3CR3T"),
             "Debug prints the secret"
         );
-        assert!(!rc.plan_mount_args().join(" ").contains("S3CR3T"));
+        assert!(!rc.spec().mount_argv.join(" ").contains("S3CR3T"));
+        assert!(!serde_json::to_string(rc.spec()).unwrap().contains("S3CR3T"));
         assert_eq!(rc.cmd("true").secrets, vec!["S3CR3T-value".to_string()]);
-        let missing = Rclone::with_secret(&cfg(), "standard", "/w", None);
+        let missing = Rclone::with_secret(&spec(&cfg(), "standard", "/w"), None);
         let err = missing.conf_text().unwrap_err().to_string();
         assert!(err.contains("export PLEXBURST_TEST_NO_SUCH_ENV"), "{err}");
     }
@@ -1725,13 +1402,13 @@ vfs_read_ahead = "128Mi"
         c.mtime = MtimeMode::Server;
         c.extra_flags.clear();
         c.tuning = Tuning::default();
-        let rc = Rclone::new(&c, "power", "/var/lib/plexburst");
+        let rc = spec(&c, "power", "/var/lib/plexburst");
         assert_eq!(
-            rc.plan_mount_args().join(" "),
+            rc.mount_argv.join(" "),
             "rclone mount plexburst:media/lib /mnt/media --config /var/lib/plexburst/rclone/rclone.conf \
              --read-only --allow-other --uid 1000 --gid 1000 --umask 002 --dir-cache-time 8760h \
              --attr-timeout 1h --use-server-modtime --vfs-cache-mode full \
-             --cache-dir /var/lib/plexburst/rclone/cache --vfs-cache-max-size <70% of free disk> \
+             --cache-dir /var/lib/plexburst/rclone/cache --vfs-cache-max-size <decided at mount from free disk> \
              --vfs-read-chunk-size 4M --vfs-read-chunk-streams 16 --buffer-size 16M \
              --vfs-read-ahead 64M --vfs-fast-fingerprint --use-mmap --timeout 5m --contimeout 30s \
              --retries 5 --low-level-retries 20 --rc --rc-addr 127.0.0.1:5572 --rc-no-auth \

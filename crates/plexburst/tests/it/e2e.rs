@@ -111,6 +111,7 @@ impl Server {
 /// Sonic-analysed, a verified archive, a report, and no server left running.
 fn assert_complete_run(lab: &Lab, out: &std::process::Output) {
     assert_eq!(out.status.code(), Some(0), "{}", text(out));
+    lab.assert_plan_is_what_ran();
     assert_eq!(lab.count(TRACKS), lab.counts.tracks, "tracks in the DB");
     assert_eq!(lab.count(MOVIES), lab.counts.movies, "movies in the DB");
     assert_eq!(lab.count(PHOTOS), lab.counts.photos, "photos in the DB");

@@ -308,6 +308,80 @@ paths = ["{m}/Photos"]
         run(&mut self.cmd(args))
     }
 
+    /// Plan = run: the plan `plexburst plan --json` prints for this config is the one the run
+    /// stored, and every storage, runtime and export command in it is in the run's command
+    /// journal exactly as printed (the journal is what went through the remote, secrets masked).
+    pub fn assert_plan_is_what_ran(&self) {
+        let printed = self.plexburst(&["plan", "--json"]);
+        assert!(printed.status.success(), "{}", text(&printed));
+        let plan: serde_json::Value = serde_json::from_slice(&printed.stdout).unwrap();
+        let stored: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(self.state_dir().join("plan.json")).unwrap())
+                .unwrap();
+        assert_eq!(
+            plan, stored,
+            "the run stored another plan than `plan` prints"
+        );
+        let run_id = self.state()["run_id"].as_str().unwrap().to_string();
+        let journal = self
+            .state_dir()
+            .join("runs")
+            .join(&run_id)
+            .join("commands.jsonl");
+        let scripts: Vec<String> = std::fs::read_to_string(&journal)
+            .unwrap_or_else(|e| panic!("{}: {e}", journal.display()))
+            .lines()
+            .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+            .filter(|e| e["op"] == "exec")
+            .map(|e| e["script"].as_str().unwrap().to_string())
+            .collect();
+        let issued = |what: &str, needle: &str| {
+            assert!(
+                scripts.iter().any(|s| s.contains(needle)),
+                "{what} as planned was never issued:\n  {needle}\njournal: {}",
+                journal.display()
+            )
+        };
+        let start = plan["plex"]["start_line"].as_str().unwrap();
+        match plan["plex"]["runtime"]["kind"].as_str().unwrap() {
+            "docker" => issued("the docker run line", start),
+            _ => issued("the server's command", &plexburst::remote::quote(start)),
+        }
+        if plan["storage"]["kind"] == "rclone" {
+            let argv: Vec<String> = plan["storage"]["mount_argv"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|a| plexburst::remote::quote(a.as_str().unwrap()))
+                .collect();
+            let line = argv.join(" ");
+            // A cache size left to the target's disk is the one word the mount fills in.
+            let placeholder =
+                plexburst::remote::quote(plexburst::storage::rclone::CACHE_SIZE_AT_MOUNT);
+            let (before, after) = line.split_once(&placeholder).unwrap_or((&line, ""));
+            let mounted = scripts.iter().any(|s| {
+                s.find(before).is_some_and(|i| {
+                    let rest = &s[i + before.len()..];
+                    let size: String = rest.chars().take_while(|c| !c.is_whitespace()).collect();
+                    let sized = after.is_empty() && size.is_empty()
+                        || size.trim_end_matches('M').parse::<u64>().is_ok();
+                    sized && rest[size.len()..].starts_with(after)
+                })
+            });
+            assert!(
+                mounted,
+                "the rclone mount line as planned was never issued:\n  {line}"
+            );
+        }
+        for stage in plan["export"]["stages"].as_array().unwrap() {
+            let stage = stage
+                .as_str()
+                .unwrap()
+                .replace(plexburst::plan::RUN_ID, &run_id);
+            issued("an export stage", &stage);
+        }
+    }
+
     /// The pid in the command runtime's pid file, if any.
     pub fn server_pid(&self) -> Option<i32> {
         let text = std::fs::read_to_string(self.pid_file()).ok()?;

@@ -5,6 +5,7 @@ mod config_table;
 mod e2e;
 mod export_gate;
 mod harness;
+mod layers;
 
 mod plex_api;
 mod rclone;

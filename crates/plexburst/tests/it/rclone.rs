@@ -8,10 +8,12 @@ use std::process::{Child, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use plexburst::config::{RcloneConfig, StorageConfig};
+use plexburst::plan::storage::resolve;
 use plexburst::remote::local::Local;
 use plexburst::remote::{Cmd, Remote};
-use plexburst::storage::rclone::{Rclone, RcloneConfig, UploadSpec, upload_stream};
-use plexburst::storage::{Health, Storage, StorageConfig};
+use plexburst::storage::rclone::{Rclone, UploadSpec, upload_stream};
+use plexburst::storage::{Health, Storage, StorageSpec};
 
 use crate::harness::{
     Lab, LabOpts, MOVIES, PHOTOS, StrayWriter, TRACKS, command, emulator_bin, free_port,
@@ -144,6 +146,7 @@ fn content(seed: &str, len: usize) -> Vec<u8> {
 
 /// A mounted storage on this machine that unmounts itself (and the parent bind) on drop.
 pub struct Mounted {
+    pub spec: StorageSpec,
     pub storage: Storage,
     pub tmp: tempfile::TempDir,
 }
@@ -184,8 +187,9 @@ pub fn rclone_storage(s3: &S3Server, extra_toml: &str) -> Mounted {
     );
     let cfg: StorageConfig = toml::from_str(&toml).unwrap();
     assert_eq!(cfg.validate(), vec![]);
-    let storage = cfg.build("lite", &tmp.path().join("work").display().to_string());
-    Mounted { storage, tmp }
+    let spec = resolve(&cfg, "lite", &tmp.path().join("work").display().to_string());
+    let storage = Storage::from_plan(&spec);
+    Mounted { spec, storage, tmp }
 }
 
 fn prepared_and_mounted(s3: &S3Server, extra_toml: &str) -> Mounted {
@@ -461,10 +465,13 @@ fn path_storage_mounts_a_readable_dir_and_degrades_when_it_goes() {
     let tmp = tempfile::tempdir().unwrap();
     let lib = tmp.path().join("lib");
     write_library(&lib);
-    let storage = StorageConfig::Path {
-        path: lib.display().to_string(),
-    }
-    .build("lite", "/tmp");
+    let storage = Storage::from_plan(&resolve(
+        &StorageConfig::Path {
+            path: lib.display().to_string(),
+        },
+        "lite",
+        "/tmp",
+    ));
     let r = Local::new();
     storage.mount(&r).unwrap();
     assert_eq!(storage.health(&r).unwrap(), Health::Healthy);
@@ -484,12 +491,14 @@ fn endpoint_config_is_pushed_without_the_secret_on_any_command_line() {
         tmp.path().join("mnt/media").display()
     ))
     .unwrap();
-    let rc = Rclone::with_secret(
-        &cfg,
+    let StorageSpec::Rclone(spec) = resolve(
+        &StorageConfig::Rclone(cfg),
         "standard",
         &tmp.path().join("work").display().to_string(),
-        Some(s3.secret_key.clone()),
-    );
+    ) else {
+        panic!("not an rclone spec");
+    };
+    let rc = Rclone::with_secret(&spec, Some(s3.secret_key.clone()));
     rc.prepare(&Local::new()).unwrap();
     let conf = std::fs::read_to_string(rc.conf_path()).unwrap();
     assert!(conf.starts_with("[plexburst]\ntype = s3\n"), "{conf}");
@@ -544,7 +553,7 @@ fn running_container_reads_the_new_mount_after_a_remount() {
     let image = busybox_sleeper_image();
     let name = format!("pb-storage-{}", uuid::Uuid::new_v4().simple());
     let vols: Vec<String> = m
-        .storage
+        .spec
         .container_volumes()
         .iter()
         .map(|v| format!("-v '{}:{}:{}'", v.host, v.container, v.options))
@@ -677,6 +686,7 @@ impl Drop for RcloneLab {
 
 fn assert_counts_match(rl: &RcloneLab, out: &std::process::Output) {
     assert_eq!(out.status.code(), Some(0), "{}", text(out));
+    rl.lab.assert_plan_is_what_ran();
     let lab = &rl.lab;
     assert_eq!(lab.count(TRACKS), lab.counts.tracks, "tracks in the DB");
     assert_eq!(lab.count(MOVIES), lab.counts.movies, "movies in the DB");

@@ -149,6 +149,11 @@ fn ssh_runs_commands_moves_files_and_forwards_ports() {
     assert_eq!(mode.trim(), "600");
     assert!(matches!(
         ssh.get_file("/plexburst/no/such/file"),
+        Err(RemoteError::NotFound { .. })
+    ));
+    // A file that exists but cannot be read is a failure, not "missing".
+    assert!(matches!(
+        ssh.get_file(dir.path().to_str().unwrap()),
         Err(RemoteError::Failed { .. })
     ));
 
@@ -492,11 +497,16 @@ fn command_spec(dir: &std::path::Path, port: u16) -> CommandSpec {
                   while :; do sleep 1; done"
                 .into(),
         env: vec![("MODE".into(), "test-mode".into())],
-        secret_env: vec![("PLEX_CLAIM".into(), "claim-TOPSECRET-9876".into())],
+        secret_env: vec!["PLEX_CLAIM".into()],
         port,
         pid_file: dir.join("run/plex.pid").display().to_string(),
         log_file: dir.join("log/plex.log").display().to_string(),
     }
+}
+
+/// The secrets a start gets: the claim token under its variable name.
+fn claim(token: &str) -> Vec<(String, String)> {
+    vec![("PLEX_CLAIM".to_string(), token.to_string())]
 }
 
 #[test]
@@ -510,7 +520,7 @@ fn command_runtime_starts_stops_and_ignores_a_stale_pid_file() {
     assert!(!rt.is_running(&ssh).unwrap());
 
     let _cleanup = StopOnDrop(&rt);
-    let (_, log) = capture_log(|| rt.start(&ssh).unwrap());
+    let (_, log) = capture_log(|| rt.start(&ssh, &claim("claim-TOPSECRET-9876")).unwrap());
     assert!(!log.contains("TOPSECRET"), "{log}");
     // Plain settings stay readable in the log; only secrets are masked.
     assert!(log.contains("export MODE=test-mode"), "{log}");
@@ -526,7 +536,7 @@ fn command_runtime_starts_stops_and_ignores_a_stale_pid_file() {
     assert!(!String::from_utf8_lossy(&argv).contains("TOPSECRET"));
 
     // Idempotent: a second start leaves the same process running.
-    rt.start(&ssh).unwrap();
+    rt.start(&ssh, &claim("claim-TOPSECRET-9876")).unwrap();
     assert_eq!(
         std::fs::read_to_string(&spec.pid_file).unwrap().trim(),
         pid.to_string()
@@ -567,7 +577,7 @@ fn command_runtime_kills_a_server_that_ignores_sigterm() {
     );
     let rt = Runtime::Command(spec.clone());
     let _cleanup = StopOnDrop(&rt);
-    rt.start(&local).unwrap();
+    rt.start(&local, &claim("claim-TOPSECRET-9876")).unwrap();
     assert!(rt.is_running(&local).unwrap());
     let pid: u32 = std::fs::read_to_string(&spec.pid_file)
         .unwrap()
@@ -648,7 +658,7 @@ fn docker_lifecycle(r: &dyn Remote, image: &str, label: &str) {
         name: name.clone(),
         image: image.to_string(),
         env: vec![("TZ".into(), "UTC".into())],
-        secret_env: vec![("PLEX_CLAIM".into(), "claim-DOCKERSECRET-42".into())],
+        secret_env: vec!["PLEX_CLAIM".into()],
         volumes: vec![Volume {
             host: data.path().display().to_string(),
             container: "/config".into(),
@@ -671,7 +681,7 @@ fn docker_lifecycle(r: &dyn Remote, image: &str, label: &str) {
     let _cleanup = RemoveContainer(r, name.clone());
 
     assert_eq!(rt.root_pid(r).unwrap(), None, "{label}: no container yet");
-    let (_, log) = capture_log(|| rt.start(r).unwrap());
+    let (_, log) = capture_log(|| rt.start(r, &claim("claim-DOCKERSECRET-42")).unwrap());
     assert!(!log.contains("DOCKERSECRET"), "{label}: {log}");
     assert!(rt.is_running(r).unwrap());
     // The container's init as this host sees it: the process tree the CPU sample measures.
@@ -709,7 +719,7 @@ fn docker_lifecycle(r: &dyn Remote, image: &str, label: &str) {
     assert!(logs.contains("httpd starting"), "{label}: {logs}");
 
     // Idempotent start; a container stopped behind our back is recreated.
-    rt.start(r).unwrap();
+    rt.start(r, &claim("claim-DOCKERSECRET-42")).unwrap();
     r.run(&Cmd::new(format!("docker stop -t 1 {name}")))
         .unwrap();
     assert!(!rt.is_running(r).unwrap());
@@ -718,7 +728,7 @@ fn docker_lifecycle(r: &dyn Remote, image: &str, label: &str) {
         None,
         "{label}: a stopped container"
     );
-    rt.start(r).unwrap();
+    rt.start(r, &claim("claim-DOCKERSECRET-42")).unwrap();
     assert!(rt.is_running(r).unwrap());
 
     rt.stop(r, Duration::from_secs(2)).unwrap();

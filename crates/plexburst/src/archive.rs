@@ -1,0 +1,100 @@
+//! The data-folder archive: which entries it holds, the commands that list, archive and read it
+//! back, as shell text for the target.
+//!
+//! The plan prints these commands, the export runs them, and the rclone upload streams them: one
+//! definition for all three, so what the plan shows is what runs.
+
+use anyhow::{Context, bail};
+
+use crate::remote::quote;
+
+/// Directories of the data folder that are not exported (regenerable or diagnostic only).
+pub const EXPORT_EXCLUDES: &[&str] = &["Cache", "Logs", "Crash Reports", "Diagnostics", "Updates"];
+
+/// The `find` that lists what the export archives: the data folder's `Library` tree minus the
+/// excluded directories, NUL-separated (names may hold newlines), in a stable order.
+pub fn find_command(data_dir: &str) -> String {
+    let prunes: Vec<String> = EXPORT_EXCLUDES
+        .iter()
+        .map(|x| {
+            format!(
+                "-path {}",
+                quote(&format!(
+                    "Library/Application Support/Plex Media Server/{x}"
+                ))
+            )
+        })
+        .collect();
+    format!(
+        "cd {} && find Library \\( {} \\) -prune -o -print0 | LC_ALL=C sort -z",
+        quote(data_dir),
+        prunes.join(" -o ")
+    )
+}
+
+/// Size, mtime and name of every entry the export archives (to prove nothing changed meanwhile).
+pub fn snapshot_command(data_dir: &str) -> String {
+    find_command(data_dir).replace("-print0", "-printf '%s %T@ %p\\0'")
+}
+
+/// The `tar` half of the export: exactly the entries of the list `find_command` wrote.
+pub fn tar_command(data_dir: &str, list: &str) -> String {
+    format!(
+        "tar -C {} --null --no-recursion -T {} -cf -",
+        quote(data_dir),
+        quote(list)
+    )
+}
+
+/// The `zstd` half of the export, writing `archive`.
+pub fn zstd_command(archive: &str) -> String {
+    format!("zstd -T0 -3 -q -f -o {}", quote(archive))
+}
+
+/// The stages the local export runs, in order, each as it appears in the run's command journal:
+/// list the entries into `list`, archive exactly them, compress into `partial` (renamed to the
+/// archive once verified).
+pub fn local_stages(data_dir: &str, list: &str, partial: &str) -> Vec<String> {
+    vec![
+        find_command(data_dir),
+        tar_command(data_dir, list),
+        zstd_command(partial),
+    ]
+}
+
+/// A shell command printing the sha256 of its stdin as `<hex> ...`. OpenSSL's SHA-256 uses the
+/// CPU's SHA instructions: measured here on 700 MB it took 0.4 s of CPU against 1.95 s for
+/// coreutils' `sha256sum`, and on 2 cores that CPU is taken from the stages beside it.
+/// `sha256sum` stays the fallback on a target without `openssl`; both print the same digest.
+pub const SHA256: &str =
+    "{ if command -v openssl >/dev/null 2>&1; then openssl dgst -sha256 -r; else sha256sum; fi; }";
+
+/// One pass over the `.tar.zst` stream that `source` (a shell command) prints: the sha256 of the
+/// bytes, and the entries tar lists after zstd decompressed them (which checks zstd's frame
+/// checksum). Each stage records its own failure (`sh` has no pipefail), so a broken stream is
+/// an error naming the stage, never a short count. Prints `<entries> <sha256>` for
+/// `parse_read_back`.
+pub fn read_back_script(source: &str) -> String {
+    format!(
+        "set -e; d=$(mktemp -d); trap 'rm -rf \"$d\"' EXIT; mkfifo \"$d/h\"
+{SHA256} < \"$d/h\" | cut -d' ' -f1 > \"$d/sum\" & hp=$!
+{{ {source} || echo read >> \"$d/fail\"; }} | tee \"$d/h\" | {{ zstd -dcq || echo zstd >> \"$d/fail\"; }} | {{ tar -tf - || echo tar >> \"$d/fail\"; }} | wc -l > \"$d/n\"
+wait $hp
+if [ -s \"$d/fail\" ]; then echo \"failed stages: $(cat \"$d/fail\")\" >&2; exit 1; fi
+echo \"$(cat \"$d/n\") $(cat \"$d/sum\")\""
+    )
+}
+
+/// `(sha256, entries)` from what `read_back_script` printed about `what`.
+pub fn parse_read_back(said: &str, what: &str) -> anyhow::Result<(String, u64)> {
+    let mut it = said.split_whitespace();
+    let entries: u64 = it
+        .next()
+        .and_then(|n| n.parse().ok())
+        .with_context(|| format!("the read back of {what} printed no count: {said:?}"))?;
+    let sha256 = it.next().unwrap_or("").to_string();
+    if sha256.len() != 64 || !sha256.bytes().all(|b| b.is_ascii_hexdigit()) {
+        bail!("the read back of {what} printed no sha256: {said:?}");
+    }
+    Ok((sha256, entries))
+}

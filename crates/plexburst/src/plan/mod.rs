@@ -1,0 +1,627 @@
+//! Config + run options -> `Plan`: everything the run will do, as typed data (no I/O).
+//!
+//! The plan is built once. `plexburst plan` prints it (`render`) or serializes it (`--json`);
+//! `run` stores it in the state dir and every phase reads it, never the config; `resume` executes
+//! the stored plan and refuses (exit 2, naming each field) when the config on disk now yields a
+//! different one, unless `--replan`. Secrets appear only as the names of the environment variables
+//! they come from.
+
+mod render;
+pub mod storage;
+
+use serde::{Deserialize, Serialize};
+
+use crate::config::{Config, RuntimeConfig, TargetKind};
+use crate::plex::SectionType;
+use crate::remote::ssh::SshTarget;
+use crate::runtime::{CommandSpec, DockerSpec, Runtime, Volume};
+
+use crate::storage::StorageSpec;
+
+/// The version of the plan's JSON form (`plan --json`, `<state dir>/plan.json`). Bump it when a
+/// field changes meaning; a stored plan of another version is not resumed.
+pub const PLAN_VERSION: u32 = 2;
+
+pub use crate::archive::EXPORT_EXCLUDES;
+
+/// Where the run's own secrets come from; the plan holds these names, never a value.
+pub const CLAIM_ENV: &str = "PLEX_CLAIM";
+
+/// The phases, in order.
+pub const PHASES: [&str; 8] = [
+    "prepare",
+    "start-plex",
+    "configure",
+    "scan",
+    "analyze",
+    "restore",
+    "export",
+    "teardown",
+];
+
+/// The `run` flags that change what runs (`cli::RunArgs` maps onto it).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RunOptions {
+    /// Only these sections (empty: all of the config's).
+    #[serde(default)]
+    pub only_section: Vec<String>,
+    #[serde(default)]
+    pub skip_analysis: bool,
+    #[serde(default)]
+    pub deep_scan: bool,
+    /// Leave Plex running at the end.
+    #[serde(default)]
+    pub keep: bool,
+    #[serde(default)]
+    pub allow_deleted: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Plan {
+    pub version: u32,
+    pub target: TargetPlan,
+    pub options: RunOptions,
+    /// Commands the target must have before anything starts.
+    pub tools: Vec<String>,
+    pub storage: StorageSpec,
+    pub plex: PlexPlan,
+    pub sections: Vec<SectionPlan>,
+    pub monitor: MonitorPlan,
+    pub export: ExportPlan,
+    pub phases: Vec<PhasePlan>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "lowercase")]
+pub enum TargetSpec {
+    Local,
+    /// `identity` already has `~/` expanded.
+    Ssh(SshTarget),
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TargetPlan {
+    pub spec: TargetSpec,
+    /// `local` or `ssh user@host:port`.
+    pub describe: String,
+    /// plexburst's own directory on the target (pid file, server log, rclone files).
+    pub work_dir: String,
+    pub profile: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PlexPlan {
+    /// How the server is started: the full docker spec (binds, env, secret names) or the command.
+    pub runtime: Runtime,
+    /// The line that starts it, exactly as the run issues it (`Runtime::start_line`).
+    pub start_line: String,
+    pub port: u16,
+    pub data_dir: String,
+    pub db_path: String,
+    pub prefs_path: String,
+    #[serde(with = "crate::units::human")]
+    pub startup_timeout: std::time::Duration,
+    #[serde(with = "crate::units::human")]
+    pub stop_grace: std::time::Duration,
+    /// `force=1` on the global refresh.
+    pub scan_force: bool,
+    /// Where a claim token comes from when one is needed.
+    pub claim: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SectionPlan {
+    pub name: String,
+    #[serde(rename = "type")]
+    pub kind: SectionType,
+    pub paths: Vec<String>,
+    pub agent: String,
+    pub scanner: String,
+    pub language: String,
+    /// What the analyze phase does for it, in order; empty: nothing to analyse (or skipped).
+    pub analysis: Vec<String>,
+    #[serde(with = "crate::units::human")]
+    pub timeout: std::time::Duration,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct MonitorPlan {
+    #[serde(with = "crate::units::human")]
+    pub poll_interval: std::time::Duration,
+    #[serde(with = "crate::units::human")]
+    pub stall_window: std::time::Duration,
+    pub stable_samples: u32,
+    pub max_failed_samples: u32,
+    #[serde(with = "crate::units::human")]
+    pub log_interval: std::time::Duration,
+    #[serde(with = "crate::units::human")]
+    pub scan_timeout: std::time::Duration,
+}
+
+/// How the archive leaves the data folder.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "mode", rename_all = "lowercase")]
+pub enum ExportMode {
+    /// Written to `destination` on the target, and left there.
+    Local,
+    /// Written to `destination`, verified, then copied to `object` with retries.
+    Staged { object: String },
+    /// `tar | zstd | rclone rcat` straight to `object`; nothing staged on the target.
+    Streamed { object: String },
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ExportPlan {
+    pub data_dir: String,
+    pub destination: String,
+    /// The archive's path, with `RUN-ID` for the run's id.
+    pub archive: String,
+    pub excludes: Vec<String>,
+    /// Export even when Plex's trash grew during the run.
+    pub allow_deleted: bool,
+    pub mode: ExportMode,
+    /// The commands the export runs on the target, in order (list, archive, compress or upload),
+    /// each exactly as the run issues it, with `RUN-ID` for the run's id.
+    pub stages: Vec<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PhasePlan {
+    pub name: String,
+    pub does: String,
+}
+
+/// The placeholder for the run id in the plan's paths and commands (e.g. `20261127-095922-82b2fc`).
+/// Only characters the shell needs no quotes for: a quoted placeholder would quote the command
+/// differently from the one the run issues with the real id.
+pub const RUN_ID: &str = "RUN-ID";
+
+impl Plan {
+    /// The sections of the plan, for the phases.
+    pub fn section(&self, name: &str) -> Option<&SectionPlan> {
+        self.sections.iter().find(|s| s.name == name)
+    }
+
+    /// Whether the run will run Sonic analysis (the part that needs Plex Pass).
+    pub fn needs_plex_pass(&self) -> bool {
+        !self.options.skip_analysis && self.sections.iter().any(|s| s.kind == SectionType::Music)
+    }
+
+    /// The fields of `other` that differ from this plan, as JSON paths with both values
+    /// (`storage.settings.buffer_size: "16M" -> "32M"`), for `resume`'s refusal.
+    pub fn differences(&self, other: &Plan) -> Vec<String> {
+        let (a, b) = (
+            serde_json::to_value(self).unwrap_or_default(),
+            serde_json::to_value(other).unwrap_or_default(),
+        );
+        let mut out = Vec::new();
+        diff_json("", &a, &b, &mut out);
+        out
+    }
+}
+
+fn diff_json(path: &str, a: &serde_json::Value, b: &serde_json::Value, out: &mut Vec<String>) {
+    use serde_json::Value;
+    let join = |k: &str| {
+        if path.is_empty() {
+            k.to_string()
+        } else {
+            format!("{path}.{k}")
+        }
+    };
+    match (a, b) {
+        (Value::Object(x), Value::Object(y)) => {
+            let keys: std::collections::BTreeSet<&String> = x.keys().chain(y.keys()).collect();
+            for k in keys {
+                let null = Value::Null;
+                diff_json(
+                    &join(k),
+                    x.get(k).unwrap_or(&null),
+                    y.get(k).unwrap_or(&null),
+                    out,
+                );
+            }
+        }
+        (Value::Array(x), Value::Array(y)) if x.len() == y.len() => {
+            for (i, (p, q)) in x.iter().zip(y).enumerate() {
+                diff_json(&format!("{path}[{i}]"), p, q, out);
+            }
+        }
+        _ if a != b => out.push(format!("{path}: {a} -> {b}")),
+        _ => {}
+    }
+}
+
+/// The tools the run needs on the target, for this runtime and storage.
+fn required_tools(runtime: &Runtime, storage: &StorageSpec) -> Vec<String> {
+    let mut t = vec![
+        "sh",
+        "sqlite3",
+        "tar",
+        "zstd",
+        "sha256sum",
+        "find",
+        "timeout",
+        "xargs",
+    ];
+    t.push(match runtime {
+        Runtime::Docker(_) => "docker",
+        Runtime::Command(_) => "setsid",
+    });
+    if let StorageSpec::Rclone(_) = storage {
+        t.extend(["rclone", "fusermount3", "findmnt"]);
+    }
+    t.into_iter().map(String::from).collect()
+}
+
+/// What the analysis of a section of this type does, in order (empty: nothing to analyse).
+fn analysis_steps(kind: SectionType, storage: &StorageSpec) -> Vec<String> {
+    let warm = match storage {
+        StorageSpec::Rclone(_) => Some(
+            "read the first 64 KiB of each of its files through the mount (missing and unreadable files reported)",
+        ),
+        StorageSpec::Path { .. } => None,
+    };
+    let (on, trigger, watch) = match kind {
+        SectionType::Music => (
+            "turn on MusicAnalysisBehavior",
+            "POST /butler/MusicAnalysis",
+            "watch Sonic-analysed tracks and Plex's CPU until done, stalled or timed out",
+        ),
+        SectionType::Photo => (
+            "turn on the photo thumbnail prefs",
+            "PUT /library/sections/{id}/analyze",
+            "watch thumbnailed photos and Plex's CPU until done, stalled or timed out",
+        ),
+        SectionType::Movie | SectionType::Show => return Vec::new(),
+    };
+    warm.into_iter()
+        .chain([on, trigger, watch, "turn every background task off again"])
+        .map(String::from)
+        .collect()
+}
+
+fn target_plan(config: &Config, home: &str) -> TargetPlan {
+    let spec = match &config.target.kind {
+        TargetKind::Local => TargetSpec::Local,
+        TargetKind::Ssh {
+            host,
+            port,
+            user,
+            identity,
+            ssh_options,
+        } => TargetSpec::Ssh(SshTarget {
+            host: host.clone(),
+            port: *port,
+            user: user.clone(),
+            identity: identity.as_ref().map(|i| match i.strip_prefix("~/") {
+                Some(rest) => std::path::Path::new(home).join(rest),
+                None => i.into(),
+            }),
+            extra_options: ssh_options.clone(),
+        }),
+    };
+    let describe = match &spec {
+        TargetSpec::Local => "local".to_string(),
+        TargetSpec::Ssh(t) => format!("ssh {}@{}:{}", t.user, t.host, t.port),
+    };
+    TargetPlan {
+        spec,
+        describe,
+        work_dir: config.target.work_dir.trim_end_matches('/').to_string(),
+        profile: config.target.profile.clone(),
+    }
+}
+
+fn runtime(config: &Config, storage: &StorageSpec) -> Runtime {
+    let plex = &config.plex;
+    match &plex.runtime {
+        RuntimeConfig::Docker {
+            image,
+            container_name,
+            docker_args,
+        } => {
+            let mut env: Vec<(String, String)> = vec![
+                ("PLEX_UID".into(), "1000".into()),
+                ("PLEX_GID".into(), "1000".into()),
+                ("TZ".into(), "UTC".into()),
+            ];
+            for (k, v) in &plex.env {
+                env.retain(|(ek, _)| ek != k);
+                env.push((k.clone(), v.clone()));
+            }
+            let mut volumes = vec![Volume {
+                host: plex.data_dir.clone(),
+                container: "/config".into(),
+                options: "rw".into(),
+            }];
+            // The storage decides how the media is bound (same path inside, rslave for mounts).
+            volumes.extend(storage.container_volumes());
+            Runtime::Docker(DockerSpec {
+                name: container_name.clone(),
+                image: image.clone(),
+                env,
+                secret_env: vec![CLAIM_ENV.into()],
+                volumes,
+                port: plex.port,
+                extra_args: docker_args.clone(),
+            })
+        }
+        RuntimeConfig::Command { command } => Runtime::Command(CommandSpec {
+            command: command_line(command, &plex.data_dir, plex.port),
+            env: plex
+                .env
+                .iter()
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect(),
+            secret_env: vec![CLAIM_ENV.into()],
+            port: plex.port,
+            pid_file: format!("{}/plex.pid", config.target.work_dir.trim_end_matches('/')),
+            log_file: format!("{}/plex.log", config.target.work_dir.trim_end_matches('/')),
+        }),
+    }
+}
+
+/// The command runtime's shell line with `{data_dir}` and `{port}` substituted.
+pub fn command_line(template: &str, data_dir: &str, port: u16) -> String {
+    template
+        .replace("{data_dir}", &crate::remote::quote(data_dir))
+        .replace("{port}", &port.to_string())
+}
+
+fn export_plan(config: &Config, options: &RunOptions, storage: &StorageSpec) -> ExportPlan {
+    let destination = config.export.destination.trim_end_matches('/').to_string();
+    let archive = format!("{destination}/{RUN_ID}.tar.zst");
+    let data_dir = config.plex.data_dir.clone();
+    let bucket = match storage {
+        StorageSpec::Rclone(rc) => rc
+            .export_path
+            .as_ref()
+            .map(|p| (rc, format!("{}/{RUN_ID}.tar.zst", p.trim_end_matches('/')))),
+        StorageSpec::Path { .. } => None,
+    };
+    let (mode, stages) = match bucket {
+        None => (
+            ExportMode::Local,
+            crate::archive::local_stages(
+                &data_dir,
+                &format!("{archive}.files"),
+                &format!("{archive}.partial"),
+            ),
+        ),
+        Some((rc, object)) if config.export.staged => (
+            ExportMode::Staged {
+                object: rc.object(&object),
+            },
+            crate::archive::local_stages(
+                &data_dir,
+                &format!("{archive}.files"),
+                &format!("{archive}.partial"),
+            ),
+        ),
+        Some((rc, object)) => {
+            let list = format!("{destination}/{RUN_ID}.stream.files");
+            (
+                ExportMode::Streamed {
+                    object: rc.object(&object),
+                },
+                vec![
+                    crate::archive::find_command(&data_dir),
+                    crate::archive::tar_command(&data_dir, &list),
+                    rc.rcat_line(&object),
+                ],
+            )
+        }
+    };
+    ExportPlan {
+        data_dir,
+        destination,
+        archive,
+        excludes: EXPORT_EXCLUDES.iter().map(|s| s.to_string()).collect(),
+        allow_deleted: config.export.allow_deleted || options.allow_deleted,
+        mode,
+        stages,
+    }
+}
+
+/// Build the plan. `home` expands `~/` in an ssh identity (this machine's `$HOME`).
+pub fn build(config: &Config, options: &RunOptions, home: &str) -> Plan {
+    let plex = &config.plex;
+    let target = target_plan(config, home);
+    let storage = storage::resolve(&config.storage, &target.profile, &target.work_dir);
+    let runtime = runtime(config, &storage);
+    let sections: Vec<SectionPlan> = config
+        .sections
+        .iter()
+        .filter(|s| options.only_section.is_empty() || options.only_section.contains(&s.name))
+        .map(|s| SectionPlan {
+            name: s.name.clone(),
+            kind: s.kind,
+            paths: s.paths.clone(),
+            agent: s.agent.clone(),
+            scanner: s.scanner.clone(),
+            language: s.language.clone(),
+            analysis: if options.skip_analysis {
+                Vec::new()
+            } else {
+                analysis_steps(s.kind, &storage)
+            },
+            timeout: s.timeout,
+        })
+        .collect();
+    let scan_force = plex.scan_force || options.deep_scan;
+    let export = export_plan(config, options, &storage);
+    let tools = required_tools(&runtime, &storage);
+    let phases = phases(options, scan_force, &storage, &export);
+    Plan {
+        version: PLAN_VERSION,
+        tools,
+        plex: PlexPlan {
+            start_line: runtime.start_line(),
+            runtime,
+            port: plex.port,
+            data_dir: plex.data_dir.clone(),
+            db_path: plex.db_path(),
+            prefs_path: plex.prefs_path(),
+            startup_timeout: plex.startup_timeout,
+            stop_grace: plex.stop_grace,
+            scan_force,
+            claim: format!(
+                "from env {CLAIM_ENV} (or a prompt on a terminal) when the server is unclaimed and analysis is asked; never stored"
+            ),
+        },
+        sections,
+        monitor: MonitorPlan {
+            poll_interval: config.monitor.poll_interval,
+            stall_window: config.monitor.stall_window,
+            stable_samples: config.monitor.stable_samples,
+            max_failed_samples: config.monitor.max_failed_samples,
+            log_interval: config.monitor.log_interval,
+            scan_timeout: config.timeouts.scan,
+        },
+        export,
+        storage,
+        target,
+        options: options.clone(),
+        phases,
+    }
+}
+
+fn phases(
+    options: &RunOptions,
+    scan_force: bool,
+    storage: &StorageSpec,
+    export: &ExportPlan,
+) -> Vec<PhasePlan> {
+    let prepare = match storage {
+        StorageSpec::Path { path } => format!(
+            "check the tools on the target; create the directories; read a file under {path} to prove the library is readable"
+        ),
+        StorageSpec::Rclone(rc) => format!(
+            "check the tools and rclone >= 1.68; push the rclone config (0600); mount {} at {} and wait until a file reads through it; prewarm the directory cache",
+            rc.fs, rc.mount_point
+        ),
+    };
+    let analyze = if options.skip_analysis {
+        "skipped (--skip-analysis)".to_string()
+    } else {
+        "one section at a time, as listed under each section".to_string()
+    };
+    let trash = if export.allow_deleted {
+        "export even if Plex's trash grew (allowed)"
+    } else {
+        "refuse if Plex's trash grew since the scan started"
+    };
+    let upload = match &export.mode {
+        ExportMode::Local => "keep it in the destination".to_string(),
+        ExportMode::Staged { object } => format!("copy it to {object} with retries, read back"),
+        ExportMode::Streamed { object } => {
+            format!("stream it to {object}, then read it back once")
+        }
+    };
+    [
+        ("prepare", prepare),
+        (
+            "start-plex",
+            "start Plex, wait for /identity, read the token from Preferences.xml, check Plex Pass when analysis is asked".into(),
+        ),
+        (
+            "configure",
+            "save current prefs, turn every background task off (one PUT /:/prefs), create missing sections".into(),
+        ),
+        (
+            "scan",
+            format!(
+                "one GET /library/sections/all/refresh?force={}, watched through the DB until stable",
+                u8::from(scan_force)
+            ),
+        ),
+        ("analyze", analyze),
+        ("restore", "put back the prefs saved in configure".into()),
+        (
+            "export",
+            format!(
+                "{trash}; stop Plex cleanly; archive the data folder (tar | zstd), verify by decompressing and listing; {upload}; manifest"
+            ),
+        ),
+        (
+            "teardown",
+            if options.keep {
+                "leave Plex running (--keep)".into()
+            } else {
+                "stop Plex and unmount the storage".into()
+            },
+        ),
+    ]
+    .into_iter()
+    .map(|(n, d)| PhasePlan {
+        name: n.into(),
+        does: d,
+    })
+    .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn example() -> Config {
+        Config::parse(crate::config::EXAMPLE).unwrap()
+    }
+
+    #[test]
+    fn plan_of_the_example_lists_every_phase_and_section() {
+        let p = build(&example(), &RunOptions::default(), "/home/u");
+        assert_eq!(p.phases.len(), PHASES.len());
+        assert_eq!(p.sections[0].name, "Music");
+        assert!(
+            p.export.stages[0]
+                .contains("-path 'Library/Application Support/Plex Media Server/Cache'")
+        );
+        assert!(p.tools.contains(&"docker".to_string()));
+        let only = build(
+            &example(),
+            &RunOptions {
+                only_section: vec!["Movies".into()],
+                ..Default::default()
+            },
+            "/home/u",
+        );
+        assert_eq!(only.sections.len(), 1);
+    }
+
+    #[test]
+    fn the_docker_line_carries_the_media_bind_ids_and_only_the_claims_name() {
+        let p = build(&example(), &RunOptions::default(), "/home/u");
+        let line = &p.plex.start_line;
+        for part in [
+            "-e PLEX_UID=1000",
+            "-e PLEX_GID=1000",
+            "-e TZ=UTC",
+            "-e PLEX_CLAIM ",
+            "-p '127.0.0.1:32400:32400'",
+        ] {
+            assert!(line.contains(part), "{part} missing from {line}");
+        }
+        let media = p.storage.media_root().to_string();
+        assert!(line.contains(&format!("{media}:{media}:ro")), "{line}");
+    }
+
+    #[test]
+    fn a_plan_round_trips_through_its_json_and_differences_name_the_field() {
+        let p = build(&example(), &RunOptions::default(), "/home/u");
+        let back: Plan = serde_json::from_str(&serde_json::to_string(&p).unwrap()).unwrap();
+        assert_eq!(back, p);
+        assert!(p.differences(&back).is_empty());
+        let mut c = example();
+        c.monitor.stable_samples += 1;
+        c.plex.port = 32999;
+        let q = build(&c, &RunOptions::default(), "/home/u");
+        let d = p.differences(&q);
+        assert!(
+            d.iter().any(|l| l.starts_with("monitor.stable_samples: ")),
+            "{d:?}"
+        );
+        assert!(d.iter().any(|l| l == "plex.port: 32400 -> 32999"), "{d:?}");
+    }
+}

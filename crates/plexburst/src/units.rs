@@ -1,0 +1,93 @@
+//! Durations as people write them ("90s", "1h30m"): parsing, rendering, and their serde forms.
+
+use std::time::Duration;
+
+/// Parse "90s", "1h", "1h30m", "500ms", "2d". A bare number is refused: the unit must be explicit.
+pub fn parse_duration(text: &str) -> Result<Duration, String> {
+    let t = text.trim();
+    if t.is_empty() {
+        return Err("is empty".into());
+    }
+    let mut total = Duration::ZERO;
+    let mut rest = t;
+    while !rest.is_empty() {
+        let digits = rest
+            .find(|c: char| !c.is_ascii_digit() && c != '.')
+            .unwrap_or(rest.len());
+        if digits == 0 {
+            return Err(format!("{text:?} is not a duration"));
+        }
+        let n: f64 = rest[..digits]
+            .parse()
+            .map_err(|_| format!("{text:?} is not a duration"))?;
+        rest = rest[digits..].trim_start();
+        let unit_len = rest
+            .find(|c: char| !c.is_ascii_alphabetic())
+            .unwrap_or(rest.len());
+        let unit = &rest[..unit_len];
+        let secs = match unit {
+            "ms" => n / 1000.0,
+            "s" | "sec" | "secs" => n,
+            "m" | "min" | "mins" => n * 60.0,
+            "h" | "hour" | "hours" => n * 3600.0,
+            "d" | "day" | "days" => n * 86400.0,
+            "" => return Err(format!("{text:?} has no unit")),
+            other => return Err(format!("{text:?} has an unknown unit {other:?}")),
+        };
+        total += Duration::from_secs_f64(secs);
+        rest = rest[unit_len..].trim_start();
+    }
+    Ok(total)
+}
+
+/// Render a duration the way the config writes it (exact: `parse_duration` reads it back).
+pub fn format_duration(d: Duration) -> String {
+    let ms = d.as_millis();
+    if ms.is_multiple_of(3_600_000) && ms > 0 {
+        format!("{}h", ms / 3_600_000)
+    } else if ms.is_multiple_of(60_000) && ms > 0 {
+        format!("{}m", ms / 60_000)
+    } else if ms.is_multiple_of(1000) {
+        format!("{}s", ms / 1000)
+    } else {
+        format!("{ms}ms")
+    }
+}
+
+/// A duration rounded to whole seconds, for ETAs and elapsed times shown to people.
+pub fn format_secs(d: Duration) -> String {
+    format_duration(Duration::from_secs(d.as_secs()))
+}
+
+/// Serde form of a duration as the config writes it ("90s", "1h"): the plan's JSON reads like
+/// the config and round-trips exactly.
+pub mod human {
+    use std::time::Duration;
+
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&super::format_duration(*d))
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+        let text = String::deserialize(d)?;
+        super::parse_duration(&text).map_err(serde::de::Error::custom)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations_round_trip_through_their_written_form() {
+        for text in ["500ms", "90s", "10m", "1h", "36h"] {
+            let d = parse_duration(text).unwrap();
+            assert_eq!(parse_duration(&format_duration(d)).unwrap(), d, "{text}");
+        }
+        assert_eq!(parse_duration("1h30m").unwrap(), Duration::from_secs(5400));
+        assert!(parse_duration("90").unwrap_err().contains("no unit"));
+        assert!(parse_duration("5 fortnights").is_err());
+    }
+}
