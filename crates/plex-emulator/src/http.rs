@@ -19,6 +19,7 @@ use rusqlite::params;
 use crate::analysis::Task;
 use crate::state::{Job, State};
 use crate::worker;
+use crate::xml::xml_escape;
 
 type St = AxState<Arc<State>>;
 
@@ -134,22 +135,6 @@ impl Node {
         }
         serde_json::Value::Object(m)
     }
-}
-
-pub fn xml_escape(s: &str) -> String {
-    let mut o = String::with_capacity(s.len());
-    for ch in s.chars() {
-        match ch {
-            '&' => o.push_str("&amp;"),
-            '<' => o.push_str("&lt;"),
-            '>' => o.push_str("&gt;"),
-            '"' => o.push_str("&quot;"),
-            '\'' => o.push_str("&apos;"),
-            '\n' => o.push_str("&#10;"),
-            c => o.push(c),
-        }
-    }
-    o
 }
 
 fn wants_json(h: &HeaderMap) -> bool {

@@ -13,6 +13,7 @@ pub mod prefs;
 pub mod scan;
 pub mod state;
 pub mod worker;
+pub mod xml;
 
 use std::io::Write;
 use std::net::SocketAddr;

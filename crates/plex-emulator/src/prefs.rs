@@ -252,7 +252,7 @@ impl Prefs {
     fn save(&self) -> anyhow::Result<()> {
         let mut out = String::from("<?xml version=\"1.0\" encoding=\"utf-8\"?>\n<Preferences");
         for (k, v) in &self.attrs {
-            out.push_str(&format!(" {k}=\"{}\"", crate::http::xml_escape(v)));
+            out.push_str(&format!(" {k}=\"{}\"", crate::xml::xml_escape(v)));
         }
         out.push_str("/>\n");
         let tmp = self.path.with_extension("xml.tmp");

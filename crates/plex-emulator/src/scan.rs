@@ -678,8 +678,8 @@ pub fn write_bundle(base: &Path, guid: &str, title: &str) {
         .join("Contents");
     let info = format!(
         "<?xml version=\"1.0\" encoding=\"utf-8\"?>\n<Info guid=\"{}\" title=\"{}\"/>\n",
-        crate::http::xml_escape(guid),
-        crate::http::xml_escape(title)
+        crate::xml::xml_escape(guid),
+        crate::xml::xml_escape(title)
     );
     for sub in ["_combined", "com.plexapp.agents.localmedia"] {
         let d = contents.join(sub);
