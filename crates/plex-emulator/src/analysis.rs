@@ -15,148 +15,7 @@ use sha2::Digest;
 use crate::db::unix_now;
 use crate::faults::Phase;
 use crate::state::{ActivityGuard, State};
-
-/// A background task. Activity type strings marked (invented) in `activity_type` are not known
-/// from real Plex; see the README's divergences.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum Task {
-    Sonic,
-    Loudness,
-    MediaAnalysis,
-    DeepAnalysis,
-    IntroMarkers,
-    CreditsMarkers,
-    AdMarkers,
-    VoiceActivity,
-    ChapterThumbs,
-    Bif,
-}
-
-pub const ALL: [Task; 10] = [
-    Task::Sonic,
-    Task::Loudness,
-    Task::MediaAnalysis,
-    Task::DeepAnalysis,
-    Task::IntroMarkers,
-    Task::CreditsMarkers,
-    Task::AdMarkers,
-    Task::VoiceActivity,
-    Task::ChapterThumbs,
-    Task::Bif,
-];
-
-impl Task {
-    pub fn name(self) -> &'static str {
-        match self {
-            Task::Sonic => "sonic",
-            Task::Loudness => "loudness",
-            Task::MediaAnalysis => "media-analysis",
-            Task::DeepAnalysis => "deep-analysis",
-            Task::IntroMarkers => "intro-markers",
-            Task::CreditsMarkers => "credits-markers",
-            Task::AdMarkers => "ad-markers",
-            Task::VoiceActivity => "voice-activity",
-            Task::ChapterThumbs => "chapter-thumbs",
-            Task::Bif => "bif",
-        }
-    }
-
-    pub fn from_name(s: &str) -> Option<Task> {
-        ALL.into_iter().find(|t| t.name() == s)
-    }
-
-    /// `/activities` `type`.
-    pub fn activity_type(self) -> &'static str {
-        match self {
-            Task::Sonic => "media.generate.music.analysis", // weak public hint, plex.md §4
-            Task::Loudness => "media.generate.loudness",    // invented
-            Task::MediaAnalysis => "media.analyze",         // seen in public code
-            Task::DeepAnalysis => "media.analyze.deep",     // invented
-            Task::IntroMarkers => "media.generate.intros",  // seen
-            Task::CreditsMarkers => "media.generate.credits", // seen
-            Task::AdMarkers => "media.generate.ads",        // invented
-            Task::VoiceActivity => "media.generate.vad",    // invented
-            Task::ChapterThumbs => "media.generate.chapter.thumbs", // seen
-            Task::Bif => "media.generate.bif",              // seen
-        }
-    }
-
-    pub fn title(self) -> &'static str {
-        match self {
-            Task::Sonic => "Analyzing audio tracks for sonic features",
-            Task::Loudness => "Analyzing audio tracks for loudness",
-            Task::MediaAnalysis => "Analyzing media",
-            Task::DeepAnalysis => "Performing extensive media analysis",
-            Task::IntroMarkers => "Detecting intros",
-            Task::CreditsMarkers => "Detecting credits",
-            Task::AdMarkers => "Detecting ads",
-            Task::VoiceActivity => "Generating voice activity data",
-            Task::ChapterThumbs => "Generating chapter thumbnails",
-            Task::Bif => "Generating video preview thumbnails",
-        }
-    }
-
-    /// The `*Behavior` pref that gates the task (§3.2).
-    pub fn behavior_pref(self) -> Option<&'static str> {
-        match self {
-            Task::Sonic => Some("MusicAnalysisBehavior"),
-            Task::Loudness => Some("LoudnessAnalysisBehavior"),
-            Task::IntroMarkers => Some("GenerateIntroMarkerBehavior"),
-            Task::CreditsMarkers => Some("GenerateCreditsMarkerBehavior"),
-            Task::AdMarkers => Some("GenerateAdMarkerBehavior"),
-            Task::VoiceActivity => Some("GenerateVADBehavior"),
-            Task::ChapterThumbs => Some("GenerateChapterThumbBehavior"),
-            Task::Bif => Some("GenerateBIFBehavior"),
-            Task::MediaAnalysis | Task::DeepAnalysis => None,
-        }
-    }
-
-    /// The `ButlerTask*` bool pref that enables it in the maintenance window (§3.2).
-    pub fn butler_pref(self) -> Option<&'static str> {
-        match self {
-            Task::MediaAnalysis => Some("ButlerTaskUpgradeMediaAnalysis"),
-            Task::DeepAnalysis => Some("ButlerTaskDeepMediaAnalysis"),
-            Task::Bif => Some("ButlerTaskGenerateMediaIndexFiles"),
-            _ => None,
-        }
-    }
-
-    /// The `/butler/{name}` task names (spec enum, §3.3) that start it.
-    pub fn for_butler_name(name: &str) -> Option<Vec<Task>> {
-        Some(match name {
-            "MusicAnalysis" => vec![Task::Sonic],
-            "LoudnessAnalysis" => vec![Task::Loudness],
-            "UpgradeMediaAnalysis" => vec![Task::MediaAnalysis],
-            // cloud-bursting saw Sonic start only after DeepMediaAnalysis (§3.4, [S]).
-            "DeepMediaAnalysis" => vec![Task::DeepAnalysis, Task::Sonic],
-            "ButlerTaskGenerateIntroMarkers" => vec![Task::IntroMarkers],
-            "ButlerTaskGenerateCreditsMarkers" => vec![Task::CreditsMarkers],
-            "ButlerTaskGenerateAdMarkers" => vec![Task::AdMarkers],
-            "ButlerTaskGenerateVoiceActivity" => vec![Task::VoiceActivity],
-            "GenerateChapterThumbs" => vec![Task::ChapterThumbs],
-            "GenerateMediaIndexFiles" => vec![Task::Bif],
-            _ => return None,
-        })
-    }
-
-    /// Section types (1/2/8/13) the task applies to.
-    pub fn section_types(self) -> &'static [i64] {
-        match self {
-            Task::Sonic | Task::Loudness => &[8],
-            Task::MediaAnalysis => &[1, 2, 8, 13],
-            Task::IntroMarkers => &[2],
-            _ => &[1, 2],
-        }
-    }
-
-    fn rate(self, st: &State) -> Option<f64> {
-        match self {
-            Task::Sonic | Task::Loudness => st.opts.analysis_rate,
-            Task::MediaAnalysis => st.opts.thumb_rate,
-            _ => None,
-        }
-    }
-}
+use crate::task::{ALL, Task};
 
 /// May this task run at all now? Behaviour pref not `never`; Sonic also needs a claimed server
 /// with Plex Pass (plexapi gates Sonic on `subscriptionActive`, §5).
@@ -410,6 +269,15 @@ pub fn spawn_media_scanner(args: &[String]) -> anyhow::Result<Child> {
     Ok(child)
 }
 
+/// The throttle that applies to a task (`--analysis-rate`, `--thumb-rate`), none for the others.
+fn rate(task: Task, st: &State) -> Option<f64> {
+    match task {
+        Task::Sonic | Task::Loudness => st.opts.analysis_rate,
+        Task::MediaAnalysis => st.opts.thumb_rate,
+        _ => None,
+    }
+}
+
 fn spawn_scanner(st: &State, task: Task, stall_after: Option<u64>) -> anyhow::Result<Child> {
     let mut args: Vec<String> = vec![
         "--task".into(),
@@ -417,7 +285,7 @@ fn spawn_scanner(st: &State, task: Task, stall_after: Option<u64>) -> anyhow::Re
         "--cost-ms".into(),
         st.opts.analysis_cost.as_millis().to_string(),
     ];
-    if let Some(r) = task.rate(st) {
+    if let Some(r) = rate(task, st) {
         args.extend(["--rate".into(), r.to_string()]);
     }
     if let Some(n) = stall_after {

@@ -16,8 +16,8 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, put};
 use rusqlite::params;
 
-use crate::analysis::Task;
 use crate::state::{Job, State};
+use crate::task::Task;
 use crate::worker;
 use crate::xml::xml_escape;
 
@@ -1009,7 +1009,7 @@ async fn butler_stop(AxState(st): St, h: HeaderMap, Path(task): Path<String>) ->
 }
 
 async fn butler_stop_all(AxState(st): St, h: HeaderMap) -> Response {
-    stop_tasks(&st, &crate::analysis::ALL);
+    stop_tasks(&st, &crate::task::ALL);
     ok_empty(&h)
 }
 

@@ -12,6 +12,7 @@ pub mod http;
 pub mod prefs;
 pub mod scan;
 pub mod state;
+pub mod task;
 pub mod worker;
 pub mod xml;
 

@@ -9,10 +9,10 @@ use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use crate::ServeOptions;
-use crate::analysis::Task;
 use crate::db::DataDir;
 use crate::faults::Faults;
 use crate::prefs::Prefs;
+use crate::task::Task;
 
 /// Work the single worker thread runs, one at a time (like Plex's serial scanner queue).
 #[derive(Debug, Clone)]
