@@ -3,9 +3,8 @@
 //! `Plex Media Scanner` that burns the CPU (§5), and what each writes to the DB and `Media/`.
 
 use std::io::{BufRead, BufReader, Read, Write};
-use std::os::unix::process::CommandExt;
 use std::path::PathBuf;
-use std::process::{Child, Stdio};
+use std::process::Child;
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
@@ -14,6 +13,7 @@ use sha2::Digest;
 
 use crate::db::unix_now;
 use crate::faults::Phase;
+use crate::scanner::{self, ScannerArgs};
 use crate::state::{ActivityGuard, State};
 use crate::task::{ALL, Task};
 
@@ -229,7 +229,7 @@ pub fn run(
             }
         }
         if crash_now {
-            crate::scan::fire(st, true, Phase::Analysis);
+            st.fire_fault(true, Phase::Analysis);
         }
         if finished {
             break Outcome::Done(done);
@@ -251,22 +251,6 @@ pub fn run(
         task.name()
     ));
     Ok(outcome)
-}
-
-/// Re-exec ourselves as a child whose argv[0] is `Plex Media Scanner`, so process monitors match
-/// it as they match the real binary (plex.md §5). Pipes on stdin and stdout.
-#[allow(clippy::disallowed_methods)] // The emulator's one spawn point; not product code.
-pub fn spawn_media_scanner(args: &[String]) -> anyhow::Result<Child> {
-    let exe = std::env::current_exe()?;
-    let child = std::process::Command::new(exe)
-        .arg0("Plex Media Scanner")
-        .arg("media-scanner")
-        .args(args)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()?;
-    Ok(child)
 }
 
 /// The throttle that applies to a task (`--analysis-rate`, `--thumb-rate`), none for the others.
@@ -295,7 +279,7 @@ fn spawn_scanner(st: &State, task: Task, stall_after: Option<u64>) -> anyhow::Re
         // The flag cloud-bursting matches with `pgrep -f 'server-action sonic'` (§3.4, [S]).
         args.extend(["--server-action".into(), "sonic".into()]);
     }
-    spawn_media_scanner(&args)
+    scanner::spawn(&args)
 }
 
 fn num(d: &str, i: usize, scale: f64, offset: f64) -> String {
@@ -442,39 +426,9 @@ fn write_media_file(st: &State, hash: &str, rel: &str, bytes: &[u8]) {
     let _ = std::fs::write(p, bytes);
 }
 
-/// Arguments of the hidden `media-scanner` subcommand (the analysis child).
-#[derive(Debug, Clone, clap::Args)]
-pub struct ScannerArgs {
-    /// Analysis task name (see `Task::name`).
-    #[arg(long)]
-    pub task: Option<String>,
-    /// Scan mode: read NUL-separated paths, answer one probe line per path (see `scan::probe_main`).
-    #[arg(long)]
-    pub scan: bool,
-    #[arg(long)]
-    pub section: Option<i64>,
-    /// Scan mode: paths whose files must read as unreadable (the `--unreadable` knob).
-    #[arg(long)]
-    pub unreadable: Vec<PathBuf>,
-    /// CPU burnt per item on top of hashing the file.
-    #[arg(long, default_value_t = 5)]
-    pub cost_ms: u64,
-    /// Items per second at most.
-    #[arg(long)]
-    pub rate: Option<f64>,
-    /// Stop working (no CPU, no output) after this many items, until the parent goes away.
-    #[arg(long)]
-    pub stall_after: Option<u64>,
-    #[arg(long)]
-    pub server_action: Option<String>,
-}
-
-/// The child's main loop: read `part\tfile` lines, hash the whole file plus `cost_ms` of extra
+/// The analysis mode of the child: read `part\tfile` lines, hash the whole file plus `cost_ms` of extra
 /// hashing, print `ok\tpart\tdigest`. Exits when its parent dies (its parent id changes).
 pub fn scanner_main(a: &ScannerArgs) -> anyhow::Result<()> {
-    if a.scan {
-        return crate::scan::probe_main(&a.unreadable);
-    }
     let parent = std::os::unix::process::parent_id();
     let orphaned = move || std::os::unix::process::parent_id() != parent;
     let stdin = std::io::stdin();

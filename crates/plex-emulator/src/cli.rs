@@ -28,7 +28,7 @@ pub enum Command {
     GenLibrary(crate::genlib::GenArgs),
     /// The analysis child (started by the server with argv[0] "Plex Media Scanner").
     #[command(hide = true)]
-    MediaScanner(crate::analysis::ScannerArgs),
+    MediaScanner(crate::scanner::ScannerArgs),
     /// The Docker image's entrypoint: pms-docker's env contract, then serve on 0.0.0.0:32400.
     Container(crate::container::ContainerArgs),
     /// Exit 0 when GET /identity answers 200 (the image's HEALTHCHECK).
@@ -100,6 +100,8 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
             println!("{}", serde_json::to_string(&counts)?);
             Ok(())
         }
+        // One child binary, two modes: the scan's file probes or an analysis task's hashing.
+        Command::MediaScanner(a) if a.scan => crate::scan::probe_main(&a.unreadable),
         Command::MediaScanner(a) => crate::analysis::scanner_main(&a),
         Command::Container(a) => crate::container::main(a),
         Command::Healthcheck(a) => crate::container::healthcheck(a.addr, a.timeout),

@@ -11,6 +11,7 @@ pub mod genlib;
 pub mod http;
 pub mod prefs;
 pub mod scan;
+pub mod scanner;
 pub mod state;
 pub mod task;
 pub mod worker;

@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use crate::ServeOptions;
 use crate::db::DataDir;
-use crate::faults::Faults;
+use crate::faults::{Faults, Phase, mark_fired};
 use crate::prefs::Prefs;
 use crate::task::Task;
 
@@ -160,6 +160,22 @@ impl State {
             .chain(j.queue.iter())
             .filter(|job| job.sections().contains(&section))
             .count()
+    }
+
+    /// Fire a crash (abort, no checkpoint) or a stall (hold the activity, no CPU, until SIGTERM).
+    /// Scans and analysis both call it when their `--fault` count is reached.
+    pub fn fire_fault(&self, crash: bool, phase: Phase) {
+        mark_fired(&self.dd.config, crash, phase);
+        self.log(&format!(
+            "Fault: {} during {phase:?}",
+            if crash { "crash" } else { "stall" }
+        ));
+        if crash {
+            std::process::abort();
+        }
+        while !self.stopping() {
+            std::thread::sleep(Duration::from_millis(100));
+        }
     }
 
     /// Append a line to `Logs/Plex Media Server.log` in Plex's layout.
