@@ -16,6 +16,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, put};
 use rusqlite::params;
 
+use crate::prefs::VERSION;
 use crate::state::{Job, State};
 use crate::task::Task;
 use crate::worker;
@@ -295,7 +296,7 @@ async fn identity(AxState(st): St, h: HeaderMap) -> Response {
             .a("apiVersion", "0.2.0")
             .a("claimed", st.token().is_some())
             .a("machineIdentifier", st.machine_id())
-            .a("version", crate::VERSION),
+            .a("version", VERSION),
     )
 }
 
@@ -322,7 +323,7 @@ async fn root(AxState(st): St, h: HeaderMap) -> Response {
         .a("myPlexSigninState", if claimed { "ok" } else { "none" })
         .a("myPlexSubscription", claimed && st.opts.plex_pass)
         .a("platform", "Linux")
-        .a("version", crate::VERSION);
+        .a("version", VERSION);
     if st.starting() {
         n = n.a("startState", "startingPlugins");
     }
