@@ -3,9 +3,8 @@
 //! `Plex Media Scanner` that burns the CPU (§5), and what each writes to the DB and `Media/`.
 
 use std::io::{BufRead, BufReader, Read, Write};
-use std::os::unix::process::CommandExt;
 use std::path::PathBuf;
-use std::process::{Child, Stdio};
+use std::process::Child;
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
@@ -14,149 +13,9 @@ use sha2::Digest;
 
 use crate::db::unix_now;
 use crate::faults::Phase;
+use crate::scanner::{self, ScannerArgs};
 use crate::state::{ActivityGuard, State};
-
-/// A background task. Activity type strings marked (invented) in `activity_type` are not known
-/// from real Plex; see the README's divergences.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum Task {
-    Sonic,
-    Loudness,
-    MediaAnalysis,
-    DeepAnalysis,
-    IntroMarkers,
-    CreditsMarkers,
-    AdMarkers,
-    VoiceActivity,
-    ChapterThumbs,
-    Bif,
-}
-
-pub const ALL: [Task; 10] = [
-    Task::Sonic,
-    Task::Loudness,
-    Task::MediaAnalysis,
-    Task::DeepAnalysis,
-    Task::IntroMarkers,
-    Task::CreditsMarkers,
-    Task::AdMarkers,
-    Task::VoiceActivity,
-    Task::ChapterThumbs,
-    Task::Bif,
-];
-
-impl Task {
-    pub fn name(self) -> &'static str {
-        match self {
-            Task::Sonic => "sonic",
-            Task::Loudness => "loudness",
-            Task::MediaAnalysis => "media-analysis",
-            Task::DeepAnalysis => "deep-analysis",
-            Task::IntroMarkers => "intro-markers",
-            Task::CreditsMarkers => "credits-markers",
-            Task::AdMarkers => "ad-markers",
-            Task::VoiceActivity => "voice-activity",
-            Task::ChapterThumbs => "chapter-thumbs",
-            Task::Bif => "bif",
-        }
-    }
-
-    pub fn from_name(s: &str) -> Option<Task> {
-        ALL.into_iter().find(|t| t.name() == s)
-    }
-
-    /// `/activities` `type`.
-    pub fn activity_type(self) -> &'static str {
-        match self {
-            Task::Sonic => "media.generate.music.analysis", // weak public hint, plex.md §4
-            Task::Loudness => "media.generate.loudness",    // invented
-            Task::MediaAnalysis => "media.analyze",         // seen in public code
-            Task::DeepAnalysis => "media.analyze.deep",     // invented
-            Task::IntroMarkers => "media.generate.intros",  // seen
-            Task::CreditsMarkers => "media.generate.credits", // seen
-            Task::AdMarkers => "media.generate.ads",        // invented
-            Task::VoiceActivity => "media.generate.vad",    // invented
-            Task::ChapterThumbs => "media.generate.chapter.thumbs", // seen
-            Task::Bif => "media.generate.bif",              // seen
-        }
-    }
-
-    pub fn title(self) -> &'static str {
-        match self {
-            Task::Sonic => "Analyzing audio tracks for sonic features",
-            Task::Loudness => "Analyzing audio tracks for loudness",
-            Task::MediaAnalysis => "Analyzing media",
-            Task::DeepAnalysis => "Performing extensive media analysis",
-            Task::IntroMarkers => "Detecting intros",
-            Task::CreditsMarkers => "Detecting credits",
-            Task::AdMarkers => "Detecting ads",
-            Task::VoiceActivity => "Generating voice activity data",
-            Task::ChapterThumbs => "Generating chapter thumbnails",
-            Task::Bif => "Generating video preview thumbnails",
-        }
-    }
-
-    /// The `*Behavior` pref that gates the task (§3.2).
-    pub fn behavior_pref(self) -> Option<&'static str> {
-        match self {
-            Task::Sonic => Some("MusicAnalysisBehavior"),
-            Task::Loudness => Some("LoudnessAnalysisBehavior"),
-            Task::IntroMarkers => Some("GenerateIntroMarkerBehavior"),
-            Task::CreditsMarkers => Some("GenerateCreditsMarkerBehavior"),
-            Task::AdMarkers => Some("GenerateAdMarkerBehavior"),
-            Task::VoiceActivity => Some("GenerateVADBehavior"),
-            Task::ChapterThumbs => Some("GenerateChapterThumbBehavior"),
-            Task::Bif => Some("GenerateBIFBehavior"),
-            Task::MediaAnalysis | Task::DeepAnalysis => None,
-        }
-    }
-
-    /// The `ButlerTask*` bool pref that enables it in the maintenance window (§3.2).
-    pub fn butler_pref(self) -> Option<&'static str> {
-        match self {
-            Task::MediaAnalysis => Some("ButlerTaskUpgradeMediaAnalysis"),
-            Task::DeepAnalysis => Some("ButlerTaskDeepMediaAnalysis"),
-            Task::Bif => Some("ButlerTaskGenerateMediaIndexFiles"),
-            _ => None,
-        }
-    }
-
-    /// The `/butler/{name}` task names (spec enum, §3.3) that start it.
-    pub fn for_butler_name(name: &str) -> Option<Vec<Task>> {
-        Some(match name {
-            "MusicAnalysis" => vec![Task::Sonic],
-            "LoudnessAnalysis" => vec![Task::Loudness],
-            "UpgradeMediaAnalysis" => vec![Task::MediaAnalysis],
-            // cloud-bursting saw Sonic start only after DeepMediaAnalysis (§3.4, [S]).
-            "DeepMediaAnalysis" => vec![Task::DeepAnalysis, Task::Sonic],
-            "ButlerTaskGenerateIntroMarkers" => vec![Task::IntroMarkers],
-            "ButlerTaskGenerateCreditsMarkers" => vec![Task::CreditsMarkers],
-            "ButlerTaskGenerateAdMarkers" => vec![Task::AdMarkers],
-            "ButlerTaskGenerateVoiceActivity" => vec![Task::VoiceActivity],
-            "GenerateChapterThumbs" => vec![Task::ChapterThumbs],
-            "GenerateMediaIndexFiles" => vec![Task::Bif],
-            _ => return None,
-        })
-    }
-
-    /// Section types (1/2/8/13) the task applies to.
-    pub fn section_types(self) -> &'static [i64] {
-        match self {
-            Task::Sonic | Task::Loudness => &[8],
-            Task::MediaAnalysis => &[1, 2, 8, 13],
-            Task::IntroMarkers => &[2],
-            _ => &[1, 2],
-        }
-    }
-
-    fn rate(self, st: &State) -> Option<f64> {
-        match self {
-            Task::Sonic | Task::Loudness => st.opts.analysis_rate,
-            Task::MediaAnalysis => st.opts.thumb_rate,
-            _ => None,
-        }
-    }
-}
+use crate::task::{ALL, Task};
 
 /// May this task run at all now? Behaviour pref not `never`; Sonic also needs a claimed server
 /// with Plex Pass (plexapi gates Sonic on `subscriptionActive`, §5).
@@ -370,7 +229,7 @@ pub fn run(
             }
         }
         if crash_now {
-            crate::scan::fire(st, true, Phase::Analysis);
+            st.fire_fault(true, Phase::Analysis);
         }
         if finished {
             break Outcome::Done(done);
@@ -394,20 +253,13 @@ pub fn run(
     Ok(outcome)
 }
 
-/// Re-exec ourselves as a child whose argv[0] is `Plex Media Scanner`, so process monitors match
-/// it as they match the real binary (plex.md §5). Pipes on stdin and stdout.
-#[allow(clippy::disallowed_methods)] // The emulator's one spawn point; not product code.
-pub fn spawn_media_scanner(args: &[String]) -> anyhow::Result<Child> {
-    let exe = std::env::current_exe()?;
-    let child = std::process::Command::new(exe)
-        .arg0("Plex Media Scanner")
-        .arg("media-scanner")
-        .args(args)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()?;
-    Ok(child)
+/// The throttle that applies to a task (`--analysis-rate`, `--thumb-rate`), none for the others.
+fn rate(task: Task, st: &State) -> Option<f64> {
+    match task {
+        Task::Sonic | Task::Loudness => st.opts.analysis_rate,
+        Task::MediaAnalysis => st.opts.thumb_rate,
+        _ => None,
+    }
 }
 
 fn spawn_scanner(st: &State, task: Task, stall_after: Option<u64>) -> anyhow::Result<Child> {
@@ -417,7 +269,7 @@ fn spawn_scanner(st: &State, task: Task, stall_after: Option<u64>) -> anyhow::Re
         "--cost-ms".into(),
         st.opts.analysis_cost.as_millis().to_string(),
     ];
-    if let Some(r) = task.rate(st) {
+    if let Some(r) = rate(task, st) {
         args.extend(["--rate".into(), r.to_string()]);
     }
     if let Some(n) = stall_after {
@@ -427,7 +279,7 @@ fn spawn_scanner(st: &State, task: Task, stall_after: Option<u64>) -> anyhow::Re
         // The flag cloud-bursting matches with `pgrep -f 'server-action sonic'` (§3.4, [S]).
         args.extend(["--server-action".into(), "sonic".into()]);
     }
-    spawn_media_scanner(&args)
+    scanner::spawn(&args)
 }
 
 fn num(d: &str, i: usize, scale: f64, offset: f64) -> String {
@@ -574,39 +426,9 @@ fn write_media_file(st: &State, hash: &str, rel: &str, bytes: &[u8]) {
     let _ = std::fs::write(p, bytes);
 }
 
-/// Arguments of the hidden `media-scanner` subcommand (the analysis child).
-#[derive(Debug, Clone, clap::Args)]
-pub struct ScannerArgs {
-    /// Analysis task name (see `Task::name`).
-    #[arg(long)]
-    pub task: Option<String>,
-    /// Scan mode: read NUL-separated paths, answer one probe line per path (see `scan::probe_main`).
-    #[arg(long)]
-    pub scan: bool,
-    #[arg(long)]
-    pub section: Option<i64>,
-    /// Scan mode: paths whose files must read as unreadable (the `--unreadable` knob).
-    #[arg(long)]
-    pub unreadable: Vec<PathBuf>,
-    /// CPU burnt per item on top of hashing the file.
-    #[arg(long, default_value_t = 5)]
-    pub cost_ms: u64,
-    /// Items per second at most.
-    #[arg(long)]
-    pub rate: Option<f64>,
-    /// Stop working (no CPU, no output) after this many items, until the parent goes away.
-    #[arg(long)]
-    pub stall_after: Option<u64>,
-    #[arg(long)]
-    pub server_action: Option<String>,
-}
-
-/// The child's main loop: read `part\tfile` lines, hash the whole file plus `cost_ms` of extra
+/// The analysis mode of the child: read `part\tfile` lines, hash the whole file plus `cost_ms` of extra
 /// hashing, print `ok\tpart\tdigest`. Exits when its parent dies (its parent id changes).
 pub fn scanner_main(a: &ScannerArgs) -> anyhow::Result<()> {
-    if a.scan {
-        return crate::scan::probe_main(&a.unreadable);
-    }
     let parent = std::os::unix::process::parent_id();
     let orphaned = move || std::os::unix::process::parent_id() != parent;
     let stdin = std::io::stdin();

@@ -151,12 +151,12 @@ pub fn main(args: ContainerArgs) -> anyhow::Result<()> {
     #[derive(clap::Parser)]
     struct Flags {
         #[command(flatten)]
-        serve: crate::cli::ServeArgs,
+        serve: crate::server::ServeArgs,
     }
     let flags = <Flags as clap::Parser>::try_parse_from(argv).context("container: serve flags")?;
-    let mut opts: crate::ServeOptions = flags.serve.into();
+    let mut opts: crate::state::ServeOptions = flags.serve.into();
     opts.claim = env.claim;
-    crate::serve(opts)
+    crate::server::serve(opts)
 }
 
 /// Prepare the container as pms-docker does, drop to `PLEX_UID`/`PLEX_GID`, and return the

@@ -16,9 +16,11 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, put};
 use rusqlite::params;
 
-use crate::analysis::Task;
+use crate::prefs::VERSION;
 use crate::state::{Job, State};
+use crate::task::Task;
 use crate::worker;
+use crate::xml::xml_escape;
 
 type St = AxState<Arc<State>>;
 
@@ -134,22 +136,6 @@ impl Node {
         }
         serde_json::Value::Object(m)
     }
-}
-
-pub fn xml_escape(s: &str) -> String {
-    let mut o = String::with_capacity(s.len());
-    for ch in s.chars() {
-        match ch {
-            '&' => o.push_str("&amp;"),
-            '<' => o.push_str("&lt;"),
-            '>' => o.push_str("&gt;"),
-            '"' => o.push_str("&quot;"),
-            '\'' => o.push_str("&apos;"),
-            '\n' => o.push_str("&#10;"),
-            c => o.push(c),
-        }
-    }
-    o
 }
 
 fn wants_json(h: &HeaderMap) -> bool {
@@ -310,7 +296,7 @@ async fn identity(AxState(st): St, h: HeaderMap) -> Response {
             .a("apiVersion", "0.2.0")
             .a("claimed", st.token().is_some())
             .a("machineIdentifier", st.machine_id())
-            .a("version", crate::VERSION),
+            .a("version", VERSION),
     )
 }
 
@@ -337,7 +323,7 @@ async fn root(AxState(st): St, h: HeaderMap) -> Response {
         .a("myPlexSigninState", if claimed { "ok" } else { "none" })
         .a("myPlexSubscription", claimed && st.opts.plex_pass)
         .a("platform", "Linux")
-        .a("version", crate::VERSION);
+        .a("version", VERSION);
     if st.starting() {
         n = n.a("startState", "startingPlugins");
     }
@@ -1024,7 +1010,7 @@ async fn butler_stop(AxState(st): St, h: HeaderMap, Path(task): Path<String>) ->
 }
 
 async fn butler_stop_all(AxState(st): St, h: HeaderMap) -> Response {
-    stop_tasks(&st, &crate::analysis::ALL);
+    stop_tasks(&st, &crate::task::ALL);
     ok_empty(&h)
 }
 

@@ -11,139 +11,136 @@ pub mod genlib;
 pub mod http;
 pub mod prefs;
 pub mod scan;
+pub mod scanner;
+pub mod server;
 pub mod state;
+pub mod task;
 pub mod worker;
+pub mod xml;
 
-use std::io::Write;
-use std::net::SocketAddr;
-use std::path::PathBuf;
-use std::sync::Arc;
-use std::sync::atomic::Ordering;
-use std::time::Duration;
+// The crate root only declares modules and re-exports the library API (README "Usage"): no module
+// names `crate::<item>`, so the root is never part of an import cycle (README "Module layers").
+pub use prefs::VERSION;
+pub use server::serve;
+pub use state::ServeOptions;
 
-use anyhow::Context;
+/// Keeps the README's "Module layers" true: every module is in one layer and names (`crate::X`)
+/// only modules of lower layers, so the imports stay a DAG as the crate grows.
+#[cfg(test)]
+mod layers {
+    use std::collections::BTreeMap;
+    use std::path::Path;
 
-/// The PMS version the emulator reports (a real 1.41 build string, plex.md §4 `/identity`).
-pub const VERSION: &str = "1.41.6.9685-d301f511a";
-
-/// Everything `serve` needs; the `serve` subcommand and the container entry point both build it.
-#[derive(Debug, Clone)]
-pub struct ServeOptions {
-    /// Plays pms-docker's `/config`.
-    pub data_dir: PathBuf,
-    pub listen: SocketAddr,
-    /// Claim token (`PLEX_CLAIM`); any value claims the server after `claim_delay`.
-    pub claim: Option<String>,
-    pub claim_delay: Duration,
-    /// Drives `/myplex/account` `subscriptionActive`; Sonic needs it.
-    pub plex_pass: bool,
-    /// Files per second; `None` = as fast as possible.
-    pub scan_rate: Option<f64>,
-    /// Tracks per second for Sonic and loudness.
-    pub analysis_rate: Option<f64>,
-    /// Photos per second for thumbnailing.
-    pub thumb_rate: Option<f64>,
-    pub startup_delay: Duration,
-    pub faults: Vec<faults::Fault>,
-    /// CPU burnt per analysed item, on top of hashing the file.
-    pub analysis_cost: Duration,
-    /// Paths under which every file lists but cannot be read (a degraded mount).
-    pub unreadable: Vec<PathBuf>,
-}
-
-/// Run the server until SIGTERM/SIGINT: finish the current DB transaction, checkpoint the WAL,
-/// return Ok. Blocking; builds its own tokio runtime.
-pub fn serve(opts: ServeOptions) -> anyhow::Result<()> {
-    let dd = db::DataDir::new(&opts.data_dir);
-    dd.create()?;
-    db::init(&dd)?;
-    let prefs = prefs::Prefs::load(&dd.prefs())?;
-    let st = Arc::new(state::State::new(opts, prefs));
-    st.log(&format!("Plex Media Server v{VERSION} - emulator starting"));
-    let worker = {
-        let st = st.clone();
-        std::thread::Builder::new()
-            .name("worker".into())
-            .spawn(move || worker::run(st))?
-    };
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()?;
-    let res = rt.block_on(run_http(st.clone()));
-    st.shutdown.store(true, Ordering::SeqCst);
-    st.wake.notify_all();
-    let _ = worker.join();
-    rt.shutdown_timeout(Duration::from_secs(1));
-    db::checkpoint(&st.dd).context("checkpointing the WAL at shutdown")?;
-    st.log("Shutdown complete");
-    res
-}
-
-async fn run_http(st: Arc<state::State>) -> anyhow::Result<()> {
-    use tokio::signal::unix::{SignalKind, signal};
-    let mut term = signal(SignalKind::terminate())?;
-    let mut int = signal(SignalKind::interrupt())?;
-    if let Some(claim) = st.opts.claim.clone().filter(|c| !c.is_empty())
-        && st.token().is_none()
-    {
-        // pms-docker exchanges the claim at first run; the token lands in Preferences.xml a few
-        // seconds later (plex.md §4.5).
-        let st = st.clone();
-        tokio::spawn(async move {
-            tokio::time::sleep(st.opts.claim_delay).await;
-            let token: String = uuid::Uuid::new_v4()
-                .simple()
-                .to_string()
-                .chars()
-                .take(20)
-                .collect();
-            let mut p = st.prefs();
-            let r = p
-                .set_attr("PlexOnlineToken", &token)
-                .and_then(|_| p.set_attr("PlexOnlineUsername", "plexburst"))
-                .and_then(|_| p.set_attr("PlexOnlineMail", "plexburst@example.invalid"));
-            drop(p);
-            st.log(&format!(
-                "Claimed with a claim token of {} chars: {r:?}",
-                claim.len()
-            ));
-        });
-    }
-    if let Some(d) = st.faults.refuse() {
-        // Nothing listens yet: connections are refused, like a server still binding its port.
-        st.log(&format!(
-            "Refusing connections for {} ms (fault)",
-            d.as_millis()
-        ));
-        tokio::select! {
-            _ = tokio::time::sleep(d) => {}
-            _ = term.recv() => return Ok(()),
-            _ = int.recv() => return Ok(()),
-        }
-    }
-    let listener = tokio::net::TcpListener::bind(st.opts.listen)
-        .await
-        .with_context(|| format!("binding {}", st.opts.listen))?;
-    let app = http::router(st.clone());
-    let addr = listener.local_addr()?;
-    st.log(&format!("Listening on {addr}"));
-    {
-        let mut out = std::io::stdout().lock();
-        writeln!(out, "listening on http://{addr}")?;
-        out.flush()?;
-    }
-    let stopper = st.clone();
-    axum::serve(listener, app)
-        .with_graceful_shutdown(async move {
-            tokio::select! {
-                _ = term.recv() => {}
-                _ = int.recv() => {}
+    /// Layer number of each module, from the numbered lines of the README section
+    /// (`N. \`a\`, \`b\` — what they are`).
+    fn readme_layers(readme: &str) -> BTreeMap<String, usize> {
+        let section = readme
+            .split("## Module layers")
+            .nth(1)
+            .expect("README has a \"Module layers\" section");
+        let section = section.split("\n## ").next().unwrap_or_default();
+        let mut layers = BTreeMap::new();
+        for line in section.lines() {
+            let Some((num, rest)) = line.split_once(". ") else {
+                continue;
+            };
+            let Ok(n) = num.parse::<usize>() else {
+                continue;
+            };
+            let names = rest.split(" — ").next().unwrap_or_default();
+            for name in names.split(',') {
+                layers.insert(name.trim().trim_matches('`').to_string(), n);
             }
-            stopper.log("Got a stop signal; finishing the current transaction");
-            stopper.shutdown.store(true, Ordering::SeqCst);
-            stopper.wake.notify_all();
-        })
-        .await?;
-    Ok(())
+        }
+        layers
+    }
+
+    fn ident(s: &str) -> String {
+        s.chars()
+            .take_while(|c| c.is_alphanumeric() || *c == '_')
+            .collect()
+    }
+
+    /// The first segment of every `crate::` path in the code (line comments dropped), each name
+    /// of a `crate::{a, b::c}` group included, even when rustfmt spreads it over lines.
+    fn crate_refs(src: &str) -> Vec<String> {
+        let code: Vec<&str> = src
+            .lines()
+            .map(|l| l.split("//").next().unwrap_or_default())
+            .collect();
+        let code = code.join("\n");
+        let mut out = Vec::new();
+        let mut rest = code.as_str();
+        while let Some(i) = rest.find("crate::") {
+            rest = &rest[i + "crate::".len()..];
+            if let Some(group) = rest.strip_prefix('{') {
+                let end = group.find('}').unwrap_or(group.len());
+                out.extend(group[..end].split(',').map(|s| ident(s.trim())));
+            } else {
+                out.push(ident(rest));
+            }
+        }
+        out.retain(|s| !s.is_empty());
+        out
+    }
+
+    #[test]
+    fn crate_refs_finds_paths_and_groups_but_not_comments() {
+        let src = "use crate::db::open;\n// crate::http is only mentioned\nuse crate::{\n    state::State,\n    task,\n};\nlet v = crate::prefs::VERSION;";
+        assert_eq!(crate_refs(src), ["db", "state", "task", "prefs"]);
+    }
+
+    #[test]
+    fn every_module_imports_only_lower_layers() {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR"));
+        let readme = std::fs::read_to_string(dir.join("README.md")).expect("README.md");
+        let layers = readme_layers(&readme);
+        let mut problems = Vec::new();
+        let mut files = Vec::new();
+        for entry in std::fs::read_dir(dir.join("src")).expect("src/") {
+            let path = entry.expect("src/ entry").path();
+            if path.is_dir() {
+                problems.push(format!(
+                    "{}: nested modules are not checked yet",
+                    path.display()
+                ));
+                continue;
+            }
+            let module = path.file_stem().unwrap_or_default().to_string_lossy();
+            // The root declares every module; main.rs is the binary crate (`plex_emulator::`).
+            if module == "lib" || module == "main" {
+                continue;
+            }
+            files.push(module.to_string());
+            let Some(&mine) = layers.get(module.as_ref()) else {
+                problems.push(format!("{module} is in no layer"));
+                continue;
+            };
+            let src = std::fs::read_to_string(&path).expect("module source");
+            for r in crate_refs(&src) {
+                match layers.get(&r) {
+                    _ if r == module => {}
+                    None => {
+                        problems.push(format!("{module} names crate::{r}, not a layered module"))
+                    }
+                    Some(&theirs) if theirs >= mine => problems.push(format!(
+                        "{module} (layer {mine}) imports {r} (layer {theirs})"
+                    )),
+                    Some(_) => {}
+                }
+            }
+        }
+        for name in layers.keys() {
+            if !files.contains(name) {
+                problems.push(format!(
+                    "the README lists {name}, which has no src/{name}.rs"
+                ));
+            }
+        }
+        assert!(
+            problems.is_empty(),
+            "README \"Module layers\" does not hold:\n{}",
+            problems.join("\n")
+        );
+    }
 }

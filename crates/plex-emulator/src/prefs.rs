@@ -6,6 +6,11 @@ use std::path::{Path, PathBuf};
 
 use anyhow::Context;
 
+/// The PMS version the emulator reports (a real 1.41 build string, plex.md §4 `/identity`). It
+/// lives here because the first run records it in Preferences.xml as `OldestPreviousVersion`, as
+/// pms-docker's first run does.
+pub const VERSION: &str = "1.41.6.9685-d301f511a";
+
 /// The real dump (plex-api.rs `tests/mocks/server/prefs.json`, copied from the shared fixtures).
 const REAL_PREFS: &str = include_str!("../data/real-pms-prefs.json");
 
@@ -195,7 +200,7 @@ impl Prefs {
             p.attrs
                 .insert("TranscoderTempDirectory".into(), "/transcode".into());
             p.attrs
-                .insert("OldestPreviousVersion".into(), crate::VERSION.into());
+                .insert("OldestPreviousVersion".into(), VERSION.into());
             p.attrs.insert("AcceptedEULA".into(), "1".into());
             p.save()?;
         }
@@ -252,7 +257,7 @@ impl Prefs {
     fn save(&self) -> anyhow::Result<()> {
         let mut out = String::from("<?xml version=\"1.0\" encoding=\"utf-8\"?>\n<Preferences");
         for (k, v) in &self.attrs {
-            out.push_str(&format!(" {k}=\"{}\"", crate::http::xml_escape(v)));
+            out.push_str(&format!(" {k}=\"{}\"", crate::xml::xml_escape(v)));
         }
         out.push_str("/>\n");
         let tmp = self.path.with_extension("xml.tmp");

@@ -14,7 +14,7 @@ use rusqlite::{Connection, OptionalExtension, Transaction, params};
 use sha2::Digest;
 
 use crate::db::unix_now;
-use crate::faults::{Phase, mark_fired};
+use crate::faults::Phase;
 use crate::state::{ActivityGuard, State};
 
 /// Files read per transaction: big enough for throughput, small enough to keep readers and
@@ -265,7 +265,7 @@ pub fn scan_section(
         tx.commit()?;
         act.progress(done, total);
         if let Some(crash) = stop {
-            fire(st, crash, Phase::Scan);
+            st.fire_fault(crash, Phase::Scan);
             return Ok(Outcome::Stopped);
         }
         if act.cancelled() {
@@ -307,21 +307,6 @@ pub fn scan_section(
         updated: ctx.updated,
         deleted,
     })
-}
-
-/// Fire a crash (abort, no checkpoint) or a stall (hold the activity, no CPU, until SIGTERM).
-pub fn fire(st: &State, crash: bool, phase: Phase) {
-    mark_fired(&st.dd.config, crash, phase);
-    st.log(&format!(
-        "Fault: {} during {phase:?}",
-        if crash { "crash" } else { "stall" }
-    ));
-    if crash {
-        std::process::abort();
-    }
-    while !st.stopping() {
-        std::thread::sleep(Duration::from_millis(100));
-    }
 }
 
 fn walk(dir: &Path, kind: Kind, on_dir: &mut dyn FnMut(&Path), on_file: &mut dyn FnMut(PathBuf)) {
@@ -454,7 +439,7 @@ impl ProbeChild {
         for u in &st.opts.unreadable {
             args.extend(["--unreadable".into(), u.to_string_lossy().into_owned()]);
         }
-        let mut child = crate::analysis::spawn_media_scanner(&args)?;
+        let mut child = crate::scanner::spawn(&args)?;
         let stdin = std::io::BufWriter::new(child.stdin.take().expect("piped stdin"));
         let lines = std::io::BufReader::new(child.stdout.take().expect("piped stdout")).lines();
         Ok(ProbeChild {
@@ -678,8 +663,8 @@ pub fn write_bundle(base: &Path, guid: &str, title: &str) {
         .join("Contents");
     let info = format!(
         "<?xml version=\"1.0\" encoding=\"utf-8\"?>\n<Info guid=\"{}\" title=\"{}\"/>\n",
-        crate::http::xml_escape(guid),
-        crate::http::xml_escape(title)
+        crate::xml::xml_escape(guid),
+        crate::xml::xml_escape(title)
     );
     for sub in ["_combined", "com.plexapp.agents.localmedia"] {
         let d = contents.join(sub);

@@ -3,16 +3,41 @@
 
 use std::collections::VecDeque;
 use std::io::Write;
+use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
-use crate::ServeOptions;
-use crate::analysis::Task;
 use crate::db::DataDir;
-use crate::faults::Faults;
+use crate::faults::{Fault, Faults, Phase, mark_fired};
 use crate::prefs::Prefs;
+use crate::task::Task;
+
+/// Everything `serve` needs; the `serve` subcommand and the container entry point both build it.
+#[derive(Debug, Clone)]
+pub struct ServeOptions {
+    /// Plays pms-docker's `/config`.
+    pub data_dir: PathBuf,
+    pub listen: SocketAddr,
+    /// Claim token (`PLEX_CLAIM`); any value claims the server after `claim_delay`.
+    pub claim: Option<String>,
+    pub claim_delay: Duration,
+    /// Drives `/myplex/account` `subscriptionActive`; Sonic needs it.
+    pub plex_pass: bool,
+    /// Files per second; `None` = as fast as possible.
+    pub scan_rate: Option<f64>,
+    /// Tracks per second for Sonic and loudness.
+    pub analysis_rate: Option<f64>,
+    /// Photos per second for thumbnailing.
+    pub thumb_rate: Option<f64>,
+    pub startup_delay: Duration,
+    pub faults: Vec<Fault>,
+    /// CPU burnt per analysed item, on top of hashing the file.
+    pub analysis_cost: Duration,
+    /// Paths under which every file lists but cannot be read (a degraded mount).
+    pub unreadable: Vec<PathBuf>,
+}
 
 /// Work the single worker thread runs, one at a time (like Plex's serial scanner queue).
 #[derive(Debug, Clone)]
@@ -160,6 +185,22 @@ impl State {
             .chain(j.queue.iter())
             .filter(|job| job.sections().contains(&section))
             .count()
+    }
+
+    /// Fire a crash (abort, no checkpoint) or a stall (hold the activity, no CPU, until SIGTERM).
+    /// Scans and analysis both call it when their `--fault` count is reached.
+    pub fn fire_fault(&self, crash: bool, phase: Phase) {
+        mark_fired(&self.dd.config, crash, phase);
+        self.log(&format!(
+            "Fault: {} during {phase:?}",
+            if crash { "crash" } else { "stall" }
+        ));
+        if crash {
+            std::process::abort();
+        }
+        while !self.stopping() {
+            std::thread::sleep(Duration::from_millis(100));
+        }
     }
 
     /// Append a line to `Logs/Plex Media Server.log` in Plex's layout.

@@ -6,9 +6,10 @@ use std::sync::atomic::Ordering;
 
 use rusqlite::Connection;
 
-use crate::analysis::{self, Task};
+use crate::analysis;
 use crate::scan;
 use crate::state::{ActivityGuard, Job, State};
+use crate::task::Task;
 
 pub fn run(st: Arc<State>) {
     let mut c = match crate::db::open(&st.dd.library_db()) {
