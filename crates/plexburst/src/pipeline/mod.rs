@@ -134,8 +134,7 @@ pub fn resume(
     };
     // `resume --allow-deleted` is how a run the trash gate stopped is let through.
     if allow_deleted {
-        stored.options.allow_deleted = true;
-        stored.export.allow_deleted = true;
+        stored.allow_deletions();
     }
     let plan = match stored.differences(&fresh) {
         d if d.is_empty() => stored,

@@ -182,6 +182,19 @@ impl Plan {
         self.sections.iter().find(|s| s.name == name)
     }
 
+    /// Let the export through even though Plex's trash grew (`resume --allow-deleted`): the same
+    /// plan as one built with `--allow-deleted`.
+    pub fn allow_deletions(&mut self) {
+        self.options.allow_deleted = true;
+        self.export.allow_deleted = true;
+        self.phases = phases(
+            &self.options,
+            self.plex.scan_force,
+            &self.storage,
+            &self.export,
+        );
+    }
+
     /// Whether the run will run Sonic analysis (the part that needs Plex Pass).
     pub fn needs_plex_pass(&self) -> bool {
         !self.options.skip_analysis && self.sections.iter().any(|s| s.kind == SectionType::Music)
@@ -623,5 +636,13 @@ mod tests {
             "{d:?}"
         );
         assert!(d.iter().any(|l| l == "plex.port: 32400 -> 32999"), "{d:?}");
+        // Allowing deletions afterwards gives the plan built with --allow-deleted.
+        let mut later = p.clone();
+        later.allow_deletions();
+        let allowed = RunOptions {
+            allow_deleted: true,
+            ..Default::default()
+        };
+        assert_eq!(later, build(&example(), &allowed, "/home/u"));
     }
 }

@@ -740,3 +740,49 @@ fn export_refuses_a_data_folder_that_changes_while_archived() {
     assert!(Path::new(lab.state()["export"]["archive"].as_str().unwrap()).exists());
     assert_no_server(&lab);
 }
+
+#[test]
+fn resume_refuses_a_config_that_now_plans_another_run_and_names_the_fields() {
+    let lab = Lab::new(LabOpts {
+        emulator_args: vec!["--plex-pass".into(), "false".into()],
+        ..Default::default()
+    });
+    let out = lab.plexburst(&["run"]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    let stored = std::fs::read(lab.state_dir().join("plan.json")).unwrap();
+    let journal_len = || {
+        let id = lab.state()["run_id"].as_str().unwrap().to_string();
+        std::fs::read_to_string(lab.state_dir().join(format!("runs/{id}/commands.jsonl")))
+            .unwrap()
+            .lines()
+            .count()
+    };
+    let before = journal_len();
+    // The user edits the config between the failure and the resume.
+    let cfg = std::fs::read_to_string(lab.config_path()).unwrap();
+    let edited = cfg.replace("stable_samples = ", "stable_samples = 1");
+    assert_ne!(edited, cfg, "the lab config sets monitor.stable_samples");
+    std::fs::write(lab.config_path(), edited).unwrap();
+
+    let out = lab.plexburst(&["resume"]);
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("monitor.stable_samples: "), "{err}");
+    assert!(err.contains("--replan"), "{err}");
+    // Nothing ran on the target, and the stored plan is untouched.
+    assert_eq!(journal_len(), before, "resume ran commands before refusing");
+    assert_eq!(
+        std::fs::read(lab.state_dir().join("plan.json")).unwrap(),
+        stored
+    );
+
+    // With --replan the new plan is taken (and stored); this server still lacks Plex Pass.
+    let out = lab.plexburst(&["resume", "--replan"]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    assert!(journal_len() > before, "resume --replan ran nothing");
+    let now: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(lab.state_dir().join("plan.json")).unwrap()).unwrap();
+    let old: serde_json::Value = serde_json::from_slice(&stored).unwrap();
+    assert_ne!(now["monitor"], old["monitor"]);
+    assert_no_server(&lab);
+}
