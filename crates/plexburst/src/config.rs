@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-mod storage;
+pub(crate) mod storage;
 
 pub use crate::plex::SectionType;
 pub use crate::units::{format_duration, parse_duration};

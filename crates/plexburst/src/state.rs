@@ -235,24 +235,7 @@ impl StateStore {
 
     /// The stored plan of the run in `dir`, if any; one of another version is an error.
     pub fn read_plan(dir: &Path) -> anyhow::Result<Option<Plan>> {
-        let path = dir.join("plan.json");
-        let bytes = match std::fs::read(&path) {
-            Ok(b) => b,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-            Err(e) => return Err(e).with_context(|| format!("cannot read {}", path.display())),
-        };
-        let v: serde_json::Value = serde_json::from_slice(&bytes)
-            .with_context(|| format!("{} is not valid JSON", path.display()))?;
-        let version = v.get("version").and_then(|v| v.as_u64()).unwrap_or(0);
-        if version != u64::from(PLAN_VERSION) {
-            bail!(
-                "{} has plan version {version}, this plexburst reads version {PLAN_VERSION}; use the plexburst that wrote it, or `plexburst destroy` and start again",
-                path.display()
-            );
-        }
-        Ok(Some(serde_json::from_value(v).with_context(|| {
-            format!("{} is damaged", path.display())
-        })?))
+        read_versioned(&dir.join("plan.json"), "plan", u64::from(PLAN_VERSION))
     }
 
     fn write_json(&self, name: &str, json: &[u8]) -> anyhow::Result<()> {
@@ -287,8 +270,21 @@ pub fn run_alive(dir: &Path) -> bool {
 
 /// Read the state without taking the lock (for `status`, which must work while a run is going).
 pub fn read(dir: &Path) -> anyhow::Result<Option<State>> {
-    let path = StateStore::state_path(dir);
-    let bytes = match std::fs::read(&path) {
+    read_versioned(
+        &StateStore::state_path(dir),
+        "state",
+        u64::from(STATE_VERSION),
+    )
+}
+
+/// A JSON file with a `version` field (state, plan): `None` when absent, an error when of
+/// another version or damaged.
+fn read_versioned<T: serde::de::DeserializeOwned>(
+    path: &Path,
+    what: &str,
+    want: u64,
+) -> anyhow::Result<Option<T>> {
+    let bytes = match std::fs::read(path) {
         Ok(b) => b,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
         Err(e) => return Err(e).with_context(|| format!("cannot read {}", path.display())),
@@ -296,9 +292,9 @@ pub fn read(dir: &Path) -> anyhow::Result<Option<State>> {
     let v: serde_json::Value = serde_json::from_slice(&bytes)
         .with_context(|| format!("{} is not valid JSON", path.display()))?;
     let version = v.get("version").and_then(|v| v.as_u64()).unwrap_or(0);
-    if version != u64::from(STATE_VERSION) {
+    if version != want {
         bail!(
-            "{} has state version {version}, this plexburst reads version {STATE_VERSION}; use the plexburst that wrote it",
+            "{} has {what} version {version}, this plexburst reads version {want}; use the plexburst that wrote it, or `plexburst destroy` and start again",
             path.display()
         );
     }

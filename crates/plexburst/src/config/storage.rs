@@ -370,10 +370,11 @@ impl Tuning {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
-    pub fn cfg() -> RcloneConfig {
+    /// An endpoint storage whose secret is not in the environment (shared with storage's tests).
+    pub(crate) fn cfg() -> RcloneConfig {
         toml::from_str(
             r#"
 endpoint = "http://127.0.0.1:9000"

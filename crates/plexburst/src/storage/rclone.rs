@@ -1282,6 +1282,7 @@ echo \"$(wc -c < \"$f\") $({SHA256} < \"$f\" | cut -d' ' -f1)\"",
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::config::storage::tests::cfg;
     use crate::config::{MtimeMode, RcloneConfig, StorageConfig, Tuning};
 
     /// The spec the plan resolves from `c`.
@@ -1290,23 +1291,6 @@ mod tests {
             crate::storage::StorageSpec::Rclone(s) => s,
             other => panic!("not an rclone plan: {other:?}"),
         }
-    }
-
-    fn cfg() -> RcloneConfig {
-        toml::from_str(
-            r#"
-endpoint = "http://127.0.0.1:9000"
-access_key_id = "AK"
-secret_access_key_env = "PLEXBURST_TEST_NO_SUCH_ENV"
-bucket = "media/lib"
-mount_point = "/mnt/media"
-mtime = "real"
-extra_flags = ["--vfs-refresh"]
-[tuning]
-vfs_read_chunk_streams = 3
-"#,
-        )
-        .unwrap()
     }
 
     #[test]
