@@ -73,15 +73,9 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
             replan,
         } => {
             let config = load_config(&cli.config)?;
-            // The fresh plan is made with the stored run's options, so only the config can differ.
-            let options = match pipeline::stored_plan(&state_dir)? {
-                Some(p) => p.options,
-                None => RunOptions::default(),
-            };
-            let mut options = options;
-            options.allow_deleted |= *allow_deleted;
-            let fresh = build_plan(&config, &options);
-            pipeline::resume(&state_dir, fresh, *allow_deleted, *replan)
+            pipeline::resume(&state_dir, *allow_deleted, *replan, |options| {
+                build_plan(&config, options)
+            })
         }
         Command::Destroy => {
             let config = load_config(&cli.config)?;

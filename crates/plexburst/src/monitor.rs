@@ -172,7 +172,7 @@ pub fn take_sample(
     let root = match *plex_pid {
         Some(pid) => pid,
         None => ctx
-            .runtime
+            .runtime()
             .root_pid(ctx.remote.as_ref())?
             .context("the Plex server's process is not running, so its CPU cannot be read")?,
     };
@@ -347,7 +347,7 @@ pub fn watch(
                     return Err(e);
                 }
                 // Plex gone mid-phase: restart it and ask for the work again.
-                let running = ctx.runtime.is_running(ctx.remote.as_ref());
+                let running = ctx.runtime().is_running(ctx.remote.as_ref());
                 if let Ok(false) = running {
                     restarts += 1;
                     ctx.state.phase_mut(phase).restarts += 1;

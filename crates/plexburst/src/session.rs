@@ -35,7 +35,6 @@ pub struct Ctx {
     pub plan: Plan,
     pub remote: Box<dyn Remote>,
     pub storage: Storage,
-    pub runtime: Runtime,
     pub store: StateStore,
     pub state: State,
     pub plex: Option<PlexConn>,
@@ -92,6 +91,11 @@ pub fn stop_plex(
 }
 
 impl Ctx {
+    /// How Plex runs: the plan's runtime spec.
+    pub fn runtime(&self) -> &Runtime {
+        &self.plan.plex.runtime
+    }
+
     pub fn interrupted(&self) -> bool {
         self.interrupt.load(Ordering::SeqCst)
     }
@@ -150,7 +154,7 @@ impl Ctx {
         self.plex = None;
         stop_plex(
             self.remote.as_ref(),
-            &self.runtime,
+            self.runtime(),
             self.plan.plex.stop_grace,
             fix,
         )?;
@@ -183,7 +187,7 @@ impl Ctx {
 
     /// The last lines of the server's log, for an error message.
     pub fn log_tail(&self) -> String {
-        match self.runtime.log_tail(self.remote.as_ref(), 20) {
+        match self.runtime().log_tail(self.remote.as_ref(), 20) {
             Ok(t) if !t.trim().is_empty() => {
                 format!("\nlast lines of the server's log:\n{}", t.trim_end())
             }
@@ -204,14 +208,14 @@ impl Ctx {
             .iter()
             .map(|c| (CLAIM_ENV.to_string(), c.clone()))
             .collect();
-        self.runtime
+        self.runtime()
             .start(self.remote.as_ref(), &secrets)
             .with_context(|| format!("starting Plex failed{}", self.log_tail()))?;
         self.state.plex_started = true;
         self.save()?;
         let fwd = self
             .remote
-            .forward(self.runtime.port())
+            .forward(self.runtime().port())
             .context("cannot forward Plex's port")?;
         let base = format!("http://{}", fwd.local_addr());
         let mut client = Client::new(&base, None, API_TIMEOUT);
@@ -222,7 +226,7 @@ impl Ctx {
             match client.identity() {
                 Ok(id) => break id,
                 Err(e) if e.is_retryable() => {
-                    if !self.runtime.is_running(self.remote.as_ref())? {
+                    if !self.runtime().is_running(self.remote.as_ref())? {
                         bail!("Plex exited while starting: {e}{}", self.log_tail());
                     }
                     if Instant::now() > deadline {

@@ -9,7 +9,7 @@ use crate::plex::db::Sampler;
 use crate::session::Ctx;
 
 pub fn run(ctx: &mut Ctx) -> anyhow::Result<Outcome> {
-    if ctx.state.options.skip_analysis {
+    if ctx.plan.options.skip_analysis {
         return Ok(Outcome::Skipped("--skip-analysis".into()));
     }
     let todo: Vec<_> = ctx

@@ -18,7 +18,7 @@ use std::path::Path;
 use anyhow::{Context, bail};
 
 use crate::error::{BadInput, Interrupted};
-use crate::plan::{PHASES, Plan};
+use crate::plan::Plan;
 use crate::session::{Ctx, connect, install_signal_flag, stop_plex};
 use crate::state::{PhaseStatus, RunStatus, State, StateStore};
 use crate::storage::Storage;
@@ -42,12 +42,10 @@ fn new_ctx(plan: Plan, state_dir: &Path, store: StateStore, state: State) -> any
         &journal_path(state_dir, &state.run_id),
     )?);
     let storage = Storage::from_plan(&plan.storage);
-    let runtime = plan.plex.runtime.clone();
     Ok(Ctx {
         plan,
         remote,
         storage,
-        runtime,
         store,
         state,
         plex: None,
@@ -79,7 +77,7 @@ pub fn run(plan: Plan, config_path: &Path, state_dir: &Path) -> anyhow::Result<(
         &config_abs,
         plan.options.clone(),
         plan.target.describe.clone(),
-        &PHASES,
+        &plan.phase_names(),
     );
     // The plan is on disk before the first phase: `resume` and `destroy` execute exactly it.
     store.save_plan(&plan)?;
@@ -100,14 +98,14 @@ pub fn stored_plan(state_dir: &Path) -> anyhow::Result<Option<Plan>> {
     StateStore::read_plan(state_dir)
 }
 
-/// `plexburst resume`: execute the stored plan from where it stopped. `fresh` is the plan the
-/// config on disk yields now (with the stored run's options); when it differs, the resume stops
+/// `plexburst resume`: execute the stored plan from where it stopped. `fresh` builds the plan
+/// the config on disk yields now for the stored run's options; when it differs, the resume stops
 /// and names every difference, unless `replan` says to take the fresh one.
 pub fn resume(
     state_dir: &Path,
-    fresh: Plan,
     allow_deleted: bool,
     replan: bool,
+    fresh: impl FnOnce(&crate::plan::RunOptions) -> Plan,
 ) -> anyhow::Result<()> {
     let store = StateStore::lock(state_dir)?;
     let Some(state) = store.load()? else {
@@ -136,6 +134,7 @@ pub fn resume(
     if allow_deleted {
         stored.allow_deletions();
     }
+    let fresh = fresh(&stored.options);
     let plan = match stored.differences(&fresh) {
         d if d.is_empty() => stored,
         _ if replan => {
@@ -169,7 +168,14 @@ pub fn destroy(state_dir: &Path, fallback: Plan) -> anyhow::Result<()> {
     let store = StateStore::lock(state_dir)?;
     let state = store.load()?;
     let plan = StateStore::read_plan(state_dir)?.unwrap_or(fallback);
-    let remote = connect(&plan, state_dir)?;
+    let mut remote = connect(&plan, state_dir)?;
+    // What destroy does to a run's target goes into that run's journal too.
+    if let Some(st) = &state {
+        remote = Box::new(crate::remote::journal::Journaled::open(
+            remote,
+            &journal_path(state_dir, &st.run_id),
+        )?);
+    }
     stop_plex(
         remote.as_ref(),
         &plan.plex.runtime,
@@ -231,7 +237,13 @@ fn execute(ctx: &mut Ctx) -> anyhow::Result<()> {
         ctx.state.storage_mounted = true;
         ctx.save()?;
     }
-    for name in PHASES {
+    let phases: Vec<String> = ctx
+        .plan
+        .phase_names()
+        .into_iter()
+        .map(String::from)
+        .collect();
+    for name in phases.iter().map(String::as_str) {
         let status = ctx
             .state
             .phase(name)
@@ -313,7 +325,7 @@ fn execute(ctx: &mut Ctx) -> anyhow::Result<()> {
             ctx.state.error = Some(format!("{e:#}"));
             ctx.save()?;
             // Leave nothing running unless asked to: a stopped Plex resumes fine from its data dir.
-            if !ctx.state.options.keep
+            if !ctx.plan.options.keep
                 && let Err(ce) = cleanup(ctx)
             {
                 tracing::warn!(

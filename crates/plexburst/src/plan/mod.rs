@@ -27,18 +27,6 @@ pub use crate::archive::EXPORT_EXCLUDES;
 /// Where the run's own secrets come from; the plan holds these names, never a value.
 pub const CLAIM_ENV: &str = "PLEX_CLAIM";
 
-/// The phases, in order.
-pub const PHASES: [&str; 8] = [
-    "prepare",
-    "start-plex",
-    "configure",
-    "scan",
-    "analyze",
-    "restore",
-    "export",
-    "teardown",
-];
-
 /// The `run` flags that change what runs (`cli::RunArgs` maps onto it).
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RunOptions {
@@ -177,6 +165,11 @@ pub struct PhasePlan {
 pub const RUN_ID: &str = "RUN-ID";
 
 impl Plan {
+    /// The phases' names, in the order the run executes them.
+    pub fn phase_names(&self) -> Vec<&str> {
+        self.phases.iter().map(|p| p.name.as_str()).collect()
+    }
+
     /// The sections of the plan, for the phases.
     pub fn section(&self, name: &str) -> Option<&SectionPlan> {
         self.sections.iter().find(|s| s.name == name)
@@ -585,7 +578,19 @@ mod tests {
     #[test]
     fn plan_of_the_example_lists_every_phase_and_section() {
         let p = build(&example(), &RunOptions::default(), "/home/u");
-        assert_eq!(p.phases.len(), PHASES.len());
+        assert_eq!(
+            p.phase_names(),
+            [
+                "prepare",
+                "start-plex",
+                "configure",
+                "scan",
+                "analyze",
+                "restore",
+                "export",
+                "teardown"
+            ]
+        );
         assert_eq!(p.sections[0].name, "Music");
         assert!(
             p.export.stages[0]
