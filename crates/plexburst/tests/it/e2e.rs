@@ -646,10 +646,21 @@ fn destroy_stops_what_a_killed_run_left() {
         status["process_alive"], false,
         "a dead run must show as such"
     );
+    let journal = lab.journal();
+    let before = std::fs::read_to_string(&journal).unwrap();
     let out = lab.plexburst(&["destroy"]);
     assert_eq!(out.status.code(), Some(0), "{}", text(&out));
     assert_eq!(lab.state()["status"], "destroyed");
     assert_no_server(&lab);
+    // What destroy did to the run's target is in the run's journal: the stop of the server.
+    let after = std::fs::read_to_string(&journal).unwrap();
+    let added = after
+        .strip_prefix(before.as_str())
+        .expect("the journal is appended to");
+    assert!(
+        added.contains("kill -TERM"),
+        "destroy's commands are not journaled:\n{added}"
+    );
 }
 
 #[test]

@@ -308,6 +308,15 @@ paths = ["{m}/Photos"]
         run(&mut self.cmd(args))
     }
 
+    /// The current run's command journal (`runs/<run id>/commands.jsonl`).
+    pub fn journal(&self) -> PathBuf {
+        let run_id = self.state()["run_id"].as_str().unwrap().to_string();
+        self.state_dir()
+            .join("runs")
+            .join(run_id)
+            .join("commands.jsonl")
+    }
+
     /// Plan = run: the plan `plexburst plan --json` prints for this config is the one the run
     /// stored, and every storage, runtime and export command in it is in the run's command
     /// journal exactly as printed (the journal is what went through the remote, secrets masked).
@@ -323,11 +332,7 @@ paths = ["{m}/Photos"]
             "the run stored another plan than `plan` prints"
         );
         let run_id = self.state()["run_id"].as_str().unwrap().to_string();
-        let journal = self
-            .state_dir()
-            .join("runs")
-            .join(&run_id)
-            .join("commands.jsonl");
+        let journal = self.journal();
         let scripts: Vec<String> = std::fs::read_to_string(&journal)
             .unwrap_or_else(|e| panic!("{}: {e}", journal.display()))
             .lines()
@@ -355,19 +360,21 @@ paths = ["{m}/Photos"]
                 .map(|a| plexburst::remote::quote(a.as_str().unwrap()))
                 .collect();
             let line = argv.join(" ");
-            // A cache size left to the target's disk is the one word the mount fills in.
+            // A cache size left to the target's disk is the one word the mount fills in: the
+            // issued line is the planned one with that word replaced by a size such as `51200M`.
             let placeholder =
                 plexburst::remote::quote(plexburst::storage::rclone::CACHE_SIZE_AT_MOUNT);
-            let (before, after) = line.split_once(&placeholder).unwrap_or((&line, ""));
-            let mounted = scripts.iter().any(|s| {
-                s.find(before).is_some_and(|i| {
-                    let rest = &s[i + before.len()..];
-                    let size: String = rest.chars().take_while(|c| !c.is_whitespace()).collect();
-                    let sized = after.is_empty() && size.is_empty()
-                        || size.trim_end_matches('M').parse::<u64>().is_ok();
-                    sized && rest[size.len()..].starts_with(after)
-                })
-            });
+            let mounted = match line.split_once(&placeholder) {
+                None => scripts.iter().any(|s| s.contains(&line)),
+                Some((before, after)) => scripts.iter().any(|s| {
+                    s.split_once(before).is_some_and(|(_, rest)| {
+                        let (size, tail) = rest.split_once(' ').unwrap_or((rest, ""));
+                        size.strip_suffix('M')
+                            .is_some_and(|n| n.parse::<u64>().is_ok())
+                            && format!(" {tail}").starts_with(after)
+                    })
+                }),
+            };
             assert!(
                 mounted,
                 "the rclone mount line as planned was never issued:\n  {line}"
