@@ -402,15 +402,19 @@ fn main() {
         if want("export") {
             let rc = storage(&run, &conf, "server", "exports", "");
             rc.prepare(&r).unwrap();
+            // The export streams the entries `plan::list_command` lists, as the pipeline does.
+            let list = run.join("export.files").display().to_string();
+            let snapshot = run.join("export.before").display().to_string();
+            sh(&plexburst::plan::list_command(
+                &data.display().to_string(),
+                &list,
+                &snapshot,
+            ));
             let spec = UploadSpec {
                 src_dir: data.display().to_string(),
-                members: vec!["Library".into()],
-                excludes: vec![],
+                list,
                 object: format!("exports/stream-{idx}.tar.zst"),
                 zstd_level: 3,
-                stage_dir: None,
-                verify_download: false,
-                ..Default::default()
             };
             // The three stages of the ceiling comparison run interleaved, `repeat` rounds, best
             // of each: on a shared box the load changes from one minute to the next.

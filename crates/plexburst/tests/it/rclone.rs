@@ -381,52 +381,65 @@ fn upload_lab() -> (S3Server, Mounted, PathBuf) {
     (s3, m, src)
 }
 
+/// The spec the export streams `src` with: the entry list `plan::list_command` writes (Plex's
+/// Cache, Logs... left out), archived as it stands, to `object`.
+fn export_spec(r: &Local, m: &Mounted, src: &Path, object: &str) -> UploadSpec {
+    let src = src.display().to_string();
+    let list = m.tmp.path().join("export.files").display().to_string();
+    let snapshot = m.tmp.path().join("export.before").display().to_string();
+    r.run(&Cmd::new(plexburst::plan::list_command(
+        &src, &list, &snapshot,
+    )))
+    .unwrap();
+    UploadSpec {
+        src_dir: src,
+        list,
+        object: object.into(),
+        zstd_level: 3,
+    }
+}
+
 #[test]
 fn upload_stream_lands_in_the_bucket_and_verifies() {
     let (s3, m, src) = upload_lab();
     let r = Local::new();
-    std::fs::create_dir_all(src.join("Library/Cache")).unwrap();
-    std::fs::write(src.join("Library/Cache/skip.me"), b"cache").unwrap();
-    for (object, stage) in [
-        ("exports/run-1.tar.zst", None),
-        (
-            "exports/run-1-staged.tar.zst",
-            Some(m.tmp.path().join("stage")),
-        ),
-    ] {
-        let spec = UploadSpec {
-            src_dir: src.display().to_string(),
-            members: vec!["Library".into()],
-            excludes: vec!["Library/Cache".into()],
-            object: object.into(),
-            zstd_level: 3,
-            stage_dir: stage.map(|s| s.display().to_string()),
-            verify_download: true,
-            ..Default::default()
-        };
-        let rep = upload_stream(m.rclone(), &r, &spec).unwrap();
-        assert!(rep.checksum_verified);
-        let landed = s3.root.join(object);
-        let bytes = std::fs::read(&landed).unwrap();
-        assert_eq!(bytes.len() as u64, rep.bytes);
-        let sha = sha2::Digest::finalize(<sha2::Sha256 as sha2::Digest>::new_with_prefix(&bytes));
-        assert_eq!(rep.sha256, Some(hex::encode(sha)), "{object}");
-        let listing = r
-            .run(&Cmd::new(format!(
-                "zstd -dc '{}' | tar -tf -",
-                landed.display()
-            )))
-            .unwrap()
-            .stdout_str();
-        assert!(
-            listing.contains("Library/Movies/Ran (1985)/Ran (1985).mkv"),
-            "{listing}"
-        );
-        assert!(
-            !listing.contains("skip.me"),
-            "excluded files stay out: {listing}"
-        );
-    }
+    let cache = src.join("Library/Application Support/Plex Media Server/Cache");
+    std::fs::create_dir_all(&cache).unwrap();
+    std::fs::write(cache.join("skip.me"), b"cache").unwrap();
+    let object = "exports/run-1.tar.zst";
+    let spec = export_spec(&r, &m, &src, object);
+    let rep = upload_stream(m.rclone(), &r, &spec).unwrap();
+    assert!(!rep.checksum_verified, "not read back: size check only");
+    assert_eq!(rep.sha256, None);
+    let landed = s3.root.join(object);
+    let bytes = std::fs::read(&landed).unwrap();
+    assert_eq!(bytes.len() as u64, rep.bytes);
+
+    // The read back the export does: the object's sha256 and every listed entry.
+    let (sum, entries) = m.rclone().read_back_archive(&r, &rep.object).unwrap();
+    let sha = sha2::Digest::finalize(<sha2::Sha256 as sha2::Digest>::new_with_prefix(&bytes));
+    assert_eq!(sum, hex::encode(sha));
+    let listed = std::fs::read(&spec.list).unwrap();
+    assert_eq!(
+        entries,
+        listed.iter().filter(|b| **b == 0).count() as u64,
+        "one tar entry per listed entry"
+    );
+    let listing = r
+        .run(&Cmd::new(format!(
+            "zstd -dc '{}' | tar -tf -",
+            landed.display()
+        )))
+        .unwrap()
+        .stdout_str();
+    assert!(
+        listing.contains("Library/Movies/Ran (1985)/Ran (1985).mkv"),
+        "{listing}"
+    );
+    assert!(
+        !listing.contains("skip.me"),
+        "excluded files stay out: {listing}"
+    );
 }
 
 /// The stream carries no hash tap, so the read back is what catches a byte changed between zstd
@@ -435,16 +448,8 @@ fn upload_stream_lands_in_the_bucket_and_verifies() {
 fn read_back_refuses_a_streamed_archive_changed_in_the_bucket() {
     let (s3, m, src) = upload_lab();
     let r = Local::new();
-    let spec = UploadSpec {
-        src_dir: src.display().to_string(),
-        members: vec!["Library".into()],
-        object: "exports/flip.tar.zst".into(),
-        zstd_level: 3,
-        ..Default::default()
-    };
+    let spec = export_spec(&r, &m, &src, "exports/flip.tar.zst");
     let rep = upload_stream(m.rclone(), &r, &spec).unwrap();
-    assert!(!rep.checksum_verified, "not read back: size check only");
-    assert_eq!(rep.sha256, None);
     let (sum, entries) = m.rclone().read_back_archive(&r, &rep.object).unwrap();
     assert_eq!(sum.len(), 64);
     assert!(entries > 5, "{entries}");

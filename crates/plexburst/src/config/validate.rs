@@ -1,0 +1,592 @@
+//! Validation: the raw tables as written turned into the checked `Config`, one function per
+//! table, every problem collected (with its field path and a fix) before any is reported.
+//!
+//! Problems are reported in table order: `[target]`, `[storage]`, `[plex]`, `target.work_dir`
+//! (its default comes from `plex.data_dir`), `[timeouts]`, `[monitor]`, `[export]`,
+//! `[[sections]]`, then the checks that span tables.
+
+use std::collections::HashSet;
+use std::time::Duration;
+
+use super::{
+    Config, ConfigError, ExportConfig, MonitorConfig, PlexConfig, RawConfig, RawExport, RawMonitor,
+    RawPlex, RawSection, RawTarget, RawTimeouts, RuntimeConfig, SectionConfig, SectionType,
+    StorageConfig, Target, TargetKind, Timeouts, format_duration, parse_duration,
+};
+
+fn is_abs(p: &str) -> bool {
+    p.starts_with('/')
+}
+
+/// Collects problems while the raw config is turned into the checked one.
+struct Problems(Vec<String>);
+
+impl Problems {
+    fn push(&mut self, field: &str, msg: impl AsRef<str>) {
+        self.0.push(format!("{field} {}", msg.as_ref()));
+    }
+    fn duration(&mut self, field: &str, v: &Option<String>, default: Duration) -> Duration {
+        match v {
+            None => default,
+            Some(s) => match parse_duration(s) {
+                Ok(d) if d.is_zero() => {
+                    self.push(
+                        field,
+                        format!("{s:?} is zero; give a positive duration like \"90s\" or \"1h\""),
+                    );
+                    default
+                }
+                Ok(d) => d,
+                Err(e) => {
+                    self.push(
+                        field,
+                        format!("{e}; write it like \"500ms\", \"90s\", \"10m\" or \"1h30m\""),
+                    );
+                    default
+                }
+            },
+        }
+    }
+}
+
+/// The checked config, or every problem of every table.
+pub(super) fn validate(raw: RawConfig) -> Result<Config, ConfigError> {
+    let mut p = Problems(Vec::new());
+    let (kind, profile) = check_target(&raw.target, &mut p);
+    let storage = required(
+        raw.storage,
+        "storage",
+        "is missing; add [storage] with kind = \"path\" and path = \"/where/the/media/is\"",
+        &mut p,
+    )
+    .map(|s| check_storage(s, &mut p));
+    let plex = required(
+        raw.plex,
+        "plex",
+        "is missing; add [plex] with runtime and data_dir (see `plexburst init`)",
+        &mut p,
+    )
+    .map(|px| check_plex(px, &mut p));
+    let work_dir = check_work_dir(raw.target.work_dir, plex.as_ref(), &mut p);
+    let timeouts = check_timeouts(&raw.timeouts, &mut p);
+    let monitor = check_monitor(&raw.monitor, &mut p);
+    let export = check_export(raw.export, storage.as_ref(), &mut p);
+    let sections = check_sections(raw.sections, storage.as_ref(), &timeouts, &mut p);
+    if let Some(px) = &plex {
+        check_export_outside_data(&export.destination, px, &mut p);
+    }
+    if !p.0.is_empty() {
+        return Err(ConfigError { problems: p.0 });
+    }
+    Ok(Config {
+        target: Target {
+            kind,
+            work_dir,
+            profile,
+        },
+        storage: storage.expect("checked above"),
+        plex: plex.expect("checked above"),
+        timeouts,
+        monitor,
+        export,
+        sections,
+    })
+}
+
+/// A table the config must have: `None` (and the problem `msg`) when it is absent.
+fn required<T>(table: Option<T>, field: &str, msg: &str, p: &mut Problems) -> Option<T> {
+    if table.is_none() {
+        p.push(field, msg);
+    }
+    table
+}
+
+/// `[target]` but `work_dir`, whose default needs `[plex]`: the connection and the profile.
+fn check_target(t: &RawTarget, p: &mut Problems) -> (TargetKind, String) {
+    let kind = match t.kind.as_str() {
+        "local" => {
+            for (field, set) in [
+                ("target.host", t.host.is_some()),
+                ("target.port", t.port.is_some()),
+                ("target.user", t.user.is_some()),
+                ("target.identity", t.identity.is_some()),
+            ] {
+                if set {
+                    p.push(
+                        field,
+                        "is only used with target.kind = \"ssh\"; remove it or set kind = \"ssh\"",
+                    );
+                }
+            }
+            TargetKind::Local
+        }
+        "ssh" => {
+            let host = t.host.clone().unwrap_or_default();
+            if host.trim().is_empty() {
+                p.push(
+                    "target.host",
+                    "is missing; set the SSH host name or address, e.g. host = \"10.0.0.5\"",
+                );
+            }
+            let port = t.port.unwrap_or(22);
+            if port == 0 {
+                p.push("target.port", "is 0; use the SSH port (22 by default)");
+            }
+            let user = t.user.clone().unwrap_or_else(|| "root".into());
+            if user.trim().is_empty() {
+                p.push(
+                    "target.user",
+                    "is empty; set the SSH user, e.g. user = \"root\"",
+                );
+            }
+            if let Some(id) = &t.identity
+                && !(is_abs(id) || id.starts_with("~/"))
+            {
+                p.push(
+                    "target.identity",
+                    format!(
+                        "{id:?} is not an absolute path; write the full path to the private key"
+                    ),
+                );
+            }
+            for (i, o) in t.ssh_options.iter().enumerate() {
+                if !o.contains('=') {
+                    p.push(
+                        &format!("target.ssh_options[{i}]"),
+                        format!(
+                            "{o:?} is not KEY=VALUE; write it like \"StrictHostKeyChecking=no\""
+                        ),
+                    );
+                }
+            }
+            TargetKind::Ssh {
+                host,
+                port,
+                user,
+                identity: t.identity.clone(),
+                ssh_options: t.ssh_options.clone(),
+            }
+        }
+        other => {
+            p.push(
+                "target.kind",
+                format!("{other:?} is not one of local, ssh; use one of those"),
+            );
+            TargetKind::Local
+        }
+    };
+    let profile = t.profile.clone().unwrap_or_else(|| "standard".into());
+    if !["lite", "standard", "power", "superpower"].contains(&profile.as_str()) {
+        p.push(
+            "target.profile",
+            format!(
+                "{profile:?} is not one of lite, standard, power, superpower; use one of those"
+            ),
+        );
+    }
+
+    (kind, profile)
+}
+
+/// `target.work_dir`, by default `<plex.data_dir>/.plexburst`.
+fn check_work_dir(work_dir: Option<String>, plex: Option<&PlexConfig>, p: &mut Problems) -> String {
+    match work_dir {
+        Some(w) => {
+            if !is_abs(&w) {
+                p.push(
+                    "target.work_dir",
+                    format!("{w:?} is not an absolute path; write the full path on the target"),
+                );
+            }
+            w
+        }
+        None => plex
+            .map(|px| format!("{}/.plexburst", px.data_dir.trim_end_matches('/')))
+            .unwrap_or_default(),
+    }
+}
+
+/// `[storage]`: its kind checks itself.
+fn check_storage(s: StorageConfig, p: &mut Problems) -> StorageConfig {
+    for (field, msg) in s.validate() {
+        p.push(&field, msg);
+    }
+    s
+}
+
+/// `[timeouts]`.
+fn check_timeouts(t: &RawTimeouts, p: &mut Problems) -> Timeouts {
+    Timeouts {
+        scan: p.duration("timeouts.scan", &t.scan, Duration::from_secs(3600)),
+        analysis: p.duration("timeouts.analysis", &t.analysis, Duration::from_secs(3600)),
+        photo: p.duration("timeouts.photo", &t.photo, Duration::from_secs(4 * 3600)),
+    }
+}
+
+/// `[monitor]`.
+fn check_monitor(m: &RawMonitor, p: &mut Problems) -> MonitorConfig {
+    let poll_interval = p.duration(
+        "monitor.poll_interval",
+        &m.poll_interval,
+        Duration::from_secs(10),
+    );
+    let stall_window = p.duration(
+        "monitor.stall_window",
+        &m.stall_window,
+        Duration::from_secs(600),
+    );
+    let log_interval = p.duration(
+        "monitor.log_interval",
+        &m.log_interval,
+        poll_interval.max(Duration::from_secs(10)),
+    );
+    if stall_window <= poll_interval {
+        p.push(
+            "monitor.stall_window",
+            format!(
+                "({}) is not longer than monitor.poll_interval ({}); make it several poll intervals long",
+                format_duration(stall_window),
+                format_duration(poll_interval)
+            ),
+        );
+    }
+    let mut count = |field: &str, v: Option<i64>, default: u32| -> u32 {
+        match v {
+            None => default,
+            Some(n) if (1..=1000).contains(&n) => n as u32,
+            Some(n) => {
+                p.push(field, format!("is {n}; use a number from 1 to 1000"));
+                default
+            }
+        }
+    };
+    let stable_samples = count("monitor.stable_samples", m.stable_samples, 3);
+    let max_failed_samples = count("monitor.max_failed_samples", m.max_failed_samples, 5);
+    MonitorConfig {
+        poll_interval,
+        stall_window,
+        stable_samples,
+        max_failed_samples,
+        log_interval,
+    }
+}
+
+/// `[export]`; that the destination lies outside the data folder is checked once `[plex]` and
+/// `[[sections]]` are (`check_export_outside_data`).
+fn check_export(
+    export: Option<RawExport>,
+    storage: Option<&StorageConfig>,
+    p: &mut Problems,
+) -> ExportConfig {
+    let allow_deleted = export
+        .as_ref()
+        .and_then(|e| e.allow_deleted)
+        .unwrap_or(false);
+    let staged = export.as_ref().and_then(|e| e.staged).unwrap_or(false);
+    let uploads = matches!(storage, Some(StorageConfig::Rclone(rc)) if rc.export_path.is_some());
+    if staged && !uploads {
+        p.push(
+            "export.staged",
+            "only applies when the archive is uploaded (storage.kind = \"rclone\" with storage.export_path); remove it or set export_path",
+        );
+    }
+    let destination = match export.and_then(|e| e.destination) {
+        Some(d) if is_abs(&d) => d,
+        Some(d) => {
+            p.push(
+                "export.destination",
+                format!(
+                    "{d:?} is not an absolute path; write the full directory path on the target"
+                ),
+            );
+            d
+        }
+        None => {
+            p.push(
+                "export.destination",
+                "is missing; add [export] destination = \"/path/for/archives\"",
+            );
+            String::new()
+        }
+    };
+    ExportConfig {
+        destination,
+        allow_deleted,
+        staged,
+    }
+}
+
+/// The archive must not land inside the tree it archives.
+fn check_export_outside_data(destination: &str, px: &PlexConfig, p: &mut Problems) {
+    let lib = format!("{}/Library", px.data_dir);
+    if destination == lib || destination.starts_with(&format!("{lib}/")) {
+        p.push(
+            "export.destination",
+            format!(
+                "{destination:?} is inside the Plex data folder it archives; put it outside {lib:?}"
+            ),
+        );
+    }
+}
+
+/// `[[sections]]`: at least one, names unique, each checked by `check_section`.
+fn check_sections(
+    raw: Vec<RawSection>,
+    storage: Option<&StorageConfig>,
+    timeouts: &Timeouts,
+    p: &mut Problems,
+) -> Vec<SectionConfig> {
+    if raw.is_empty() {
+        p.push(
+            "sections",
+            "is empty; add at least one [[sections]] with name, type and paths",
+        );
+    }
+    let media_root = storage.map(|s| s.media_root().trim_end_matches('/').to_string());
+    let mut seen = HashSet::new();
+    raw.into_iter()
+        .enumerate()
+        .filter_map(|(i, s)| check_section(i, s, media_root.as_deref(), timeouts, &mut seen, p))
+        .collect()
+}
+
+/// `sections[i]`; `None` when its type is unusable. `seen` holds the names taken so far.
+fn check_section(
+    i: usize,
+    s: RawSection,
+    media_root: Option<&str>,
+    timeouts: &Timeouts,
+    seen: &mut HashSet<String>,
+    p: &mut Problems,
+) -> Option<SectionConfig> {
+    let f = |k: &str| format!("sections[{i}].{k}");
+    let name = s.name.clone().unwrap_or_default();
+    if name.trim().is_empty() {
+        p.push(
+            &f("name"),
+            "is missing; give the section the name Plex should show, e.g. name = \"Music\"",
+        );
+    } else if !seen.insert(name.clone()) {
+        p.push(
+            &f("name"),
+            format!("{name:?} is used by another section; section names must be unique"),
+        );
+    }
+    let kind = match s.kind.as_deref() {
+        None => {
+            p.push(
+                &f("type"),
+                format!("is missing; use one of {}", SectionType::NAMES),
+            );
+            None
+        }
+        Some(k) => match SectionType::parse(k) {
+            Some(k) => Some(k),
+            None => {
+                p.push(
+                    &f("type"),
+                    format!(
+                        "{k:?} is not one of {}; use one of those",
+                        SectionType::NAMES
+                    ),
+                );
+                None
+            }
+        },
+    };
+    if s.paths.is_empty() {
+        p.push(
+            &f("paths"),
+            "is empty; list the folders of this section, e.g. paths = [\"/data/Music\"]",
+        );
+    }
+    for (j, path) in s.paths.iter().enumerate() {
+        let field = format!("sections[{i}].paths[{j}]");
+        if !is_abs(path) {
+            p.push(
+                &field,
+                format!("{path:?} is not an absolute path; write the full path Plex will see"),
+            );
+        } else if let Some(root) = &media_root
+            && !root.is_empty()
+            && !(path == root || path.starts_with(&format!("{root}/")))
+        {
+            p.push(
+                &field,
+                format!("{path:?} is not under the storage root {root:?}; put the section under it or change [storage]"),
+            );
+        }
+    }
+    for (k, v) in [
+        ("agent", &s.agent),
+        ("scanner", &s.scanner),
+        ("language", &s.language),
+    ] {
+        if let Some(v) = v
+            && v.trim().is_empty()
+        {
+            p.push(
+                &f(k),
+                "is empty; remove it to use the default for the section type",
+            );
+        }
+    }
+    let kind = kind?;
+    let default_timeout = if kind == SectionType::Photo {
+        timeouts.photo
+    } else {
+        timeouts.analysis
+    };
+    let timeout = p.duration(&f("timeout"), &s.timeout, default_timeout);
+    Some(SectionConfig {
+        name,
+        kind,
+        paths: s.paths,
+        agent: s.agent.unwrap_or_else(|| kind.default_agent().into()),
+        scanner: s.scanner.unwrap_or_else(|| kind.default_scanner().into()),
+        language: s.language.unwrap_or_else(|| "en-US".into()),
+        timeout,
+    })
+}
+
+/// `[plex]`: the runtime, the data folder, the port and the environment.
+fn check_plex(px: RawPlex, p: &mut Problems) -> PlexConfig {
+    let data_dir = match &px.data_dir {
+        Some(d) if is_abs(d) => d.trim_end_matches('/').to_string(),
+        Some(d) => {
+            p.push(
+                "plex.data_dir",
+                format!("{d:?} is not an absolute path; write the full path on the target"),
+            );
+            d.clone()
+        }
+        None => {
+            p.push(
+                "plex.data_dir",
+                "is missing; set where Plex keeps its data (the container's /config)",
+            );
+            String::new()
+        }
+    };
+    let port = px.port.unwrap_or(32400);
+    if port == 0 {
+        p.push(
+            "plex.port",
+            "is 0; use the port Plex listens on, 32400 by default",
+        );
+    }
+    for key in px.env.keys() {
+        if key == "PLEX_CLAIM" {
+            p.push(
+                "plex.env.PLEX_CLAIM",
+                "must not be in the config file (it is a secret); export PLEX_CLAIM in the environment instead",
+            );
+        } else if key.is_empty() || !key.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
+            p.push(
+                &format!("plex.env.{key}"),
+                "is not a valid variable name; use letters, digits and _",
+            );
+        }
+    }
+    let runtime = match px.runtime.as_str() {
+        "docker" => {
+            if px.command.is_some() {
+                p.push(
+                    "plex.command",
+                    "is only used with runtime = \"command\"; remove it or change plex.runtime",
+                );
+            }
+            let image = px
+                .image
+                .clone()
+                .unwrap_or_else(|| "plexinc/pms-docker:latest".into());
+            if image.trim().is_empty() {
+                p.push(
+                    "plex.image",
+                    "is empty; use e.g. \"plexinc/pms-docker:latest\"",
+                );
+            }
+            let container_name = px
+                .container_name
+                .clone()
+                .unwrap_or_else(|| "plexburst-plex".into());
+            if container_name.is_empty()
+                || !container_name
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || "_.-".contains(c))
+            {
+                p.push(
+                    "plex.container_name",
+                    format!("{container_name:?} is not a valid container name; use letters, digits, _ . -"),
+                );
+            }
+            RuntimeConfig::Docker {
+                image,
+                container_name,
+                docker_args: px.docker_args.clone(),
+            }
+        }
+        "command" => {
+            if px.image.is_some() {
+                p.push(
+                    "plex.image",
+                    "is only used with runtime = \"docker\"; remove it or change plex.runtime",
+                );
+            }
+            let command = px.command.clone().unwrap_or_default();
+            if command.trim().is_empty() {
+                p.push(
+                    "plex.command",
+                    "is missing; give the shell line that starts the server, e.g. \"plex-emulator serve --data-dir {data_dir} --listen 127.0.0.1:{port}\"",
+                );
+            } else if command.contains("PLEX_CLAIM=") {
+                p.push(
+                    "plex.command",
+                    "sets PLEX_CLAIM on the command line; reference $PLEX_CLAIM instead (plexburst passes it in the environment)",
+                );
+            }
+            RuntimeConfig::Command { command }
+        }
+        other => {
+            p.push(
+                "plex.runtime",
+                format!("{other:?} is not one of docker, command; use one of those"),
+            );
+            RuntimeConfig::Command {
+                command: String::new(),
+            }
+        }
+    };
+    PlexConfig {
+        runtime,
+        data_dir,
+        port,
+        env: px.env,
+        scan_force: px.scan_force,
+        startup_timeout: p.duration(
+            "plex.startup_timeout",
+            &px.startup_timeout,
+            Duration::from_secs(300),
+        ),
+        stop_grace: p.duration("plex.stop_grace", &px.stop_grace, Duration::from_secs(60)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::config::{Config, EXAMPLE};
+
+    #[test]
+    fn every_problem_is_reported() {
+        let bad = EXAMPLE
+            .replace("type = \"movie\"", "type = \"film\"")
+            .replace("scan = \"1h\"", "scan = \"soon\"");
+        let e = Config::parse(&bad).unwrap_err();
+        assert_eq!(e.problems.len(), 2, "{e}");
+        assert!(
+            e.to_string()
+                .contains("sections[1].type \"film\" is not one of movie, show, music, photo")
+        );
+        assert!(e.to_string().contains("timeouts.scan"));
+    }
+}
