@@ -405,7 +405,7 @@ fn main() {
             // The export streams the entries `plan::list_command` lists, as the pipeline does.
             let list = run.join("export.files").display().to_string();
             let snapshot = run.join("export.before").display().to_string();
-            sh(&plexburst::plan::list_command(
+            sh(&plexburst::archive::list_command(
                 &data.display().to_string(),
                 &list,
                 &snapshot,

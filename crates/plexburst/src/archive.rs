@@ -11,9 +11,11 @@ use crate::remote::quote;
 /// Directories of the data folder that are not exported (regenerable or diagnostic only).
 pub const EXPORT_EXCLUDES: &[&str] = &["Cache", "Logs", "Crash Reports", "Diagnostics", "Updates"];
 
-/// The `find` that lists what the export archives: the data folder's `Library` tree minus the
-/// excluded directories, NUL-separated (names may hold newlines), in a stable order.
-pub fn find_command(data_dir: &str) -> String {
+/// Size, mtime and name of every entry the export archives (the data folder's `Library` tree
+/// minus the excluded directories), NUL-separated (names may hold newlines) and sorted by name:
+/// taken before and after the archive to prove nothing changed meanwhile. Size and mtime hold no
+/// space, so the name is everything after the second one.
+pub fn snapshot_command(data_dir: &str) -> String {
     let prunes: Vec<String> = EXPORT_EXCLUDES
         .iter()
         .map(|x| {
@@ -26,18 +28,24 @@ pub fn find_command(data_dir: &str) -> String {
         })
         .collect();
     format!(
-        "cd {} && find Library \\( {} \\) -prune -o -print0 | LC_ALL=C sort -z",
+        "cd {} && find Library \\( {} \\) -prune -o -printf '%s %T@ %p\\0' | LC_ALL=C sort -z -t ' ' -k 3",
         quote(data_dir),
         prunes.join(" -o ")
     )
 }
 
-/// Size, mtime and name of every entry the export archives (to prove nothing changed meanwhile).
-pub fn snapshot_command(data_dir: &str) -> String {
-    find_command(data_dir).replace("-print0", "-printf '%s %T@ %p\\0'")
+/// One walk of the data folder: its snapshot (`snapshot_command`) to `snapshot`, and the names in
+/// it, in its order, to `list`: what tar archives.
+pub fn list_command(data_dir: &str, list: &str, snapshot: &str) -> String {
+    format!(
+        "{} > {s} && cut -z -d ' ' -f 3- < {s} > {l}",
+        snapshot_command(data_dir),
+        s = quote(snapshot),
+        l = quote(list)
+    )
 }
 
-/// The `tar` half of the export: exactly the entries of the list `find_command` wrote.
+/// The `tar` half of the export: exactly the entries of the list `list_command` wrote.
 pub fn tar_command(data_dir: &str, list: &str) -> String {
     format!(
         "tar -C {} --null --no-recursion -T {} -cf -",
@@ -51,14 +59,57 @@ pub fn zstd_command(archive: &str) -> String {
     format!("zstd -T0 -3 -q -f -o {}", quote(archive))
 }
 
-/// The stages the local export runs, in order, each as it appears in the run's command journal:
-/// list the entries into `list`, archive exactly them, compress into `partial` (renamed to the
-/// archive once verified).
-pub fn local_stages(data_dir: &str, list: &str, partial: &str) -> Vec<String> {
+/// The archive of run `run_id` in `destination`.
+pub fn archive_path(destination: &str, run_id: &str) -> String {
+    format!("{}/{run_id}.tar.zst", destination.trim_end_matches('/'))
+}
+
+/// The export's working files beside `base` (the archive, or `<destination>/<run id>.stream`
+/// for a streamed one): the list tar reads, and the snapshots before and after.
+pub struct WorkFiles {
+    pub list: String,
+    pub before: String,
+    pub after: String,
+}
+
+impl WorkFiles {
+    pub fn beside(base: &str) -> WorkFiles {
+        WorkFiles {
+            list: format!("{base}.files"),
+            before: format!("{base}.before"),
+            after: format!("{base}.after"),
+        }
+    }
+
+    /// Those of a streamed export of run `run_id`: nothing but these is written on the target.
+    pub fn of_stream(destination: &str, run_id: &str) -> WorkFiles {
+        WorkFiles::beside(&format!(
+            "{}/{run_id}.stream",
+            destination.trim_end_matches('/')
+        ))
+    }
+}
+
+/// The stages the export written on the target runs, in order, each as it appears in the run's
+/// command journal: one walk (snapshot and list), archive exactly the list, compress into
+/// `<archive>.partial` (renamed to the archive once verified).
+pub fn local_stages(data_dir: &str, archive: &str) -> Vec<String> {
+    let w = WorkFiles::beside(archive);
     vec![
-        find_command(data_dir),
-        tar_command(data_dir, list),
-        zstd_command(partial),
+        list_command(data_dir, &w.list, &w.before),
+        tar_command(data_dir, &w.list),
+        zstd_command(&format!("{archive}.partial")),
+    ]
+}
+
+/// The stages of the streamed export, in order: one walk, archive exactly the list, and `rcat`
+/// (the upload stage as the storage issues it).
+pub fn streamed_stages(data_dir: &str, destination: &str, run_id: &str, rcat: &str) -> Vec<String> {
+    let w = WorkFiles::of_stream(destination, run_id);
+    vec![
+        list_command(data_dir, &w.list, &w.before),
+        tar_command(data_dir, &w.list),
+        rcat.to_string(),
     ]
 }
 

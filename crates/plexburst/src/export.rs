@@ -12,8 +12,8 @@ use anyhow::{Context, bail};
 use serde::{Deserialize, Serialize};
 
 use crate::archive::{
-    EXPORT_EXCLUDES, find_command, parse_read_back, read_back_script, snapshot_command,
-    tar_command, zstd_command,
+    EXPORT_EXCLUDES, WorkFiles, archive_path, list_command, parse_read_back, read_back_script,
+    snapshot_command, tar_command, zstd_command,
 };
 use crate::plex::db::DbSample;
 use crate::remote::{Cmd, Remote, quote};
@@ -100,7 +100,7 @@ fn check_unchanged(remote: &dyn Remote, before: &str, after: &str) -> anyhow::Re
     Ok(())
 }
 
-/// Entries in a NUL-separated list written by `find_command`.
+/// Entries in a NUL-separated list written by `list_command`.
 fn count_list(remote: &dyn Remote, list: &str) -> anyhow::Result<u64> {
     one_number(
         remote,
@@ -152,22 +152,18 @@ pub fn export_streamed(
     let prefix = prefix.trim_end_matches('/');
     let object = format!("{prefix}/{}.tar.zst", job.run_id);
     let obj = rc.object(&object);
-    let base = format!("{dest}/{}.stream", job.run_id);
-    let (list, before, relist) = (
-        format!("{base}.files"),
-        format!("{base}.before"),
-        format!("{base}.after"),
-    );
+    let WorkFiles {
+        list,
+        before,
+        after: relist,
+    } = WorkFiles::of_stream(dest, &job.run_id);
     let streamed = (|| -> anyhow::Result<(crate::storage::rclone::UploadReport, String, u64)> {
         remote
             .run(
                 &Cmd::new(format!(
-                    "set -e; mkdir -p {d}; {snap} > {b}; {find} > {l}",
-                    d = quote(dest),
-                    snap = snapshot_command(&job.data_dir),
-                    b = quote(&before),
-                    find = find_command(&job.data_dir),
-                    l = quote(&list),
+                    "set -e; mkdir -p {}; {}",
+                    quote(dest),
+                    list_command(&job.data_dir, &list, &before),
                 ))
                 .timeout(EXPORT_TIMEOUT),
             )
@@ -178,14 +174,9 @@ pub fn export_streamed(
             remote,
             &UploadSpec {
                 src_dir: job.data_dir.clone(),
-                list: Some(list.clone()),
-                tar_changed_ok: true,
+                list: list.clone(),
                 object: object.clone(),
                 zstd_level: 3,
-                stage_dir: None,
-                // One read back below checks the content and the entries together.
-                verify_download: false,
-                ..Default::default()
             },
         )?;
         remote
@@ -235,7 +226,7 @@ pub fn export_streamed(
     )?;
     let manifest_object = format!("{prefix}/{}.manifest.json", job.run_id);
     let m = rc
-        .upload_file(remote, &manifest_path, &manifest_object, None, true)
+        .upload_file(remote, &manifest_path, &manifest_object, None)
         .with_context(|| format!("uploading the manifest to {manifest_object}"))?;
     tracing::info!(
         "streamed and verified {}: {entries} entries, {} bytes, sha256 {}",
@@ -255,25 +246,26 @@ pub fn export_streamed(
 /// Archive, checksum, verify (decompress + list, count against `find`), write the manifest.
 pub fn export(remote: &dyn Remote, job: &ExportJob) -> anyhow::Result<ExportRecord> {
     let dest = job.destination.trim_end_matches('/');
-    let archive = format!("{dest}/{}.tar.zst", job.run_id);
+    let archive = archive_path(dest, &job.run_id);
     let partial = format!("{archive}.partial");
     let manifest_path = format!("{dest}/{}.manifest.json", job.run_id);
     let tar_status = format!("{archive}.tar-status");
-    let list = format!("{archive}.files");
-    let before = format!("{archive}.before");
-    let relist = format!("{archive}.after");
-    // The list is taken first and tar archives exactly it, so the archive's content is known;
-    // POSIX sh has no pipefail, so tar's status goes through a file and a failure is not hidden.
+    let WorkFiles {
+        list,
+        before,
+        after: relist,
+    } = WorkFiles::beside(&archive);
+    // One walk takes the snapshot and the list, and tar archives exactly the list, so the
+    // archive's content is known; POSIX sh has no pipefail, so tar's status goes through a file
+    // and a failure is not hidden.
     let script = format!(
-        "set -e; mkdir -p {d}; rm -f {p} {st}; {snap} > {b}; {find} > {l}; ({tar} && echo 0 > {st} || echo $? > {st}) | {zstd}; test \"$(cat {st})\" -le 1 || {{ echo \"tar failed with status $(cat {st})\" >&2; exit 1; }}; rm -f {st}; {snap} > {rl}",
+        "set -e; mkdir -p {d}; rm -f {p} {st}; {walk}; ({tar} && echo 0 > {st} || echo $? > {st}) | {zstd}; test \"$(cat {st})\" -le 1 || {{ echo \"tar failed with status $(cat {st})\" >&2; exit 1; }}; rm -f {st}; {snap} > {rl}",
         d = quote(dest),
         p = quote(&partial),
         st = quote(&tar_status),
-        l = quote(&list),
-        b = quote(&before),
         rl = quote(&relist),
+        walk = list_command(&job.data_dir, &list, &before),
         snap = snapshot_command(&job.data_dir),
-        find = find_command(&job.data_dir),
         tar = tar_command(&job.data_dir, &list),
         zstd = zstd_command(&partial),
     );
@@ -337,4 +329,64 @@ pub fn export(remote: &dyn Remote, job: &ExportJob) -> anyhow::Result<ExportReco
         bytes,
         files: listed,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::remote::local::Local;
+
+    /// The export's one walk: the list tar reads is the snapshot's names, in its order (by name),
+    /// whole even with spaces and newlines, and Plex's regenerable folders are in neither.
+    #[test]
+    fn one_walk_lists_exactly_the_names_of_the_snapshot() {
+        let dir = tempfile::tempdir().unwrap();
+        let lib = dir.path().join("Library");
+        let pms = lib.join("Application Support/Plex Media Server");
+        for (path, body) in [
+            ("a b/c  d/f 1.txt", "1"),
+            ("x/new\nline", "22"),
+            ("B", "333"),
+            ("Application Support/Plex Media Server/Cache/skip", "c"),
+            ("Application Support/Plex Media Server/Preferences.xml", "p"),
+        ] {
+            let f = lib.join(path);
+            std::fs::create_dir_all(f.parent().unwrap()).unwrap();
+            std::fs::write(f, body).unwrap();
+        }
+        assert!(pms.join("Cache/skip").exists());
+        let (list, snapshot) = (dir.path().join("files"), dir.path().join("before"));
+        let r = Local::new();
+        r.run(&Cmd::new(list_command(
+            dir.path().to_str().unwrap(),
+            list.to_str().unwrap(),
+            snapshot.to_str().unwrap(),
+        )))
+        .unwrap();
+        let split = |p: &std::path::Path| -> Vec<String> {
+            std::fs::read(p)
+                .unwrap()
+                .split(|b| *b == 0)
+                .filter(|r| !r.is_empty())
+                .map(|r| String::from_utf8(r.to_vec()).unwrap())
+                .collect()
+        };
+        let names = split(&list);
+        let snapped: Vec<String> = split(&snapshot)
+            .iter()
+            .map(|rec| rec.splitn(3, ' ').nth(2).unwrap().to_string())
+            .collect();
+        assert_eq!(names, snapped);
+        let mut sorted = names.clone();
+        sorted.sort();
+        assert_eq!(names, sorted, "in name order");
+        assert!(names.contains(&"Library/a b/c  d/f 1.txt".to_string()));
+        assert!(names.contains(&"Library/x/new\nline".to_string()));
+        assert!(names.iter().any(|n| n.ends_with("Preferences.xml")));
+        assert!(!names.iter().any(|n| n.contains("Cache")), "{names:?}");
+        assert_eq!(
+            count_list(&r, list.to_str().unwrap()).unwrap(),
+            names.len() as u64
+        );
+    }
 }

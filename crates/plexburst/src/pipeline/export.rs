@@ -102,7 +102,6 @@ pub fn run(ctx: &mut Ctx) -> anyhow::Result<Outcome> {
                             local,
                             &object,
                             (local == &rec.archive).then_some(rec.sha256.as_str()),
-                            true,
                         )
                         .with_context(|| format!("uploading the export to {object}"))?;
                     tracing::info!(

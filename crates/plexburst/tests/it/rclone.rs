@@ -387,7 +387,7 @@ fn export_spec(r: &Local, m: &Mounted, src: &Path, object: &str) -> UploadSpec {
     let src = src.display().to_string();
     let list = m.tmp.path().join("export.files").display().to_string();
     let snapshot = m.tmp.path().join("export.before").display().to_string();
-    r.run(&Cmd::new(plexburst::plan::list_command(
+    r.run(&Cmd::new(plexburst::archive::list_command(
         &src, &list, &snapshot,
     )))
     .unwrap();
