@@ -138,14 +138,21 @@ echo \"$(cat \"$d/n\") $(cat \"$d/sum\")\""
 
 /// `(sha256, entries)` from what `read_back_script` printed about `what`.
 pub fn parse_read_back(said: &str, what: &str) -> anyhow::Result<(String, u64)> {
+    let (entries, sha256) = number_and_sha256(said, &format!("the read back of {what}"), "count")?;
+    Ok((sha256, entries))
+}
+
+/// `<number> <sha256>` as a script printed it: `what` printed it, `number` names the number in
+/// the error. A missing or short sha256 is an error, never an unchecked pass.
+pub fn number_and_sha256(said: &str, what: &str, number: &str) -> anyhow::Result<(u64, String)> {
     let mut it = said.split_whitespace();
-    let entries: u64 = it
+    let n: u64 = it
         .next()
         .and_then(|n| n.parse().ok())
-        .with_context(|| format!("the read back of {what} printed no count: {said:?}"))?;
+        .with_context(|| format!("{what} printed no {number}: {said:?}"))?;
     let sha256 = it.next().unwrap_or("").to_string();
     if sha256.len() != 64 || !sha256.bytes().all(|b| b.is_ascii_hexdigit()) {
-        bail!("the read back of {what} printed no sha256: {said:?}");
+        bail!("{what} printed no sha256: {said:?}");
     }
-    Ok((sha256, entries))
+    Ok((n, sha256))
 }

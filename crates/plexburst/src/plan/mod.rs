@@ -571,19 +571,8 @@ mod tests {
     #[test]
     fn plan_of_the_example_lists_every_phase_and_section() {
         let p = build(&example(), &RunOptions::default(), "/home/u");
-        assert_eq!(
-            p.phase_names(),
-            [
-                "prepare",
-                "start-plex",
-                "configure",
-                "scan",
-                "analyze",
-                "restore",
-                "export",
-                "teardown"
-            ]
-        );
+        // The order itself is checked through `plan --json` (tests/it/config_table.rs).
+        assert_eq!(p.phase_names().len(), 8);
         assert_eq!(p.sections[0].name, "Music");
         assert!(
             p.export.stages[0]

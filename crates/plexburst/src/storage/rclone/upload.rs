@@ -7,7 +7,7 @@ use anyhow::{Context, bail};
 use serde::{Deserialize, Serialize};
 
 use super::Rclone;
-use crate::archive::{SHA256, parse_read_back, read_back_script, tar_command};
+use crate::archive::{SHA256, number_and_sha256, parse_read_back, read_back_script, tar_command};
 use crate::remote::Remote;
 use crate::storage::sh_quote;
 
@@ -54,16 +54,7 @@ pub fn upload_stream(
 
 /// The `<size> <sha256>` line an upload script printed, checked.
 fn parse_size_sum(said: &str, what: &str) -> anyhow::Result<(u64, String)> {
-    let mut it = said.split_whitespace();
-    let bytes: u64 = it
-        .next()
-        .and_then(|b| b.parse().ok())
-        .with_context(|| format!("{what} printed no size: {said:?}"))?;
-    let sha256 = it.next().unwrap_or("").to_string();
-    if sha256.len() != 64 || !sha256.bytes().all(|b| b.is_ascii_hexdigit()) {
-        bail!("{what} printed no sha256: {said:?}");
-    }
-    Ok((bytes, sha256))
+    number_and_sha256(said, what, "size")
 }
 
 /// The compressed size from the summary `zstd -vv` prints last on stderr: `(IN B => OUT B, …)`
