@@ -44,10 +44,43 @@ fn module_of(src: &Path, file: &Path) -> Option<String> {
     (!matches!(name.as_str(), "lib" | "main")).then_some(name)
 }
 
-/// Every `crate::x` a file names outside its `#[cfg(test)]` tail, including the grouped form
+/// `text` without its `#[cfg(test)]` items (a test module may use anything), wherever they stand:
+/// each is cut from the attribute to the brace that closes the item's first `{`.
+fn without_tests(text: &str) -> String {
+    let mut out = String::new();
+    let mut rest = text;
+    while let Some(at) = rest.find("#[cfg(test)]") {
+        out.push_str(&rest[..at]);
+        let item = &rest[at..];
+        let Some(open) = item.find('{') else {
+            return out;
+        };
+        let mut depth = 0usize;
+        let mut end = item.len();
+        for (i, c) in item[open..].char_indices() {
+            match c {
+                '{' => depth += 1,
+                '}' => {
+                    depth -= 1;
+                    if depth == 0 {
+                        end = open + i + 1;
+                        break;
+                    }
+                }
+                _ => {}
+            }
+        }
+        rest = &item[end..];
+    }
+    out.push_str(rest);
+    out
+}
+
+/// Every `crate::x` a file names outside its `#[cfg(test)]` items, including the grouped form
 /// `use crate::{a, b::c}`.
 fn imports(text: &str) -> BTreeSet<String> {
-    let code = text.split("#[cfg(test)]").next().unwrap_or("");
+    let code = without_tests(text);
+    let code = code.as_str();
     let mut out = BTreeSet::new();
     let ident = |s: &str| -> String {
         s.chars()
@@ -151,7 +184,7 @@ fn only_the_plan_and_the_app_read_the_config() {
 #[test]
 fn the_checker_sees_grouped_paths_and_upward_imports() {
     let found = imports(
-        "use crate::{plan::Plan, remote};\nfn f() { crate::app::run(); }\nmacro_rules! m { () => { $crate::units::x } }\n#[cfg(test)]\nuse crate::pipeline;",
+        "use crate::{plan::Plan, remote};\nfn f() { crate::app::run(); }\n#[cfg(test)]\nmod tests { use crate::pipeline; fn g() { if true { crate::cli::x(); } } }\nmacro_rules! m { () => { $crate::units::x } }\n",
     );
     assert_eq!(
         found.into_iter().collect::<Vec<_>>(),
