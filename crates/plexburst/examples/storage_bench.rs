@@ -73,7 +73,7 @@ fn timed(script: &str) -> f64 {
 }
 
 fn q(s: &str) -> String {
-    shell_escape::unix::escape(s.into()).into_owned()
+    plexburst::remote::quote(s)
 }
 
 fn free_port() -> u16 {

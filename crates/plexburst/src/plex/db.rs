@@ -548,8 +548,8 @@ pub fn section_files(
 /// The shell line that runs `sql` read-only on the target in output `mode` (`-json`, `-list`),
 /// distinguishing "no sqlite3" (127) and "no database" (66) from a failing query.
 pub fn sqlite_script(db_path: &str, sql: &str, mode: &str) -> String {
-    let db = shell_escape::unix::escape(db_path.into());
-    let sql = shell_escape::unix::escape(sql.into());
+    let db = crate::remote::quote(db_path);
+    let sql = crate::remote::quote(sql);
     // `.timeout` makes the rare moments when a reader must wait (WAL recovery, a checkpoint that
     // truncates) a short wait instead of "database is locked".
     format!(

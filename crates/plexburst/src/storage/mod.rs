@@ -8,7 +8,7 @@ use std::time::Duration;
 use anyhow::{Context, bail};
 use serde::{Deserialize, Serialize};
 
-use crate::remote::{Cmd, Remote};
+use crate::remote::{Cmd, Remote, quote};
 
 /// Where the media is, as the plan resolved it (see `plan::storage::resolve`).
 #[allow(clippy::large_enum_variant)] // one value per run
@@ -184,8 +184,6 @@ impl Storage {
     }
 }
 
-pub(crate) use crate::remote::quote as sh_quote;
-
 /// The first regular file under `dir` (depth-first as `find` walks), within `timeout`.
 pub(crate) fn first_file(
     r: &dyn Remote,
@@ -195,7 +193,7 @@ pub(crate) fn first_file(
     let script = format!(
         "timeout -k 2 {secs} find {d} -type f -print -quit",
         secs = timeout.as_secs().max(1),
-        d = sh_quote(dir)
+        d = quote(dir)
     );
     let out = r
         .run(&Cmd::new(script).timeout(timeout + Duration::from_secs(5)))
@@ -214,7 +212,7 @@ pub(crate) fn read_probe(
     if files.is_empty() {
         return Ok(());
     }
-    let list: Vec<String> = files.iter().map(|f| sh_quote(f)).collect();
+    let list: Vec<String> = files.iter().map(|f| quote(f)).collect();
     let script = format!("set -- {}; {}", list.join(" "), read_probe_loop(timeout));
     match r.exec(&Cmd::new(script).timeout(timeout + Duration::from_secs(5))) {
         Ok(out) => read_probe_verdict(
@@ -298,8 +296,8 @@ done"#;
     let script = format!(
         "xargs -0 -n 32 -P {p} sh -c {w} sh < {l}; rc=$?; rm -f {l}; exit $rc",
         p = parallel.max(1),
-        w = sh_quote(worker),
-        l = sh_quote(&list_path)
+        w = quote(worker),
+        l = quote(&list_path)
     );
     // Budget: a generous 50 ms per file per reader on top of a fixed minute.
     let budget = Duration::from_secs(60)

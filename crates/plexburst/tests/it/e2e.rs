@@ -31,7 +31,7 @@ impl Server {
                 "--listen",
                 &format!("127.0.0.1:{port}"),
                 "--claim",
-                "claim-e2e-test",
+                crate::harness::CLAIM,
             ])
             .stdout(std::process::Stdio::null())
             .stderr(std::process::Stdio::null());
@@ -203,7 +203,7 @@ fn assert_complete_run(lab: &Lab, out: &std::process::Output) {
     written
         .push_str(&std::fs::read_to_string(state["export"]["manifest"].as_str().unwrap()).unwrap());
     assert!(
-        !written.contains("claim-e2e-test"),
+        !written.contains(crate::harness::CLAIM),
         "the claim token leaked"
     );
     assert!(!written.contains(token), "the server token leaked");

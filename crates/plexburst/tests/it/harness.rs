@@ -119,6 +119,9 @@ pub struct LabOpts {
     pub shows: bool,
 }
 
+/// The claim token every lab run gets (the emulator claims itself with any).
+pub const CLAIM: &str = "claim-e2e-test";
+
 /// One test's world: a generated library, a data dir, an export dir, a state dir and a config.
 pub struct Lab {
     pub dir: tempfile::TempDir,
@@ -298,7 +301,7 @@ paths = ["{m}/Photos"]
         c.args(args)
             .arg("--config")
             .arg(self.config_path())
-            .env("PLEX_CLAIM", "claim-e2e-test")
+            .env("PLEX_CLAIM", CLAIM)
             .env("PLEXBURST_LOG", "plexburst=info")
             .stdin(Stdio::null());
         c
@@ -333,8 +336,16 @@ paths = ["{m}/Photos"]
         );
         let run_id = self.state()["run_id"].as_str().unwrap().to_string();
         let journal = self.journal();
-        let scripts: Vec<String> = std::fs::read_to_string(&journal)
-            .unwrap_or_else(|e| panic!("{}: {e}", journal.display()))
+        let raw = std::fs::read_to_string(&journal)
+            .unwrap_or_else(|e| panic!("{}: {e}", journal.display()));
+        // The claim token reached the server through the environment: its name is journaled,
+        // never its value.
+        assert!(
+            !raw.contains(CLAIM) && raw.contains("\"PLEX_CLAIM\""),
+            "the claim token's value is in {} (or its name is not)",
+            journal.display()
+        );
+        let scripts: Vec<String> = raw
             .lines()
             .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
             .filter(|e| e["op"] == "exec")

@@ -6,8 +6,8 @@ use std::time::Duration;
 use anyhow::{Context, bail};
 
 use super::Rclone;
-use crate::remote::{Cmd, Remote};
-use crate::storage::{HEALTH_TIMEOUT, Health, read_probe_loop, read_probe_verdict, sh_quote};
+use crate::remote::{Cmd, Remote, quote};
+use crate::storage::{HEALTH_TIMEOUT, Health, read_probe_loop, read_probe_verdict};
 
 impl Rclone {
     /// One remote command: the mount table and the rclone process, a timed stat+read of the
@@ -48,11 +48,11 @@ impl Rclone {
                 "timeout -k 2 {secs} {} cat --count 1 --retries 1 --low-level-retries 1 {} >/dev/null 2>>\"$d/bucket\" || \
                  {{ echo {} >>\"$d/bucket\"; echo bucket; cat \"$d/bucket\"; exit 0; }}\n",
                 self.rclone(),
-                sh_quote(&obj),
-                sh_quote(&format!("bucket read of {obj} failed")),
+                quote(&obj),
+                quote(&format!("bucket read of {obj} failed")),
             ));
         }
-        let probes: Vec<String> = probes.iter().map(|p| sh_quote(p)).collect();
+        let probes: Vec<String> = probes.iter().map(|p| quote(p)).collect();
         format!(
             r#"d=$(mktemp -d) || exit 1
 trap 'rm -rf "$d"' EXIT
@@ -79,8 +79,8 @@ st=$(cat "$d/status")
 [ "$st" = 0 ] || {{ echo "read $st"; cat "$d/read"; exit 0; }}
 {bucket}echo ok
 "#,
-            mp = sh_quote(mp),
-            pid_file = sh_quote(&self.pid_path()),
+            mp = quote(mp),
+            pid_file = quote(&self.pid_path()),
             probes = probes.join(" "),
             read = read_probe_loop(HEALTH_TIMEOUT),
             ticks = (secs + 5) * 10,
@@ -88,7 +88,7 @@ st=$(cat "$d/status")
     }
 
     pub(super) fn force_unmount(&self, r: &dyn Remote) -> anyhow::Result<()> {
-        let mp = sh_quote(self.mount_point());
+        let mp = quote(self.mount_point());
         let pid = self.pid(r);
         let kill = match pid {
             Some(p) => format!(
@@ -122,11 +122,11 @@ st=$(cat "$d/status")
         }
         // Undo the shared bind of the parent if plexburst made it. A plain (not lazy) umount
         // fails while anything else is mounted below it, and then the bind stays.
-        let p = sh_quote(&self.parent());
-        let m = sh_quote(&self.parent_bind_marker());
+        let p = quote(&self.parent());
+        let m = quote(&self.parent_bind_marker());
         r.run(&Cmd::new(format!(
             "rm -f {pid}; if [ -e {m} ] && [ \"$(findmnt -n -o TARGET -M {p})\" = {p} ]; then umount {p} 2>/dev/null && rm -f {m}; fi; true",
-            pid = sh_quote(&self.pid_path())
+            pid = quote(&self.pid_path())
         )))?;
         Ok(())
     }

@@ -6,8 +6,8 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, bail};
 
 use super::{CACHE_SIZE_AT_MOUNT, Rclone};
-use crate::remote::{Cmd, Remote};
-use crate::storage::{HEALTH_TIMEOUT, Health, first_file, read_probe, sh_quote};
+use crate::remote::{Cmd, Remote, quote};
+use crate::storage::{HEALTH_TIMEOUT, Health, first_file, read_probe};
 
 /// The oldest rclone whose `mount` accepts every flag of `RcloneSpec::build_mount_argv` (`--vfs-read-chunk-streams`
 /// arrived in 1.68).
@@ -41,8 +41,8 @@ impl Rclone {
         let (text, secrets) = self.conf_text()?;
         r.run(&Cmd::new(format!(
             "mkdir -p {} && chmod 700 {}",
-            sh_quote(&self.dir()),
-            sh_quote(&self.dir())
+            quote(&self.dir()),
+            quote(&self.dir())
         )))?;
         r.put_file(&self.conf_path(), text.as_bytes(), 0o600)
             .map_err(|e| anyhow::anyhow!(crate::remote::redact(&e.to_string(), &secrets)))
@@ -51,7 +51,7 @@ impl Rclone {
         let check = format!(
             "{} lsf --max-depth 1 --low-level-retries 2 --retries 1 {} >/dev/null",
             self.rclone(),
-            sh_quote(&self.fs())
+            quote(&self.fs())
         );
         r.run(&self.cmd(check).timeout(Duration::from_secs(120)))
             .with_context(|| {
@@ -81,13 +81,13 @@ impl Rclone {
     /// The parent of the mount point must be a shared mount so that a (re)mount propagates into a
     /// container binding the parent with `rslave` (Docker refuses rslave on a private source).
     fn ensure_shared_parent(&self, r: &dyn Remote) -> anyhow::Result<()> {
-        let p = sh_quote(&self.parent());
+        let p = quote(&self.parent());
         let script = format!(
             "mkdir -p {p} && t=$(findmnt -n -o TARGET -T {p}) && prop=$(findmnt -n -o PROPAGATION -T {p}) && \
              if [ \"$t\" = {p} ] && echo \"$prop\" | grep -q shared; then echo already; \
              elif [ \"$(id -u)\" != 0 ]; then echo \"not-root $t $prop\"; \
              else {{ [ \"$t\" = {p} ] || {{ mount --bind {p} {p} && : > {marker}; }}; }} && mount --make-rshared {p} && echo made; fi",
-            marker = sh_quote(&self.parent_bind_marker())
+            marker = quote(&self.parent_bind_marker())
         );
         let out = r.run(&Cmd::new(script)).with_context(|| {
             format!(
@@ -112,7 +112,7 @@ impl Rclone {
         if let Some(s) = &self.spec.settings.cache_max_size {
             return Ok(s.clone());
         }
-        let c = sh_quote(&self.cache_dir());
+        let c = quote(&self.cache_dir());
         let out = r.run(&Cmd::new(format!(
             "mkdir -p {c} && df -P -B1 {c} | awk 'NR==2 {{print $4}}'"
         )))?;
@@ -131,7 +131,7 @@ impl Rclone {
         let out = r
             .exec(&Cmd::new(format!(
                 "cat {} 2>/dev/null",
-                sh_quote(&self.pid_path())
+                quote(&self.pid_path())
             )))
             .ok()?;
         out.stdout_str().trim().parse().ok()
@@ -148,7 +148,7 @@ impl Rclone {
         let out = r.exec(
             &Cmd::new(format!(
                 "findmnt -n -o FSTYPE -M {}",
-                sh_quote(self.mount_point())
+                quote(self.mount_point())
             ))
             .timeout(HEALTH_TIMEOUT),
         )?;
@@ -159,7 +159,7 @@ impl Rclone {
     fn log_tail(&self, r: &dyn Remote) -> String {
         r.exec(&Cmd::new(format!(
             "tail -n 15 {} 2>/dev/null",
-            sh_quote(&self.log_path())
+            quote(&self.log_path())
         )))
         .map(|o| o.stdout_str())
         .unwrap_or_default()
@@ -192,15 +192,15 @@ impl Rclone {
                     a
                 }
             })
-            .map(|a| sh_quote(a))
+            .map(|a| quote(a))
             .collect();
         let script = format!(
             "mkdir -p {mp} {cache} && : > {log} && setsid nohup {cmd} </dev/null >/dev/null 2>&1 & echo $! > {pid}",
-            mp = sh_quote(self.mount_point()),
-            cache = sh_quote(&self.cache_dir()),
-            log = sh_quote(&self.log_path()),
+            mp = quote(self.mount_point()),
+            cache = quote(&self.cache_dir()),
+            log = quote(&self.log_path()),
             cmd = args.join(" "),
-            pid = sh_quote(&self.pid_path()),
+            pid = quote(&self.pid_path()),
         );
         r.run(&self.cmd(script)).context("starting rclone mount")?;
         self.wait_ready(r)
@@ -264,7 +264,7 @@ impl Rclone {
         }
         let script = format!(
             "for d in {mp}/*/; do [ -d \"$d\" ] || continue; f=$(find \"$d\" -type f -print -quit); [ -n \"$f\" ] && echo \"$f\"; done | head -n 8",
-            mp = sh_quote(mp)
+            mp = quote(mp)
         );
         let out = r.run(&Cmd::new(script).timeout(Duration::from_secs(120)))?;
         for f in out.stdout_str().lines() {
@@ -304,7 +304,7 @@ impl Rclone {
             let t0 = Instant::now();
             let script = format!(
                 "find {mp} -type f -print0 | xargs -0 -r -n 32 -P {p} stat -c %Y -- >/dev/null",
-                mp = sh_quote(self.mount_point()),
+                mp = quote(self.mount_point()),
                 p = self.spec.settings.stat_parallel.max(1)
             );
             r.run(&self.cmd(script).timeout(Duration::from_secs(6 * 3600)))
@@ -322,7 +322,7 @@ impl Rclone {
         let t0 = Instant::now();
         let script = format!(
             "rclone rc --url {} --timeout 6h vfs/refresh recursive=true _async=false",
-            sh_quote(&self.rc_url())
+            quote(&self.rc_url())
         );
         r.run(&self.cmd(script).timeout(Duration::from_secs(6 * 3600)))
             .with_context(|| format!("vfs/refresh of {} through rclone rc", self.mount_point()))?;

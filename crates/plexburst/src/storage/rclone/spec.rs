@@ -5,8 +5,8 @@
 use anyhow::{Context, bail};
 use serde::{Deserialize, Serialize};
 
+use crate::remote::quote;
 use crate::runtime::Volume;
-use crate::storage::sh_quote;
 
 /// Environment variables tried, in order, for the S3 secret when `secret_access_key_env` is unset.
 pub const SECRET_ENVS: [&str; 2] = ["PLEXBURST_S3_SECRET_ACCESS_KEY", "AWS_SECRET_ACCESS_KEY"];
@@ -237,14 +237,14 @@ impl RcloneSpec {
             s.s3_chunk_size, s.s3_upload_concurrency, s.retries, s.low_level_retries
         );
         if let Some(bw) = &s.upload_bwlimit {
-            f.push_str(&format!(" --bwlimit {}", sh_quote(bw)));
+            f.push_str(&format!(" --bwlimit {}", quote(bw)));
         }
         f
     }
 
     /// `rclone --config <pushed conf>` as a shell prefix.
     pub fn rclone(&self) -> String {
-        format!("rclone --config {}", sh_quote(&self.conf_path))
+        format!("rclone --config {}", quote(&self.conf_path))
     }
 
     /// The `rclone rcat` stage of the streamed export, exactly as the run issues it.
@@ -253,7 +253,7 @@ impl RcloneSpec {
             "{} rcat {} {}",
             self.rclone(),
             self.upload_flags(),
-            sh_quote(&self.object(object))
+            quote(&self.object(object))
         )
     }
 

@@ -8,8 +8,7 @@ use serde::{Deserialize, Serialize};
 
 use super::Rclone;
 use crate::archive::{SHA256, number_and_sha256, parse_read_back, read_back_script, tar_command};
-use crate::remote::Remote;
-use crate::storage::sh_quote;
+use crate::remote::{Remote, quote};
 
 /// The result of an export upload.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -86,7 +85,7 @@ impl Rclone {
         sha256: Option<&str>,
     ) -> anyhow::Result<()> {
         let stat = r
-            .run(&self.cmd(format!("{} lsjson --stat {}", self.rclone(), sh_quote(obj))))
+            .run(&self.cmd(format!("{} lsjson --stat {}", self.rclone(), quote(obj))))
             .with_context(|| format!("looking up {obj} after upload"))?;
         let v: serde_json::Value =
             serde_json::from_slice(&stat.stdout).context("parsing rclone lsjson --stat")?;
@@ -105,7 +104,7 @@ impl Rclone {
                     .cmd(format!(
                         "{} cat {} | {SHA256} | cut -d' ' -f1",
                         self.rclone(),
-                        sh_quote(obj)
+                        quote(obj)
                     ))
                     .timeout(Duration::from_secs(48 * 3600)),
             )
@@ -133,7 +132,7 @@ impl Rclone {
     /// compressor wrote at the source, so a byte changed anywhere between `zstd` and the bucket
     /// fails here.
     pub fn read_back_archive(&self, r: &dyn Remote, obj: &str) -> anyhow::Result<(String, u64)> {
-        let source = format!("{} cat {}", self.rclone(), sh_quote(obj));
+        let source = format!("{} cat {}", self.rclone(), quote(obj));
         let out = r
             .run(
                 &self
@@ -149,7 +148,7 @@ impl Rclone {
         r.run(&self.cmd(format!(
             "{} deletefile {} 2>/dev/null || true",
             self.rclone(),
-            sh_quote(obj)
+            quote(obj)
         )))
         .with_context(|| format!("deleting {obj}"))?;
         Ok(())
@@ -168,16 +167,16 @@ impl Rclone {
         sha256: Option<&str>,
     ) -> anyhow::Result<UploadReport> {
         let obj = self.object(object);
-        let f = sh_quote(path);
+        let f = quote(path);
         let sum = match sha256 {
-            Some(known) => sh_quote(known),
+            Some(known) => quote(known),
             None => format!("$({SHA256} < {f} | cut -d' ' -f1)"),
         };
         let script = format!(
             "set -e; {rc} copyto {flags} {f} {o}; echo \"$(wc -c < {f}) {sum}\"",
             flags = self.upload_flags(),
             rc = self.rclone(),
-            o = sh_quote(&obj)
+            o = quote(&obj)
         );
         let out = r
             .run(&self.cmd(script).timeout(Duration::from_secs(48 * 3600)))
