@@ -24,21 +24,9 @@ pub fn exit_code(e: &anyhow::Error) -> u8 {
     }
 }
 
-/// Logs and progress lines go to stderr; `PLEXBURST_LOG` (an EnvFilter) overrides `-v`.
+/// Logs and progress lines go to stderr (see `logging`).
 pub fn init_logging(verbose: u8) {
-    let default = match verbose {
-        0 => "plexburst=info",
-        1 => "plexburst=debug",
-        _ => "plexburst=trace",
-    };
-    let filter = tracing_subscriber::EnvFilter::try_from_env("PLEXBURST_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::stderr().is_terminal())
-        .with_target(false)
-        .try_init();
+    crate::logging::init(verbose);
 }
 
 pub fn state_dir(cli: &Cli) -> PathBuf {
@@ -55,14 +43,17 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
     let state_dir = state_dir(&cli);
     match &cli.command {
         Command::Init { force } => init(&cli.config, *force),
-        Command::Plan { json, run } => {
+        Command::Plan { json, offline, run } => {
             let plan = plan_of(&cli.config, run)?;
             if *json {
                 println!("{}", serde_json::to_string_pretty(&plan)?);
             } else {
                 print!("{}", plan.render());
             }
-            Ok(())
+            if *offline {
+                return Ok(());
+            }
+            preflight_of_plan(&plan, *json)
         }
         Command::Run(args) => {
             let plan = plan_of(&cli.config, args)?;
@@ -104,6 +95,32 @@ fn plan_of(path: &Path, args: &RunArgs) -> anyhow::Result<Plan> {
     Ok(plan)
 }
 
+/// `plan`'s read-only preflight: on a target that exists and storage that is already there, the
+/// same survey of the section folders as the run's preflight phase (a problem: exit 2). On rclone
+/// storage the folders exist only once mounted, so it says when they will be checked.
+fn preflight_of_plan(plan: &Plan, json: bool) -> anyhow::Result<()> {
+    let say = |line: String| {
+        if json {
+            eprintln!("{line}");
+        } else {
+            println!("{line}");
+        }
+    };
+    if let crate::storage::StorageSpec::Rclone(_) = &plan.storage {
+        say("preflight: the section folders are checked after the mount (phase preflight)".into());
+        return Ok(());
+    }
+    // A scratch dir for an ssh master: `plan` leaves nothing behind, not even a state dir.
+    let scratch = tempfile::tempdir().context("cannot create a scratch directory")?;
+    let remote = crate::session::connect(plan, scratch.path())?;
+    let surveys = pipeline::preflight(plan, remote.as_ref())?;
+    say(format!(
+        "preflight: ok ({})",
+        pipeline::survey_summary(&surveys)
+    ));
+    Ok(())
+}
+
 /// What only this machine can tell about the plan (the user's rclone.conf, a secret in the
 /// environment), checked before anything starts: a problem is a config error, exit 2.
 fn check_local(plan: &Plan) -> anyhow::Result<()> {
@@ -141,6 +158,7 @@ fn options_of(a: &RunArgs) -> RunOptions {
         deep_scan: a.deep_scan,
         keep: a.keep,
         allow_deleted: a.allow_deleted,
+        strict: a.strict,
     }
 }
 
@@ -208,6 +226,9 @@ fn ssh(plan: &Plan, state_dir: &Path, command: &[String]) -> anyhow::Result<()> 
 }
 
 fn status(state_dir: &Path, json: bool, watch: bool) -> anyhow::Result<()> {
+    // On a terminal `--watch` redraws its block in place; elsewhere (a pipe, a log) it appends.
+    let redraw = watch && !json && std::io::stdout().is_terminal();
+    let mut drawn_lines = 0usize;
     loop {
         let Some(st) = state::read(state_dir)? else {
             if json {
@@ -226,22 +247,26 @@ fn status(state_dir: &Path, json: bool, watch: bool) -> anyhow::Result<()> {
             v["process_alive"] = serde_json::Value::Bool(alive);
             println!("{}", serde_json::to_string_pretty(&v)?);
         } else {
-            print!("{}", crate::report::render_status(&st));
+            let mut block = crate::report::render_status(&st);
             if st.status == state::RunStatus::Running && !alive {
-                println!(
-                    "no plexburst process holds this run: it died; continue with `plexburst resume` or clean up with `plexburst destroy`"
+                block.push_str(
+                    "no plexburst process holds this run: it died; continue with `plexburst resume` or clean up with `plexburst destroy`\n",
                 );
             }
+            if redraw && drawn_lines > 0 {
+                // Up to the first line of the last block, then clear to the end of the screen.
+                print!("\x1b[{drawn_lines}F\x1b[J");
+            } else if watch && drawn_lines > 0 {
+                println!();
+            }
+            print!("{block}");
+            use std::io::Write;
+            std::io::stdout().flush()?;
+            drawn_lines = block.lines().count();
         }
-        if watch && st.status == state::RunStatus::Running && !alive {
-            return Ok(());
-        }
-        if !watch || st.status != state::RunStatus::Running {
+        if !watch || st.status != state::RunStatus::Running || !alive {
             return Ok(());
         }
         std::thread::sleep(std::time::Duration::from_secs(2));
-        if !json {
-            println!();
-        }
     }
 }

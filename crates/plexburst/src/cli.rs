@@ -40,11 +40,14 @@ pub enum Command {
         /// Print the plan as JSON.
         #[arg(long)]
         json: bool,
+        /// Do not touch the target: skip the read-only preflight of the section folders.
+        #[arg(long)]
+        offline: bool,
         /// The `run` flags to plan for.
         #[command(flatten)]
         run: RunArgs,
     },
-    /// Run the whole job: prepare, start Plex, configure, scan, analyze, restore, export, teardown.
+    /// Run the whole job: prepare, preflight, start Plex, configure, scan, analyze, restore, export, teardown.
     Run(RunArgs),
     /// Show the state of the current (or last) run.
     Status {
@@ -98,4 +101,8 @@ pub struct RunArgs {
     /// export refuses, because a scan on a degraded mount trashes what it cannot read.
     #[arg(long)]
     pub allow_deleted: bool,
+    /// Exit 1 when the run ends "done with warnings" (a section with no items, or far fewer
+    /// items than media files), instead of 0.
+    #[arg(long)]
+    pub strict: bool,
 }

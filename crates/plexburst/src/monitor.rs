@@ -24,8 +24,10 @@ pub const MAX_RESTARTS: u32 = 3;
 /// What a phase waits for.
 #[derive(Debug, Clone)]
 pub enum Job {
-    /// The global scan of every section (`force` as requested).
-    Scan { force: bool },
+    /// The global scan of every section (`force` as requested). `files`: the media files the
+    /// preflight counted in the watched sections: the bar's total and the ETA's target, never a
+    /// done condition (Plex may rightly make fewer items than files).
+    Scan { force: bool, files: Option<i64> },
     /// Analysis of one section: Sonic for music (8), thumbnails for photos (13).
     Analysis {
         section_id: i64,
@@ -69,7 +71,7 @@ impl Job {
     pub fn trigger(&self, ctx: &Ctx) -> anyhow::Result<()> {
         let client = ctx.client()?;
         match self {
-            Job::Scan { force } => {
+            Job::Scan { force, .. } => {
                 ctx.retry_starting(|| client.refresh_all(*force))?;
             }
             Job::Analysis {
@@ -393,11 +395,24 @@ pub fn watch(
             busy,
         });
         let rate = tracker.rate_per_sec();
-        let eta = tracker.eta();
+        let (shown_total, eta) = match (total, job) {
+            (None, Job::Scan { files: Some(f), .. }) => (Some(*f), tracker.eta_to(*f)),
+            _ => (total, tracker.eta()),
+        };
+        ctx.state.progress = Some(crate::state::Progress {
+            phase: phase.to_string(),
+            label: job.label(),
+            unit: job.unit().to_string(),
+            done,
+            total: shown_total,
+            rate_per_sec: rate,
+            eta_secs: eta.map(|e| e.as_secs_f64()),
+            at: crate::state::now(),
+        });
         let line = format!(
             "{}: {done}{} {}, {} /s, ETA {}{}",
             job.label(),
-            total.map(|t| format!("/{t}")).unwrap_or_default(),
+            shown_total.map(|t| format!("/{t}")).unwrap_or_default(),
             job.unit(),
             rate.map(|r| format!("{r:.1}"))
                 .unwrap_or_else(|| "?".into()),
@@ -406,7 +421,7 @@ pub fn watch(
         );
         match &bar {
             Some(b) => {
-                b.set_length(total.unwrap_or(done).max(done) as u64);
+                b.set_length(shown_total.unwrap_or(done).max(done) as u64);
                 b.set_position(done.max(0) as u64);
                 b.set_message(format!(
                     "{} /s ETA {}",

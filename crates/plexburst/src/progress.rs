@@ -197,8 +197,14 @@ impl Tracker {
     /// Time left at the current rate; zero when the work is complete, `None` when the total is
     /// unknown or nothing is moving.
     pub fn eta(&self) -> Option<Duration> {
+        self.eta_to(self.last?.total?)
+    }
+
+    /// Time until `done` reaches `target` at the current rate, for a total that is only an
+    /// expectation (a scan's file count); zero once reached, `None` while nothing moves.
+    pub fn eta_to(&self, target: i64) -> Option<Duration> {
         let o = self.last?;
-        let remaining = o.total? - o.done;
+        let remaining = target - o.done;
         if remaining <= 0 {
             return Some(Duration::ZERO);
         }
@@ -569,8 +575,10 @@ mod tests {
         }
         let r = t.rate_per_sec().unwrap();
         assert!((r - 1.0).abs() < 1e-9, "{r}");
-        // Unknown total: no ETA.
+        // Unknown total: no ETA, but one to an expected count (a scan's file count).
         assert_eq!(t.eta(), None);
+        assert_eq!(t.eta_to(1500), Some(Duration::from_secs(110)));
+        assert_eq!(t.eta_to(1000), Some(Duration::ZERO));
     }
 
     #[test]

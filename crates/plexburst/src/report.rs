@@ -24,6 +24,50 @@ pub struct Report {
     pub phases: Vec<PhaseReport>,
     pub export: Option<ExportRecord>,
     pub error: Option<String>,
+    /// What the run found wrong without failing; non-empty: "done with warnings".
+    pub warnings: Vec<String>,
+    /// The status as `status` prints it (`Done with 1 warning`).
+    pub status_text: String,
+    /// Per section: the media files the preflight found against the items the scan made.
+    pub files_and_items: Vec<FilesAndItems>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct FilesAndItems {
+    pub section: String,
+    pub media_files: u64,
+    pub media_bytes: u64,
+    /// Items after the scan; `None` before the scan ended.
+    pub items: Option<i64>,
+}
+
+/// Files found against items made, from the preflight's survey and the scan's last counts.
+fn files_and_items(s: &State) -> Vec<FilesAndItems> {
+    let after = s.phase("scan").and_then(|p| p.counts_after.as_ref());
+    s.survey
+        .iter()
+        .map(|v| FilesAndItems {
+            section: v.name.clone(),
+            media_files: v.media_files,
+            media_bytes: v.media_bytes,
+            items: after.and_then(|a| {
+                a.sections
+                    .iter()
+                    .find(|c| c.name == v.name)
+                    .map(|c| c.items)
+            }),
+        })
+        .collect()
+}
+
+/// `Done`, `Done with 2 warnings`, `Failed`, … for a human.
+pub fn status_word(s: &State) -> String {
+    match (s.status, s.warnings.len()) {
+        (crate::state::RunStatus::Done, 0) => "Done".into(),
+        (crate::state::RunStatus::Done, 1) => "Done with 1 warning".into(),
+        (crate::state::RunStatus::Done, n) => format!("Done with {n} warnings"),
+        (st, _) => format!("{st:?}"),
+    }
 }
 
 #[derive(Debug, Serialize)]
@@ -85,14 +129,17 @@ impl Report {
                 .collect(),
             export: s.export.clone(),
             error: s.error.clone(),
+            warnings: s.warnings.clone(),
+            files_and_items: files_and_items(s),
+            status_text: status_word(s),
         }
     }
 
     pub fn markdown(&self) -> String {
         let mut m = format!("# plexburst run {}\n\n", self.run_id);
         m.push_str(&format!(
-            "- status: **{:?}**\n- target: {}\n",
-            self.status, self.target
+            "- status: **{}**\n- target: {}\n",
+            self.status_text, self.target
         ));
         m.push_str(&format!(
             "- started: {}\n- last update: {}\n",
@@ -103,6 +150,24 @@ impl Report {
         }
         if let Some(e) = &self.error {
             m.push_str(&format!("- error: {e}\n"));
+        }
+        if !self.warnings.is_empty() {
+            m.push_str("\n## Warnings\n\n");
+            for w in &self.warnings {
+                m.push_str(&format!("- {w}\n"));
+            }
+        }
+        if !self.files_and_items.is_empty() {
+            m.push_str("\n## Files found and items made\n\n| section | media files | size | items after the scan |\n|---|---|---|---|\n");
+            for f in &self.files_and_items {
+                m.push_str(&format!(
+                    "| {} | {} | {} | {} |\n",
+                    f.section,
+                    f.media_files,
+                    crate::units::format_bytes(f.media_bytes),
+                    f.items.map(|i| i.to_string()).unwrap_or_else(|| "-".into())
+                ));
+            }
         }
         m.push_str("\n## Phases\n\n| phase | status | duration | rate/s | samples (failed) | stalls | timeouts | restarts | detail |\n|---|---|---|---|---|---|---|---|---|\n");
         for p in &self.phases {
@@ -190,6 +255,8 @@ pub struct StatusJson {
     pub last_sample: Option<DbSample>,
     pub export: Option<ExportRecord>,
     pub error: Option<String>,
+    pub warnings: Vec<String>,
+    pub progress: Option<crate::state::Progress>,
 }
 
 impl StatusJson {
@@ -209,19 +276,55 @@ impl StatusJson {
             last_sample: s.last_sample.clone(),
             export: s.export.clone(),
             error: s.error.clone(),
+            warnings: s.warnings.clone(),
+            progress: s.progress.clone(),
         }
     }
 }
 
-/// `plexburst status`.
+/// How long a phase ran (or, still running, has run so far).
+fn phase_elapsed(p: &PhaseRecord, now: jiff::Timestamp) -> Option<std::time::Duration> {
+    let a: jiff::Timestamp = p.started_at.as_ref()?.parse().ok()?;
+    let b: jiff::Timestamp = match &p.ended_at {
+        Some(e) => e.parse().ok()?,
+        None if p.status == crate::state::PhaseStatus::Running => now,
+        None => return None,
+    };
+    std::time::Duration::try_from(b.duration_since(a)).ok()
+}
+
+/// `plexburst status`: the run, each phase with its time, where the watched phase stands (rate,
+/// ETA), the last counts and the warnings.
 pub fn render_status(s: &State) -> String {
-    let mut out = format!("run {} on {}: {:?}\n", s.run_id, s.target, s.status);
+    let now = jiff::Timestamp::now();
+    let mut out = format!("run {} on {}: {}\n", s.run_id, s.target, status_word(s));
     for p in &s.phases {
         out.push_str(&format!(
-            "  {:<10} {:<11} {}\n",
+            "  {:<10} {:<11} {:>9}  {}\n",
             p.name,
             format!("{:?}", p.status).to_lowercase(),
+            phase_elapsed(p, now)
+                .map(crate::units::format_secs)
+                .unwrap_or_default(),
             p.detail.as_deref().unwrap_or("")
+        ));
+    }
+    if let Some(g) = &s.progress
+        && s.current_phase.as_deref() == Some(g.phase.as_str())
+    {
+        out.push_str(&format!(
+            "{}: {}{} {}, {} /s, ETA {}\n",
+            g.label,
+            g.done,
+            g.total.map(|t| format!("/{t}")).unwrap_or_default(),
+            g.unit,
+            g.rate_per_sec
+                .map(|r| format!("{r:.1}"))
+                .unwrap_or_else(|| "?".into()),
+            g.eta_secs
+                .and_then(|e| std::time::Duration::try_from_secs_f64(e).ok())
+                .map(crate::units::format_secs)
+                .unwrap_or_else(|| "?".into())
         ));
     }
     if let Some(sample) = &s.last_sample {
@@ -232,6 +335,9 @@ pub fn render_status(s: &State) -> String {
                 c.name, c.items, c.tracks, c.sonic_analyzed, c.photos, c.thumbnailed, c.deleted
             ));
         }
+    }
+    for w in &s.warnings {
+        out.push_str(&format!("warning: {w}\n"));
     }
     if let Some(e) = &s.error {
         out.push_str(&format!("error: {e}\n"));

@@ -64,6 +64,24 @@ impl Runtime {
         .with_context(|| format!("starting Plex ({}) on {}", self.describe(), r.describe()))
     }
 
+    /// Have the server's image on the target before anything waits on it: a `docker run` that
+    /// pulls would spend a claim token's 4 minutes downloading (plex.md §5). Nothing to do for a
+    /// command.
+    pub fn ensure_image(&self, r: &dyn Remote) -> anyhow::Result<()> {
+        let Runtime::Docker(d) = self else {
+            return Ok(());
+        };
+        let image = quote(&d.image);
+        r.run(
+            &Cmd::new(format!(
+                "docker image inspect {image} >/dev/null 2>&1 || docker pull -q {image}"
+            ))
+            .timeout(Duration::from_secs(1800)),
+        )
+        .with_context(|| format!("cannot pull the Plex image {} on {}", d.image, r.describe()))?;
+        Ok(())
+    }
+
     /// Stop Plex: SIGTERM (or `docker stop -t`), then SIGKILL after `grace`. Stopping a server
     /// that is not running is fine.
     pub fn stop(&self, r: &dyn Remote, grace: Duration) -> anyhow::Result<()> {

@@ -121,6 +121,29 @@ pub struct State {
     /// The last monitor sample (for `status`), refreshed every few seconds.
     pub last_sample: Option<DbSample>,
     pub current_phase: Option<String>,
+    /// The preflight's count of each section's media files (the scan's total).
+    #[serde(default)]
+    pub survey: Vec<crate::survey::SectionSurvey>,
+    /// What the run found wrong without failing (a section with far fewer items than files):
+    /// the run ends "done with warnings".
+    #[serde(default)]
+    pub warnings: Vec<String>,
+    /// The monitor's latest progress line, for `status`.
+    #[serde(default)]
+    pub progress: Option<Progress>,
+}
+
+/// Where the phase being watched stands, as of the last poll.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct Progress {
+    pub phase: String,
+    pub label: String,
+    pub unit: String,
+    pub done: i64,
+    pub total: Option<i64>,
+    pub rate_per_sec: Option<f64>,
+    pub eta_secs: Option<f64>,
+    pub at: String,
 }
 
 pub fn now() -> String {
@@ -158,6 +181,9 @@ impl State {
             error: None,
             last_sample: None,
             current_phase: None,
+            survey: Vec::new(),
+            warnings: Vec::new(),
+            progress: None,
         }
     }
 

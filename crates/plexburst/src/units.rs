@@ -55,6 +55,21 @@ pub fn format_duration(d: Duration) -> String {
 }
 
 /// A duration rounded to whole seconds, for ETAs and elapsed times shown to people.
+/// Bytes in binary units with one decimal (`3.2 GiB`), bytes below 1 KiB.
+pub fn format_bytes(b: u64) -> String {
+    const UNITS: [&str; 5] = ["KiB", "MiB", "GiB", "TiB", "PiB"];
+    if b < 1024 {
+        return format!("{b} B");
+    }
+    let mut v = b as f64 / 1024.0;
+    let mut u = 0;
+    while v >= 1024.0 && u + 1 < UNITS.len() {
+        v /= 1024.0;
+        u += 1;
+    }
+    format!("{v:.1} {}", UNITS[u])
+}
+
 pub fn format_secs(d: Duration) -> String {
     format_duration(Duration::from_secs(d.as_secs()))
 }
@@ -79,6 +94,13 @@ pub mod human {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn bytes_read_in_binary_units() {
+        assert_eq!(format_bytes(1023), "1023 B");
+        assert_eq!(format_bytes(1536), "1.5 KiB");
+        assert_eq!(format_bytes(9 * (1 << 40)), "9.0 TiB");
+    }
 
     #[test]
     fn durations_round_trip_through_their_written_form() {

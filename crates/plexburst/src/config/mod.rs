@@ -135,6 +135,7 @@ struct RawMonitor {
     stable_samples: Option<i64>,
     max_failed_samples: Option<i64>,
     log_interval: Option<String>,
+    scan_gap: Option<f64>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -157,6 +158,7 @@ struct RawSection {
     scanner: Option<String>,
     language: Option<String>,
     timeout: Option<String>,
+    extensions: Option<Vec<String>>,
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -252,6 +254,9 @@ pub struct MonitorConfig {
     pub max_failed_samples: u32,
     #[serde(with = "secs")]
     pub log_interval: Duration,
+    /// A section whose scan created fewer items than this share of its media files short of
+    /// the count ends the run "done with warnings" (0.1: more than 10 % missing).
+    pub scan_gap: f64,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -278,6 +283,8 @@ pub struct SectionConfig {
     /// Analysis timeout for this section (defaults: photo -> timeouts.photo, else timeouts.analysis).
     #[serde(with = "secs")]
     pub timeout: Duration,
+    /// The file extensions (lower case, no dot) counted as this section's media by the preflight.
+    pub extensions: Vec<String>,
 }
 
 /// Durations serialize as whole seconds in JSON (plan, state, report).

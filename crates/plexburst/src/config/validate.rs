@@ -262,12 +262,24 @@ fn check_monitor(m: &RawMonitor, p: &mut Problems) -> MonitorConfig {
     };
     let stable_samples = count("monitor.stable_samples", m.stable_samples, 3);
     let max_failed_samples = count("monitor.max_failed_samples", m.max_failed_samples, 5);
+    let scan_gap = match m.scan_gap {
+        None => 0.1,
+        Some(g) if (0.0..1.0).contains(&g) => g,
+        Some(g) => {
+            p.push(
+                "monitor.scan_gap",
+                format!("is {g}; give the share of a section's media files that may end up without an item, from 0 (none) to below 1, e.g. 0.1"),
+            );
+            0.1
+        }
+    };
     MonitorConfig {
         poll_interval,
         stall_window,
         stable_samples,
         max_failed_samples,
         log_interval,
+        scan_gap,
     }
 }
 
@@ -438,6 +450,24 @@ fn check_section(
         timeouts.analysis
     };
     let timeout = p.duration(&f("timeout"), &s.timeout, default_timeout);
+    let extensions = match s.extensions {
+        None => kind.extensions().iter().map(|e| e.to_string()).collect(),
+        Some(list) => {
+            let bad: Vec<&String> = list
+                .iter()
+                .filter(|e| {
+                    e.is_empty() || e.contains(['.', '/', ' ']) || e.chars().any(|c| c.is_control())
+                })
+                .collect();
+            if list.is_empty() || !bad.is_empty() {
+                p.push(
+                    &f("extensions"),
+                    format!("has {bad:?}; list extensions without the dot, e.g. [\"flac\", \"mp3\"], or remove it to use the defaults for the type"),
+                );
+            }
+            list.iter().map(|e| e.to_ascii_lowercase()).collect()
+        }
+    };
     Some(SectionConfig {
         name,
         kind,
@@ -446,6 +476,7 @@ fn check_section(
         scanner: s.scanner.unwrap_or_else(|| kind.default_scanner().into()),
         language: s.language.unwrap_or_else(|| "en-US".into()),
         timeout,
+        extensions,
     })
 }
 

@@ -7,6 +7,7 @@
 mod analyze;
 mod configure;
 mod export;
+mod preflight;
 mod prepare;
 mod restore;
 mod scan;
@@ -29,6 +30,8 @@ pub enum Outcome {
     Skipped(String),
 }
 
+pub use preflight::{check as preflight, summary as survey_summary};
+
 /// The run's command journal: `<state dir>/runs/<run id>/commands.jsonl`.
 pub fn journal_path(state_dir: &Path, run_id: &str) -> std::path::PathBuf {
     state_dir.join("runs").join(run_id).join("commands.jsonl")
@@ -36,6 +39,9 @@ pub fn journal_path(state_dir: &Path, run_id: &str) -> std::path::PathBuf {
 
 fn new_ctx(plan: Plan, state_dir: &Path, store: StateStore, state: State) -> anyhow::Result<Ctx> {
     let interrupt = install_signal_flag()?;
+    let run_dir = state_dir.join("runs").join(&state.run_id);
+    std::fs::create_dir_all(&run_dir)?;
+    crate::logging::to_file(&run_dir.join("plexburst.log"))?;
     let remote = connect(&plan, state_dir)?;
     let remote = Box::new(crate::remote::journal::Journaled::open(
         remote,
@@ -62,6 +68,7 @@ pub fn run(plan: Plan, config_path: &Path, state_dir: &Path) -> anyhow::Result<(
             old.status,
             RunStatus::Running | RunStatus::Interrupted | RunStatus::Failed
         )
+        && !stopped_before_plex(&old)
     {
         return Err(BadInput(format!(
             "run {} in {} did not finish ({:?}); continue it with `plexburst resume` or clean it up with `plexburst destroy`",
@@ -91,6 +98,16 @@ pub fn run(plan: Plan, config_path: &Path, state_dir: &Path) -> anyhow::Result<(
         state_dir.display()
     );
     execute(&mut ctx)
+}
+
+/// A run that stopped before Plex ever started and left nothing mounted (a failed preflight, a
+/// missing tool) has nothing to resume or clean up: a new `run` replaces it, so fixing a typo in
+/// the config is "edit, run again".
+fn stopped_before_plex(old: &State) -> bool {
+    old.status != RunStatus::Running
+        && !old.plex_started
+        && !old.storage_mounted
+        && old.phase("start-plex").is_none_or(|p| p.attempts == 0)
 }
 
 /// The plan a run in `state_dir` stored, if any.
@@ -212,6 +229,7 @@ pub fn destroy(state_dir: &Path, fallback: Plan) -> anyhow::Result<()> {
 fn run_phase(ctx: &mut Ctx, name: &str) -> anyhow::Result<Outcome> {
     match name {
         "prepare" => prepare::run(ctx),
+        "preflight" => preflight::run(ctx),
         "start-plex" => start_plex::run(ctx),
         "configure" => configure::run(ctx),
         "scan" => scan::run(ctx),
@@ -306,12 +324,28 @@ fn execute(ctx: &mut Ctx) -> anyhow::Result<()> {
             ctx.state.status = RunStatus::Done;
             ctx.save()?;
             let dir = crate::report::write(ctx.store.dir(), &ctx.state)?;
-            eprintln!("run {} done", ctx.state.run_id);
+            let warnings = &ctx.state.warnings;
+            if warnings.is_empty() {
+                eprintln!("run {} done", ctx.state.run_id);
+            } else {
+                eprintln!(
+                    "run {} done with warnings:\n  - {}",
+                    ctx.state.run_id,
+                    warnings.join("\n  - ")
+                );
+            }
             eprintln!("report:  {}", dir.join("report.md").display());
             if let Some(x) = &ctx.state.export {
                 eprintln!("archive: {} (sha256 {})", x.archive, x.sha256);
                 eprintln!("manifest: {}", x.manifest);
                 println!("{}", x.archive);
+            }
+            if ctx.plan.options.strict && !warnings.is_empty() {
+                bail!(
+                    "run {} ended with {} warning(s), and --strict makes that a failure",
+                    ctx.state.run_id,
+                    warnings.len()
+                );
             }
             Ok(())
         }

@@ -43,6 +43,7 @@ pub fn run(ctx: &mut Ctx) -> anyhow::Result<Outcome> {
             how.join("; ")
         );
     }
+    ctx.runtime().ensure_image(ctx.remote.as_ref())?;
     ctx.make_dirs(&[
         &ctx.plan.target.work_dir,
         &ctx.plan.plex.data_dir,

@@ -20,7 +20,7 @@ use crate::storage::StorageSpec;
 
 /// The version of the plan's JSON form (`plan --json`, `<state dir>/plan.json`). Bump it when a
 /// field changes meaning; a stored plan of another version is not resumed.
-pub const PLAN_VERSION: u32 = 2;
+pub const PLAN_VERSION: u32 = 3;
 
 pub use crate::archive::EXPORT_EXCLUDES;
 
@@ -42,6 +42,9 @@ pub struct RunOptions {
     pub keep: bool,
     #[serde(default)]
     pub allow_deleted: bool,
+    /// A run that ends with warnings (a section with far fewer items than files) exits 1.
+    #[serde(default)]
+    pub strict: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -110,6 +113,8 @@ pub struct SectionPlan {
     pub analysis: Vec<String>,
     #[serde(with = "crate::units::human")]
     pub timeout: std::time::Duration,
+    /// What the preflight counts as this section's media files (lower case, no dot).
+    pub extensions: Vec<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -124,6 +129,9 @@ pub struct MonitorPlan {
     pub log_interval: std::time::Duration,
     #[serde(with = "crate::units::human")]
     pub scan_timeout: std::time::Duration,
+    /// Share of a section's media files that may end without an item before the run ends
+    /// "done with warnings".
+    pub scan_gap: f64,
 }
 
 /// How the archive leaves the data folder.
@@ -250,6 +258,8 @@ fn required_tools(runtime: &Runtime, storage: &StorageSpec) -> Vec<String> {
         // The export's one walk sorts the snapshot and cuts the names out of it (`cut -z`).
         "sort",
         "cut",
+        // The preflight's survey counts each section's media files with one `find | awk`.
+        "awk",
         "timeout",
         "xargs",
     ];
@@ -446,6 +456,7 @@ pub fn build(config: &Config, options: &RunOptions, home: &str) -> Plan {
                 analysis_steps(s.kind, &storage)
             },
             timeout: s.timeout,
+            extensions: s.extensions.clone(),
         })
         .collect();
     let scan_force = plex.scan_force || options.deep_scan;
@@ -477,6 +488,7 @@ pub fn build(config: &Config, options: &RunOptions, home: &str) -> Plan {
             max_failed_samples: config.monitor.max_failed_samples,
             log_interval: config.monitor.log_interval,
             scan_timeout: config.timeouts.scan,
+            scan_gap: config.monitor.scan_gap,
         },
         export,
         storage,
@@ -494,10 +506,10 @@ fn phases(
 ) -> Vec<PhasePlan> {
     let prepare = match storage {
         StorageSpec::Path { path } => format!(
-            "check the tools on the target; create the directories; read a file under {path} to prove the library is readable"
+            "check the tools on the target; have the Plex image there (pulled now, never inside a claim's 4 minutes); create the directories; read a file under {path} to prove the library is readable"
         ),
         StorageSpec::Rclone(rc) => format!(
-            "check the tools and rclone >= 1.68; push the rclone config (0600); mount {} at {} and wait until a file reads through it; prewarm the directory cache",
+            "check the tools and rclone >= 1.68; have the Plex image there (pulled now, never inside a claim's 4 minutes); push the rclone config (0600); mount {} at {} and wait until a file reads through it; prewarm the directory cache",
             rc.fs, rc.mount_point
         ),
     };
@@ -520,6 +532,10 @@ fn phases(
     };
     [
         ("prepare", prepare),
+        (
+            "preflight",
+            "check that every section path is a folder holding files of its type (a missing one is named with its nearest sibling); count each section's media files and bytes, the scan's total".into(),
+        ),
         (
             "start-plex",
             "start Plex, wait for /identity, read the token from Preferences.xml, check Plex Pass when analysis is asked".into(),
@@ -572,7 +588,7 @@ mod tests {
     fn plan_of_the_example_lists_every_phase_and_section() {
         let p = build(&example(), &RunOptions::default(), "/home/u");
         // The order itself is checked through `plan --json` (tests/it/config_table.rs).
-        assert_eq!(p.phase_names().len(), 8);
+        assert_eq!(p.phase_names().len(), 9);
         assert_eq!(p.sections[0].name, "Music");
         assert!(
             p.export.stages[0]

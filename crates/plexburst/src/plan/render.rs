@@ -86,6 +86,15 @@ impl Plan {
                 sec.scanner,
                 sec.language
             )?;
+            writeln!(
+                s,
+                "      media files: {}",
+                sec.extensions
+                    .iter()
+                    .map(|e| format!(".{e}"))
+                    .collect::<Vec<_>>()
+                    .join(" ")
+            )?;
             if !sec.analysis.is_empty() {
                 writeln!(s, "      analysis (timeout {}):", d(sec.timeout))?;
                 for (i, step) in sec.analysis.iter().enumerate() {

@@ -65,6 +65,25 @@ impl SectionType {
             SectionType::Photo => "Plex Photo Scanner",
         }
     }
+    /// The file extensions a section of this type scans (lower case), for the preflight's count
+    /// of media files. A guess from Plex's support pages on media formats, not a list Plex
+    /// publishes; `sections[].extensions` overrides it.
+    pub fn extensions(self) -> &'static [&'static str] {
+        match self {
+            SectionType::Movie | SectionType::Show => &[
+                "mkv", "mp4", "m4v", "avi", "mov", "ts", "m2ts", "mts", "wmv", "mpg", "mpeg",
+                "webm", "flv", "divx", "3gp", "ogv",
+            ],
+            SectionType::Music => &[
+                "flac", "mp3", "m4a", "aac", "ogg", "oga", "opus", "wav", "aif", "aiff", "alac",
+                "wma", "ape", "wv", "dsf", "dff", "mka",
+            ],
+            SectionType::Photo => &[
+                "jpg", "jpeg", "png", "gif", "heic", "heif", "tif", "tiff", "bmp", "webp", "cr2",
+                "cr3", "nef", "arw", "dng", "orf", "rw2", "raf",
+            ],
+        }
+    }
     pub fn as_str(self) -> &'static str {
         match self {
             SectionType::Movie => "movie",

@@ -297,7 +297,7 @@ fn plan_of(dir: &Path, file: &str, toml: &str, args: &[&str]) -> Output {
     let cfg = dir.join(file);
     std::fs::write(&cfg, toml).unwrap();
     run(crate::harness::command(plexburst_bin())
-        .arg("plan")
+        .args(["plan", "--offline"])
         .args(args)
         .arg("--config")
         .arg(&cfg))
@@ -362,6 +362,7 @@ fn good_config_plans_every_phase_as_json() {
         phases,
         [
             "prepare",
+            "preflight",
             "start-plex",
             "configure",
             "scan",
@@ -402,7 +403,7 @@ fn init_writes_a_config_that_plans() {
         text(&again)
     );
     let plan = run(crate::harness::command(plexburst_bin())
-        .args(["plan", "--config"])
+        .args(["plan", "--offline", "--config"])
         .arg(&cfg));
     assert!(plan.status.success(), "{}", text(&plan));
 }

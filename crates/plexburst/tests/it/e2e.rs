@@ -393,7 +393,7 @@ fn missing_sqlite3_is_a_clear_error_not_zero_items() {
     );
     assert!(!stderr.contains("0 items"), "{}", text(&out));
     assert_eq!(
-        lab.state()["phases"][1]["status"],
+        lab.phase("start-plex")["status"],
         "pending",
         "Plex must not start without sqlite3"
     );
@@ -450,7 +450,7 @@ fn analysis_without_plex_pass_fails_before_the_scan() {
         text(&out)
     );
     assert_eq!(
-        lab.state()["phases"][3]["status"],
+        lab.phase("scan")["status"],
         "pending",
         "the scan must not start"
     );
@@ -568,11 +568,11 @@ fn stalled_analysis_is_detected_and_reported() {
         "{}",
         text(&out)
     );
-    let st = lab.state();
     let analyze = lab.phase("analyze");
     assert_eq!(analyze["stalls"], 1, "{analyze:#}");
     assert_eq!(
-        st["phases"][5]["status"], "pending",
+        lab.phase("restore")["status"],
+        "pending",
         "restore waits for a resume"
     );
     assert_no_server(&lab);

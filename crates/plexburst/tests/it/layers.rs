@@ -7,9 +7,9 @@ use std::path::{Path, PathBuf};
 
 /// plexburst's layers, bottom first. Keep in step with ARCHITECTURE.md ("Layers").
 const PLEXBURST: &[&[&str]] = &[
-    &["error", "units", "progress", "remote"],
+    &["error", "units", "progress", "remote", "logging"],
     &["host", "runtime", "plex", "archive"],
-    &["storage"],
+    &["storage", "survey"],
     &["export"],
     &["config"],
     &["plan"],

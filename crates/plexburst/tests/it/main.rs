@@ -8,6 +8,7 @@ mod harness;
 mod layers;
 
 mod plex_api;
+mod preflight;
 mod rclone;
 mod remote;
 mod sshd;
