@@ -9,6 +9,8 @@ pub mod db;
 pub mod faults;
 pub mod genlib;
 pub mod http;
+pub mod plextv;
+pub mod plextv_state;
 pub mod prefs;
 pub mod scan;
 pub mod scanner;
