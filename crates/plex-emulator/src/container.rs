@@ -47,6 +47,9 @@ pub struct ContainerEnv {
     pub gid: u32,
     /// `PLEX_CLAIM`, else the trimmed content of `PLEX_CLAIM_FILE`; `None` when neither is set.
     pub claim: Option<String>,
+    /// `PLEX_EMULATOR_PLEXTV_URL`: the plex.tv the claim is exchanged at (the real image always
+    /// uses https://plex.tv; the emulator only exchanges when this is set).
+    pub plextv_url: Option<String>,
     pub tz: Option<String>,
     pub change_config_dir_ownership: bool,
     pub config_dir: PathBuf,
@@ -83,6 +86,9 @@ impl ContainerEnv {
             uid: id("PLEX_UID")?,
             gid: id("PLEX_GID")?,
             claim,
+            plextv_url: get("PLEX_EMULATOR_PLEXTV_URL")
+                .map(|v| v.trim().to_owned())
+                .filter(|v| !v.is_empty()),
             tz: get("TZ").filter(|v| !v.is_empty()),
             change_config_dir_ownership: change,
             config_dir: PathBuf::from("/config"),
@@ -156,6 +162,8 @@ pub fn main(args: ContainerArgs) -> anyhow::Result<()> {
     let flags = <Flags as clap::Parser>::try_parse_from(argv).context("container: serve flags")?;
     let mut opts: crate::state::ServeOptions = flags.serve.into();
     opts.claim = env.claim;
+    // A --plextv-url among the serve flags wins over the container env.
+    opts.plextv_url = opts.plextv_url.or(env.plextv_url);
     crate::server::serve(opts)
 }
 
@@ -165,12 +173,13 @@ pub fn main(args: ContainerArgs) -> anyhow::Result<()> {
 pub fn prepare() -> anyhow::Result<ContainerEnv> {
     let env = ContainerEnv::from_env(|k| std::env::var(k).ok())?;
     eprintln!(
-        "container: PLEX_UID={} PLEX_GID={} TZ={} CHANGE_CONFIG_DIR_OWNERSHIP={} claim={}",
+        "container: PLEX_UID={} PLEX_GID={} TZ={} CHANGE_CONFIG_DIR_OWNERSHIP={} claim={} plex.tv={}",
         env.uid,
         env.gid,
         env.tz.as_deref().unwrap_or("(unset)"),
         env.change_config_dir_ownership,
         if env.claim.is_some() { "set" } else { "unset" },
+        env.plextv_url.as_deref().unwrap_or("(no exchange)"),
     );
     let root = current_euid() == 0;
     if root {
@@ -369,6 +378,7 @@ mod tests {
             "pms-docker's Dockerfile sets CHANGE_CONFIG_DIR_OWNERSHIP=true"
         );
         assert_eq!(e.claim, None);
+        assert_eq!(e.plextv_url, None);
         assert_eq!(
             e.data_folder(),
             Path::new("/config/Library/Application Support/Plex Media Server")
@@ -383,8 +393,10 @@ mod tests {
             ("PLEX_CLAIM", " claim-abc \n"),
             ("CHANGE_CONFIG_DIR_OWNERSHIP", "False"),
             ("TZ", "Europe/Paris"),
+            ("PLEX_EMULATOR_PLEXTV_URL", " http://127.0.0.1:9/ "),
         ]))
         .unwrap();
+        assert_eq!(e.plextv_url.as_deref(), Some("http://127.0.0.1:9/"));
         assert_eq!((e.uid, e.gid), (1234, 99));
         assert_eq!(e.claim.as_deref(), Some("claim-abc"));
         assert!(!e.change_config_dir_ownership);

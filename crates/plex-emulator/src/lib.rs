@@ -3,12 +3,15 @@
 //! and injectable faults. See README.md for every behaviour and the fact it rests on.
 
 pub mod analysis;
+pub mod claim;
 pub mod cli;
 pub mod container;
 pub mod db;
 pub mod faults;
 pub mod genlib;
 pub mod http;
+pub mod plextv;
+pub mod plextv_state;
 pub mod prefs;
 pub mod scan;
 pub mod scanner;

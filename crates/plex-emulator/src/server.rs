@@ -11,6 +11,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 
+use crate::claim::{self, Claimed, ExchangeError};
 use crate::db::{self, DataDir};
 use crate::faults::{Fault, parse_duration};
 use crate::http;
@@ -31,6 +32,10 @@ pub struct ServeArgs {
     /// Delay between start and PlexOnlineToken appearing in Preferences.xml.
     #[arg(long, default_value = "1s", value_parser = parse_duration)]
     pub claim_delay: Duration,
+    /// Exchange the claim at this plex.tv (e.g. `plex-emulator plextv`'s URL) and claim only on
+    /// its 200; without it any claim value claims the server.
+    #[arg(long, env = "PLEX_EMULATOR_PLEXTV_URL")]
+    pub plextv_url: Option<String>,
     #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
     pub plex_pass: bool,
     /// Files per second (default: as fast as possible).
@@ -63,6 +68,7 @@ impl From<ServeArgs> for ServeOptions {
             listen: a.listen,
             claim: a.claim,
             claim_delay: a.claim_delay,
+            plextv_url: a.plextv_url.filter(|u| !u.is_empty()),
             plex_pass: a.plex_pass,
             scan_rate: a.scan_rate,
             analysis_rate: a.analysis_rate,
@@ -104,6 +110,46 @@ pub fn serve(opts: ServeOptions) -> anyhow::Result<()> {
     res
 }
 
+/// The server's token for a claim: exchanged at `--plextv-url` when set (pms-docker's first run),
+/// else made up on the spot, so any claim value claims (the emulator's behaviour before plex.tv
+/// was emulated, which tests without a plex.tv rely on).
+fn claim_token(st: &State, claim: &str) -> Result<Claimed, ExchangeError> {
+    match &st.opts.plextv_url {
+        Some(url) => {
+            st.log(&format!("Exchanging the claim token at {url}"));
+            claim::exchange(url, claim, &st.machine_id(), Duration::from_secs(30))
+        }
+        None => Ok(Claimed {
+            token: uuid::Uuid::new_v4()
+                .simple()
+                .to_string()
+                .chars()
+                .take(20)
+                .collect(),
+            username: Some("plexburst".into()),
+            email: Some("plexburst@example.invalid".into()),
+        }),
+    }
+}
+
+/// Write the token (and the account's name and mail) to Preferences.xml: the server is claimed.
+fn apply_claim(st: &State, c: &Claimed) {
+    let mut p = st.prefs();
+    let mut r = p.set_attr("PlexOnlineToken", &c.token);
+    if let Some(u) = &c.username {
+        r = r.and_then(|_| p.set_attr("PlexOnlineUsername", u));
+    }
+    if let Some(m) = &c.email {
+        r = r.and_then(|_| p.set_attr("PlexOnlineMail", m));
+    }
+    drop(p);
+    st.log(&format!(
+        "Claimed: PlexOnlineToken of {} chars for {}: {r:?}",
+        c.token.len(),
+        c.username.as_deref().unwrap_or("(no username)")
+    ));
+}
+
 async fn run_http(st: Arc<State>) -> anyhow::Result<()> {
     use tokio::signal::unix::{SignalKind, signal};
     let mut term = signal(SignalKind::terminate())?;
@@ -116,22 +162,18 @@ async fn run_http(st: Arc<State>) -> anyhow::Result<()> {
         let st = st.clone();
         tokio::spawn(async move {
             tokio::time::sleep(st.opts.claim_delay).await;
-            let token: String = uuid::Uuid::new_v4()
-                .simple()
-                .to_string()
-                .chars()
-                .take(20)
-                .collect();
-            let mut p = st.prefs();
-            let r = p
-                .set_attr("PlexOnlineToken", &token)
-                .and_then(|_| p.set_attr("PlexOnlineUsername", "plexburst"))
-                .and_then(|_| p.set_attr("PlexOnlineMail", "plexburst@example.invalid"));
-            drop(p);
-            st.log(&format!(
-                "Claimed with a claim token of {} chars: {r:?}",
-                claim.len()
-            ));
+            let st2 = st.clone();
+            let outcome = tokio::task::spawn_blocking(move || claim_token(&st2, &claim)).await;
+            match outcome {
+                Ok(Ok(claimed)) => apply_claim(&st, &claimed),
+                Ok(Err(ExchangeError::Rejected { status, body })) => st.log(&format!(
+                    "claim rejected by plex.tv: HTTP {status}: {body}; the server stays unclaimed"
+                )),
+                Ok(Err(ExchangeError::Transport(e))) => st.log(&format!(
+                    "claim exchange with plex.tv failed: {e}; the server stays unclaimed"
+                )),
+                Err(e) => st.log(&format!("claim task failed: {e}")),
+            }
         });
     }
     if let Some(d) = st.faults.refuse() {

@@ -20,9 +20,13 @@ pub struct ServeOptions {
     /// Plays pms-docker's `/config`.
     pub data_dir: PathBuf,
     pub listen: SocketAddr,
-    /// Claim token (`PLEX_CLAIM`); any value claims the server after `claim_delay`.
+    /// Claim token (`PLEX_CLAIM`), used `claim_delay` after start: exchanged at `plextv_url`
+    /// when set, else any value claims the server.
     pub claim: Option<String>,
     pub claim_delay: Duration,
+    /// Base URL of plex.tv (an emulated one, `plex-emulator plextv`) where the claim is
+    /// exchanged for the server's token; `None` = no exchange.
+    pub plextv_url: Option<String>,
     /// Drives `/myplex/account` `subscriptionActive`; Sonic needs it.
     pub plex_pass: bool,
     /// Files per second; `None` = as fast as possible.

@@ -102,6 +102,7 @@ impl Emu {
             .arg(listen)
             .args(args)
             .env_remove("PLEX_CLAIM")
+            .env_remove("PLEX_EMULATOR_PLEXTV_URL")
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
             .spawn()
@@ -110,31 +111,13 @@ impl Emu {
 
     /// Wait for the `listening on http://ADDR` line.
     pub fn attach(mut child: Child, data: &Path, secs: u64) -> Emu {
-        let stdout = child.stdout.take().unwrap();
-        let (tx, rx) = mpsc::channel();
-        std::thread::spawn(move || {
-            let mut line = String::new();
-            let _ = BufReader::new(stdout).read_line(&mut line);
-            let _ = tx.send(line);
-        });
-        let line = rx
-            .recv_timeout(Duration::from_secs(secs))
-            .expect("no listening line");
-        let addr = line
-            .trim()
-            .strip_prefix("listening on ")
-            .unwrap_or_else(|| panic!("bad first line {line:?}"));
-        let agent: ureq::Agent = ureq::Agent::config_builder()
-            .http_status_as_error(false)
-            .timeout_global(Some(Duration::from_secs(20)))
-            .build()
-            .into();
+        let base = listening_url(&mut child, secs);
         Emu {
             child: Some(child),
-            base: addr.to_string(),
+            base,
             data: data.to_path_buf(),
             token: None,
-            agent,
+            agent: agent(),
             _own: None,
         }
     }
@@ -163,23 +146,19 @@ impl Emu {
     }
 
     pub fn req(&self, method: &str, path: &str, json: bool) -> Resp {
-        let url = format!("{}{path}", self.base);
-        let mut b = ureq::http::Request::builder().method(method).uri(&url);
+        let mut headers = Vec::new();
         if json {
-            b = b.header("Accept", "application/json");
+            headers.push(("Accept", "application/json"));
         }
         if let Some(t) = &self.token {
-            b = b.header("X-Plex-Token", t);
+            headers.push(("X-Plex-Token", t.as_str()));
         }
-        let req = b.body(()).unwrap();
-        let mut r = self
-            .agent
-            .run(req)
-            .unwrap_or_else(|e| panic!("{method} {path}: {e}"));
-        Resp {
-            status: r.status().as_u16(),
-            body: r.body_mut().read_to_string().unwrap_or_default(),
-        }
+        request(
+            &self.agent,
+            method,
+            &format!("{}{path}", self.base),
+            &headers,
+        )
     }
 
     pub fn get(&self, path: &str) -> serde_json::Value {
@@ -284,6 +263,49 @@ impl Drop for Emu {
             let _ = c.wait();
         }
     }
+}
+
+/// The agent tests use: statuses are answers, not errors.
+pub fn agent() -> ureq::Agent {
+    ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .timeout_global(Some(Duration::from_secs(20)))
+        .build()
+        .into()
+}
+
+/// One HTTP request with these headers; panics only when no answer comes.
+pub fn request(agent: &ureq::Agent, method: &str, url: &str, headers: &[(&str, &str)]) -> Resp {
+    let mut b = ureq::http::Request::builder().method(method).uri(url);
+    for (k, v) in headers {
+        b = b.header(*k, *v);
+    }
+    let mut r = agent
+        .run(b.body(()).unwrap())
+        .unwrap_or_else(|e| panic!("{method} {url}: {e}"));
+    Resp {
+        status: r.status().as_u16(),
+        body: r.body_mut().read_to_string().unwrap_or_default(),
+    }
+}
+
+/// Wait for a child's `listening on http://ADDR` line (both `serve` and `plextv` print it) and
+/// return the URL.
+pub fn listening_url(child: &mut Child, secs: u64) -> String {
+    let stdout = child.stdout.take().unwrap();
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        let mut line = String::new();
+        let _ = BufReader::new(stdout).read_line(&mut line);
+        let _ = tx.send(line);
+    });
+    let line = rx
+        .recv_timeout(Duration::from_secs(secs))
+        .expect("no listening line");
+    line.trim()
+        .strip_prefix("listening on ")
+        .unwrap_or_else(|| panic!("bad first line {line:?}"))
+        .to_string()
 }
 
 pub fn enc(s: &str) -> String {

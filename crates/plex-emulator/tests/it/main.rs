@@ -8,6 +8,7 @@ mod genlib;
 mod harness;
 mod image;
 mod lifecycle;
+mod plextv;
 mod prefs;
 mod scan;
 mod schema;
