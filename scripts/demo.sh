@@ -49,6 +49,19 @@ rm -rf "$demo/media" "$demo/plex" "$demo/export" "$demo/work" "$demo/.plexburst"
     --photos 120 >"$demo/library.json"
 echo "demo: library $(cat "$demo/library.json")" >&2
 
+# plex.tv, emulated too: the demo's account token signs the server in the way a user's would
+# (`plexburst login` or PLEX_TOKEN): plexburst fetches a fresh claim right before Plex starts.
+step "start the emulated plex.tv"
+"$emulator" plextv --listen 127.0.0.1:0 --account-token demo-account-token >"$demo/plextv.out" 2>/dev/null &
+plextv_pid=$!
+trap 'kill "$plextv_pid" 2>/dev/null || true' EXIT
+for _ in $(seq 100); do
+    plextv_url="$(sed -n 's/^listening on //p' "$demo/plextv.out")"
+    [ -n "$plextv_url" ] && break
+    sleep 0.1
+done
+[ -n "$plextv_url" ] || { echo "demo: the emulated plex.tv did not start" >&2; exit 1; }
+
 # The rates make the progress visible (a real server walks a library at a few hundred files per
 # second over a network mount); drop them to see the emulator go as fast as it can.
 step "write $demo/plexburst.toml"
@@ -64,7 +77,8 @@ path = "$demo/media"
 
 [plex]
 runtime = "command"
-command = "'$emulator' serve --data-dir {data_dir} --listen 127.0.0.1:{port} --scan-rate 400 --analysis-rate 150 --thumb-rate 100"
+command = "'$emulator' serve --data-dir {data_dir} --listen 127.0.0.1:{port} --plextv-url $plextv_url --scan-rate 400 --analysis-rate 150 --thumb-rate 100"
+plextv_url = "$plextv_url"
 data_dir = "$demo/plex"
 port = $port
 startup_timeout = "1m"
@@ -108,9 +122,8 @@ TOML
 step "plexburst plan"
 "$plexburst" --config "$demo/plexburst.toml" plan
 
-# The emulator accepts any claim token (a real one comes from https://plex.tv/claim and lives 4
-# minutes); plexburst passes it through the environment, never argv or files.
-export PLEX_CLAIM="${PLEX_CLAIM:-claim-plexburst-demo}"
+# The account token plexburst uses to fetch the claim (never sent anywhere but plex.tv).
+export PLEX_TOKEN=demo-account-token
 step "plexburst run"
 "$plexburst" --config "$demo/plexburst.toml" run "$@"
 

@@ -73,6 +73,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
             pipeline::destroy(&state_dir, build_plan(&config, &RunOptions::default()))
         }
         Command::Status { json, watch } => status(&state_dir, *json, *watch),
+        Command::Login => login(&cli.config),
         Command::Logs { lines } => {
             let plan = target_plan(&cli.config, &state_dir)?;
             let remote = crate::session::connect(&plan, &state_dir)?;
@@ -175,6 +176,60 @@ fn check_only_section(config: &Config, path: &Path, args: &RunArgs) -> anyhow::R
             .into());
         }
     }
+    Ok(())
+}
+
+/// `plexburst login`: plex.tv's PIN link flow (plex.md §5), then the token stored 0600. The
+/// plex.tv address is the config's (`plex.plextv_url`) when there is a config.
+fn login(config: &Path) -> anyhow::Result<()> {
+    let base = if config.exists() {
+        load_config(config)?.plex.plextv_url
+    } else {
+        "https://plex.tv".to_string()
+    };
+    let tv = crate::plextv::PlexTv::new(&base, &crate::plextv::client_id());
+    let pin = tv
+        .create_pin()
+        .context("cannot start the sign-in with plex.tv")?;
+    eprintln!(
+        "To sign plexburst in to your Plex account, open {}/link and enter the code {} (valid {} minutes). Waiting...",
+        base,
+        pin.code,
+        pin.expires_in.as_secs() / 60
+    );
+    let deadline = std::time::Instant::now() + pin.expires_in;
+    let token = loop {
+        if let Some(t) = tv
+            .pin_token(&pin)
+            .context("cannot check the sign-in with plex.tv")?
+        {
+            break t;
+        }
+        if std::time::Instant::now() >= deadline {
+            return Err(BadInput(format!(
+                "the code {} expired before it was entered; run `plexburst login` again",
+                pin.code
+            ))
+            .into());
+        }
+        // plex.tv's clients poll a pin once a second (plexapi's MyPlexPinLogin does).
+        std::thread::sleep(std::time::Duration::from_secs(1));
+    };
+    let account = tv
+        .account(&token)
+        .context("cannot read the account from plex.tv")?;
+    let path = crate::plextv::store_token(&token)?;
+    eprintln!(
+        "signed in as {:?} (Plex Pass: {}); the account token is in {} (0600). Runs use it only to ask {} for a claim token right before Plex starts.",
+        account.username,
+        if account.plex_pass {
+            "active"
+        } else {
+            "none, so no Sonic analysis"
+        },
+        path.display(),
+        base
+    );
     Ok(())
 }
 

@@ -58,6 +58,9 @@ pub enum Command {
         #[arg(long)]
         watch: bool,
     },
+    /// Sign in to your Plex account (plex.tv's PIN link flow) and store the account token (0600),
+    /// so runs fetch a fresh claim token right before Plex starts.
+    Login,
     /// Continue an interrupted or failed run from its state file.
     Resume {
         /// Export even if Plex's trash grew during the run (see `export.allow_deleted`).

@@ -12,6 +12,7 @@ pub mod monitor;
 pub mod pipeline;
 pub mod plan;
 pub mod plex;
+pub mod plextv;
 pub mod progress;
 pub mod remote;
 pub mod report;

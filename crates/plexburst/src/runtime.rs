@@ -173,6 +173,17 @@ fn with_secret_env(mut cmd: Cmd, names: &[String], secrets: &[(String, String)])
     cmd
 }
 
+/// `unset K` for each secret name this start does not set: a value plexburst itself inherited
+/// (a `PLEX_CLAIM` exported in the user's shell) must not reach a server that was decided to need
+/// none.
+fn unset_lines(names: &[String], secrets: &[(String, String)]) -> String {
+    names
+        .iter()
+        .filter(|n| !secrets.iter().any(|(k, _)| k == *n))
+        .map(|n| format!("unset {n}\n"))
+        .collect()
+}
+
 /// `export K='V'` lines for plain (non-secret) settings. They go in the script rather than in
 /// `Cmd.env`, whose values are redacted: a data path must stay readable in logs and errors.
 fn export_lines(env: &[(String, String)]) -> anyhow::Result<String> {
@@ -286,8 +297,13 @@ impl DockerSpec {
             }
             None => {}
         }
+        let script = format!(
+            "{}{}",
+            unset_lines(&self.secret_env, secrets),
+            self.run_script()
+        );
         let cmd = with_secret_env(
-            Cmd::new(self.run_script()).timeout(Duration::from_secs(300)),
+            Cmd::new(script).timeout(Duration::from_secs(300)),
             &self.secret_env,
             secrets,
         );
@@ -393,7 +409,11 @@ done
             prelude = self.prelude(),
             command = quote(&self.command),
         );
-        let script = format!("{}{script}", export_lines(&self.env)?);
+        let script = format!(
+            "{}{}{script}",
+            unset_lines(&self.secret_env, secrets),
+            export_lines(&self.env)?
+        );
         let cmd = with_secret_env(
             Cmd::new(script).timeout(Duration::from_secs(60)),
             &self.secret_env,
@@ -468,6 +488,14 @@ rm -f -- "$PB_PID" "$PB_PID.start"
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_secret_not_given_this_time_is_unset_not_inherited() {
+        let names = vec!["PLEX_CLAIM".to_string()];
+        assert_eq!(unset_lines(&names, &[]), "unset PLEX_CLAIM\n");
+        let given = [("PLEX_CLAIM".to_string(), "claim-x".to_string())];
+        assert_eq!(unset_lines(&names, &given), "");
+    }
 
     fn spec(extra: &[&str]) -> DockerSpec {
         DockerSpec {

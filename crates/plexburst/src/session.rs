@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
 
-use crate::error::Interrupted;
+use crate::error::{BadInput, Interrupted};
 use crate::plan::{CLAIM_ENV, Plan, TargetSpec};
 use crate::plex::api::{ApiError, Client};
 use crate::remote::{Cmd, Forward, Remote, RemoteError, quote};
@@ -38,9 +38,43 @@ pub struct Ctx {
     pub store: StateStore,
     pub state: State,
     pub plex: Option<PlexConn>,
-    /// The claim token, in memory only.
-    pub claim: Option<String>,
+    /// Where a claim token comes from when Plex starts unclaimed; secrets in memory only.
+    pub claim: ClaimSource,
     pub interrupt: Arc<AtomicBool>,
+}
+
+/// How the run gets the claim token a fresh server needs for Sonic analysis (plex.md §5): decided
+/// before anything starts (`Ctx::decide_claim`), used right before Plex starts
+/// (`Ctx::claim_for_start`), so the token's 4 minutes never cover provisioning or an image pull.
+#[derive(Clone, Default)]
+pub enum ClaimSource {
+    /// Not decided yet (a fresh `Ctx`).
+    #[default]
+    Undecided,
+    /// No claim: no Sonic analysis, or the server is signed in already.
+    NotNeeded,
+    /// A fresh claim from plex.tv with the user's account token, fetched at start.
+    Account {
+        token: crate::plextv::AccountToken,
+        held: Option<crate::plextv::Claim>,
+    },
+    /// `PLEX_CLAIM` as the user gave it.
+    Given(String),
+    /// Asked on the terminal at start.
+    Prompt,
+}
+
+fn prompt_claim() -> anyhow::Result<Option<String>> {
+    use std::io::{BufRead, IsTerminal, Write};
+    if !std::io::stdin().is_terminal() {
+        return Ok(None);
+    }
+    eprint!("Plex claim token (from https://plex.tv/claim, valid 4 minutes): ");
+    std::io::stderr().flush()?;
+    let mut line = String::new();
+    std::io::stdin().lock().read_line(&mut line)?;
+    let t = line.trim().to_string();
+    Ok((!t.is_empty()).then_some(t))
 }
 
 /// Open the remote for the plan's target: this machine, or an ssh host through a master whose
@@ -196,6 +230,110 @@ impl Ctx {
         }
     }
 
+    fn plextv(&self) -> crate::plextv::PlexTv {
+        crate::plextv::PlexTv::new(&self.plan.plex.plextv_url, &crate::plextv::client_id())
+    }
+
+    /// Decide where the claim comes from, before anything starts: none when no Sonic analysis is
+    /// asked or the server already has its token; else the account token (checked with plex.tv,
+    /// Plex Pass included), else `PLEX_CLAIM`, else a prompt on a terminal. Bad input otherwise.
+    /// Returns what was decided, for the log and the state (never a secret).
+    pub fn decide_claim(&mut self) -> anyhow::Result<String> {
+        let (source, said) = if !self.plan.needs_plex_pass() {
+            (
+                ClaimSource::NotNeeded,
+                "no claim needed: no Sonic analysis asked".to_string(),
+            )
+        } else if self.read_token()?.is_some() {
+            (
+                ClaimSource::NotNeeded,
+                "no claim needed: the server is signed in already (PlexOnlineToken in Preferences.xml)".into(),
+            )
+        } else if let Some(token) = crate::plextv::account_token()? {
+            let tv = self.plextv();
+            let account = match tv.account(&token) {
+                Ok(a) => a,
+                Err(e @ crate::plextv::PlexTvError::Rejected) => {
+                    return Err(
+                        BadInput(format!("{e} (the token came from {})", token.origin)).into(),
+                    );
+                }
+                Err(e) => return Err(e).context("cannot check the Plex account with plex.tv"),
+            };
+            if !account.plex_pass {
+                return Err(BadInput(format!(
+                    "the Plex account {:?} has no active Plex Pass, which Sonic analysis needs; subscribe, or run with --skip-analysis",
+                    account.username
+                ))
+                .into());
+            }
+            let said = format!(
+                "a claim token from {} for the account {:?} (Plex Pass active), fetched right before Plex starts (account token from {})",
+                tv.base(),
+                account.username,
+                token.origin
+            );
+            (ClaimSource::Account { token, held: None }, said)
+        } else if let Some(c) = std::env::var(CLAIM_ENV)
+            .ok()
+            .filter(|c| !c.trim().is_empty())
+        {
+            (
+                ClaimSource::Given(c.trim().to_string()),
+                format!(
+                    "env {CLAIM_ENV}: valid 4 minutes from when it was made; `plexburst login` fetches a fresh one at the right moment instead"
+                ),
+            )
+        } else if std::io::IsTerminal::is_terminal(&std::io::stdin()) {
+            (
+                ClaimSource::Prompt,
+                "asked on this terminal right before Plex starts".into(),
+            )
+        } else {
+            return Err(BadInput(format!(
+                "Sonic analysis needs a server signed in to a Plex account with Plex Pass, and the data dir {} has none; sign in once with `plexburst login` (or set {} to your account token) and plexburst claims the server itself, or set {CLAIM_ENV} from https://plex.tv/claim right before the run, or run with --skip-analysis",
+                self.plan.plex.data_dir,
+                crate::plextv::TOKEN_ENV
+            ))
+            .into());
+        };
+        self.claim = source;
+        Ok(said)
+    }
+
+    /// The claim token to start Plex with, if it needs one: decided (see `decide_claim`) and, for
+    /// an account, fetched now unless the one held is still fresh.
+    pub fn claim_for_start(&mut self) -> anyhow::Result<Option<String>> {
+        if matches!(self.claim, ClaimSource::Undecided) {
+            let said = self.decide_claim()?;
+            tracing::info!("claim: {said}");
+        }
+        if matches!(self.claim, ClaimSource::NotNeeded) {
+            return Ok(None);
+        }
+        // A server that already signed in (restarted after a crash) needs no claim again.
+        if self.read_token().unwrap_or(None).is_some() {
+            return Ok(None);
+        }
+        let tv = self.plextv();
+        match &mut self.claim {
+            ClaimSource::Account { token, held } => {
+                let claim = crate::plextv::fresh_claim(&tv, token, held, Instant::now())
+                    .context("cannot get a claim token from plex.tv")?;
+                Ok(Some(claim))
+            }
+            ClaimSource::Given(c) => Ok(Some(c.clone())),
+            ClaimSource::Prompt => match prompt_claim()? {
+                Some(c) => Ok(Some(c)),
+                None => Err(BadInput(
+                    "no claim token given; Sonic analysis needs a claimed server (or run with --skip-analysis)".into(),
+                )
+                .into()),
+            },
+            ClaimSource::Undecided | ClaimSource::NotNeeded => Ok(None),
+        }
+    }
+
     /// Start Plex if needed and connect to it (token included). Idempotent; used by every phase
     /// that talks to Plex, and by the monitor after a crash.
     pub fn ensure_plex(&mut self) -> anyhow::Result<()> {
@@ -203,8 +341,13 @@ impl Ctx {
             return Ok(());
         }
         let had_token = self.read_token().unwrap_or(None).is_some();
-        let secrets: Vec<(String, String)> = self
-            .claim
+        // Only a server that is not running yet gets a claim: one already up keeps its state.
+        let claim = if self.runtime().is_running(self.remote.as_ref())? {
+            None
+        } else {
+            self.claim_for_start()?
+        };
+        let secrets: Vec<(String, String)> = claim
             .iter()
             .map(|c| (CLAIM_ENV.to_string(), c.clone()))
             .collect();
@@ -242,7 +385,7 @@ impl Ctx {
         };
         // The token appears in Preferences.xml a few seconds after a claim; wait for it when the
         // server is (or is being) claimed. An unclaimed server takes local requests without one.
-        let expect_token = identity.claimed || had_token || self.claim.is_some();
+        let expect_token = identity.claimed || had_token || claim.is_some();
         let token = if expect_token {
             loop {
                 self.check_interrupt()?;
@@ -276,7 +419,7 @@ impl Ctx {
         tracing::info!(
             "Plex {} is up at {base} (claimed: {})",
             identity.version,
-            identity.claimed || self.claim.is_some()
+            identity.claimed || claim.is_some()
         );
         self.plex = Some(PlexConn {
             client,

@@ -128,6 +128,9 @@ pub struct State {
     /// the run ends "done with warnings".
     #[serde(default)]
     pub warnings: Vec<String>,
+    /// Where the claim token comes from, as decided in prepare (never the token).
+    #[serde(default)]
+    pub claim: Option<String>,
     /// The monitor's latest progress line, for `status`.
     #[serde(default)]
     pub progress: Option<Progress>,
@@ -183,6 +186,7 @@ impl State {
             current_phase: None,
             survey: Vec::new(),
             warnings: Vec::new(),
+            claim: None,
             progress: None,
         }
     }

@@ -110,6 +110,7 @@ struct RawPlex {
     scan_force: bool,
     startup_timeout: Option<String>,
     stop_grace: Option<String>,
+    plextv_url: Option<String>,
 }
 
 fn default_runtime() -> String {
@@ -223,6 +224,8 @@ pub struct PlexConfig {
     pub startup_timeout: Duration,
     #[serde(with = "secs")]
     pub stop_grace: Duration,
+    /// Where plex.tv is (the account, the claim token); tests point it at an emulator.
+    pub plextv_url: String,
 }
 
 impl PlexConfig {

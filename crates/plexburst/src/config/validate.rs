@@ -588,12 +588,26 @@ fn check_plex(px: RawPlex, p: &mut Problems) -> PlexConfig {
             }
         }
     };
+    let plextv_url = match px.plextv_url {
+        None => "https://plex.tv".to_string(),
+        Some(u) if u.starts_with("https://") || u.starts_with("http://") => {
+            u.trim_end_matches('/').to_string()
+        }
+        Some(u) => {
+            p.push(
+                "plex.plextv_url",
+                format!("{u:?} is not an http(s) URL; remove it to use https://plex.tv"),
+            );
+            u
+        }
+    };
     PlexConfig {
         runtime,
         data_dir,
         port,
         env: px.env,
         scan_force: px.scan_force,
+        plextv_url,
         startup_timeout: p.duration(
             "plex.startup_timeout",
             &px.startup_timeout,

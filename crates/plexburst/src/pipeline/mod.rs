@@ -55,7 +55,7 @@ fn new_ctx(plan: Plan, state_dir: &Path, store: StateStore, state: State) -> any
         store,
         state,
         plex: None,
-        claim: None,
+        claim: Default::default(),
         interrupt,
     })
 }

@@ -43,6 +43,11 @@ pub fn run(ctx: &mut Ctx) -> anyhow::Result<Outcome> {
             how.join("; ")
         );
     }
+    // Where the claim comes from is settled before anything is pulled, pushed or mounted: a run
+    // that cannot claim its server stops here, not after the scan.
+    let claim = ctx.decide_claim()?;
+    tracing::info!("claim: {claim}");
+    ctx.state.claim = Some(claim);
     ctx.runtime().ensure_image(ctx.remote.as_ref())?;
     ctx.make_dirs(&[
         &ctx.plan.target.work_dir,

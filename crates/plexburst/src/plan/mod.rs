@@ -98,6 +98,8 @@ pub struct PlexPlan {
     pub scan_force: bool,
     /// Where a claim token comes from when one is needed.
     pub claim: String,
+    /// plex.tv: the account token is checked and a claim token fetched there.
+    pub plextv_url: String,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -477,8 +479,11 @@ pub fn build(config: &Config, options: &RunOptions, home: &str) -> Plan {
             stop_grace: plex.stop_grace,
             scan_force,
             claim: format!(
-                "from env {CLAIM_ENV} (or a prompt on a terminal) when the server is unclaimed and analysis is asked; never stored"
+                "only when Sonic analysis is asked and Preferences.xml has no token: a fresh claim token from {} with the account token (env {} or `plexburst login`), fetched right before Plex starts; else env {CLAIM_ENV}; else asked on a terminal; never stored",
+                plex.plextv_url,
+                crate::plextv::TOKEN_ENV
             ),
+            plextv_url: plex.plextv_url.clone(),
         },
         sections,
         monitor: MonitorPlan {
@@ -538,7 +543,7 @@ fn phases(
         ),
         (
             "start-plex",
-            "start Plex, wait for /identity, read the token from Preferences.xml, check Plex Pass when analysis is asked".into(),
+            "start Plex (with a claim token fetched that moment when it needs one), wait for /identity, read the token from Preferences.xml, check Plex Pass when analysis is asked".into(),
         ),
         (
             "configure",

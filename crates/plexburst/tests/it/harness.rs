@@ -117,6 +117,8 @@ pub struct LabOpts {
     pub docker_image: Option<String>,
     /// Also generate TV shows and add a `show` section for them.
     pub shows: bool,
+    /// Extra `[plex]` lines (e.g. `plextv_url = "..."`).
+    pub plex: Vec<String>,
 }
 
 /// The claim token every lab run gets (the emulator claims itself with any).
@@ -255,6 +257,7 @@ path = "{m}"
 port = {port}
 startup_timeout = "60s"
 stop_grace = "10s"
+{plex_extra}
 
 [timeouts]
 {timeouts}
@@ -288,6 +291,7 @@ paths = ["{m}/Photos"]
                 String::new()
             },
             data = self.data_dir().display(),
+            plex_extra = self.opts.plex.join("\n"),
             port = self.port,
             timeouts = self.opts.timeouts.join("\n"),
             monitor = monitor.join("\n"),
@@ -302,6 +306,9 @@ paths = ["{m}/Photos"]
             .arg("--config")
             .arg(self.config_path())
             .env("PLEX_CLAIM", CLAIM)
+            // The user's own `plexburst login` and PLEX_TOKEN never reach a test run.
+            .env("XDG_CONFIG_HOME", self.path("xdg"))
+            .env_remove("PLEX_TOKEN")
             .env("PLEXBURST_LOG", "plexburst=info")
             .stdin(Stdio::null());
         c
@@ -338,11 +345,21 @@ paths = ["{m}/Photos"]
         let journal = self.journal();
         let raw = std::fs::read_to_string(&journal)
             .unwrap_or_else(|e| panic!("{}: {e}", journal.display()));
-        // The claim token reached the server through the environment: its name is journaled,
-        // never its value.
+        // A claim token reaches the server through the environment: its name is journaled,
+        // never its value. The run hands one over only when it decided the server needs it.
         assert!(
-            !raw.contains(CLAIM) && raw.contains("\"PLEX_CLAIM\""),
-            "the claim token's value is in {} (or its name is not)",
+            !raw.contains(CLAIM),
+            "the claim token's value is in {}",
+            journal.display()
+        );
+        let claim = self.state()["claim"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string();
+        assert_eq!(
+            raw.contains("\"PLEX_CLAIM\""),
+            claim.starts_with("env PLEX_CLAIM"),
+            "the journal {} and the state's claim decision {claim:?} disagree",
             journal.display()
         );
         let scripts: Vec<String> = raw

@@ -1,5 +1,6 @@
 //! Integration tests: one binary, one module per topic; `harness` holds the shared setup.
 
+mod claim;
 mod cli;
 mod config_table;
 mod e2e;
@@ -12,3 +13,4 @@ mod preflight;
 mod rclone;
 mod remote;
 mod sshd;
+mod terminal;
