@@ -30,7 +30,7 @@ fn is_short_line(l: &str, message: &str) -> bool {
         && b[2] == b':'
         && b[5] == b':'
         && b[..8].iter().filter(|c| c.is_ascii_digit()).count() == 6
-        && &l[8..] == format!(" {message}")
+        && l[8..] == format!(" {message}")
 }
 
 #[test]
@@ -86,7 +86,10 @@ fn on_a_terminal_logs_are_short_and_status_watch_redraws_in_place() {
         "one block per refresh, each drawn over the last: {screen:?}"
     );
     let last = screen.rsplit("F\x1b[J").next().unwrap();
-    assert!(last.contains(": Done"), "the last block shows the end: {last}");
+    assert!(
+        last.contains(": Done"),
+        "the last block shows the end: {last}"
+    );
     assert!(
         last.contains("scan") && last.contains("s  "),
         "phases with their times: {last}"
@@ -110,7 +113,10 @@ fn status_watch_without_a_terminal_appends_blocks() {
     let out = job.wait_with_output().unwrap();
     assert!(out.status.success(), "{}", text(&out));
     let printed = String::from_utf8_lossy(&watch.stdout);
-    assert!(!printed.contains('\x1b'), "no escape codes into a pipe: {printed}");
+    assert!(
+        !printed.contains('\x1b'),
+        "no escape codes into a pipe: {printed}"
+    );
     assert!(
         printed.matches("\nrun ").count() >= 1,
         "a second block appended after the first: {printed}"
