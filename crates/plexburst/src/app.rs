@@ -74,6 +74,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Command::Status { json, watch } => status(&state_dir, *json, *watch),
         Command::Login => login(&cli.config),
+        Command::Profiles { zone } => profiles(zone.as_deref()),
         Command::Logs { lines } => {
             let plan = target_plan(&cli.config, &state_dir)?;
             let remote = crate::session::connect(&plan, &state_dir)?;
@@ -107,6 +108,13 @@ fn preflight_of_plan(plan: &Plan, json: bool) -> anyhow::Result<()> {
             println!("{line}");
         }
     };
+    if pipeline::provision::scaleway(plan).is_some() {
+        for line in pipeline::provision::check(plan)? {
+            say(format!("scaleway: {line}"));
+        }
+        say("preflight: the section folders are checked on the instance, after provisioning and the mount (phase preflight)".into());
+        return Ok(());
+    }
     if let crate::storage::StorageSpec::Rclone(_) = &plan.storage {
         say("preflight: the section folders are checked after the mount (phase preflight)".into());
         return Ok(());
@@ -174,6 +182,49 @@ fn check_only_section(config: &Config, path: &Path, args: &RunArgs) -> anyhow::R
                 names.join(", ")
             ))
             .into());
+        }
+    }
+    Ok(())
+}
+
+/// `plexburst profiles`: each sizing profile's machine, live from the Instance API.
+fn profiles(zone: Option<&str>) -> anyhow::Result<()> {
+    let (creds, api) = pipeline::provision::connect_api()?;
+    let zone = zone.unwrap_or(&creds.zone);
+    let types = api
+        .server_types(zone)
+        .with_context(|| format!("cannot read the server types of {zone}"))?;
+    let stock = api.availability(zone).unwrap_or_default();
+    println!("zone {zone} (prices from the Instance API, EUR/h excluding VAT)");
+    println!(
+        "{:<11} {:<8} {:>5} {:>8} {:>9} {:>10}  flags",
+        "profile", "type", "vCPU", "RAM GiB", "root GB", "EUR/h"
+    );
+    for p in crate::cloud::scaleway::PROFILES {
+        let m = crate::cloud::scaleway::profile_machine(p);
+        match types.get(m.commercial_type) {
+            Some(t) => {
+                let mut flags = vec![
+                    stock
+                        .get(m.commercial_type)
+                        .cloned()
+                        .unwrap_or_else(|| "unknown".into()),
+                ];
+                if t.end_of_service {
+                    flags.push("end_of_service".into());
+                }
+                println!(
+                    "{:<11} {:<8} {:>5} {:>8} {:>9} {:>10.4}  {}",
+                    p,
+                    m.commercial_type,
+                    t.ncpus,
+                    t.ram_bytes >> 30,
+                    m.root_volume_gb,
+                    t.hourly_price,
+                    flags.join(", ")
+                );
+            }
+            None => println!("{p:<11} {:<8} not offered in {zone}", m.commercial_type),
         }
     }
     Ok(())
@@ -259,6 +310,16 @@ fn ssh(plan: &Plan, state_dir: &Path, command: &[String]) -> anyhow::Result<()> 
             crate::plan::TargetSpec::Ssh(t) => {
                 let args: Vec<String> = t.login_args().iter().map(|a| quote(a)).collect();
                 println!("ssh {}", args.join(" "));
+            }
+            crate::plan::TargetSpec::Scaleway(_) => {
+                match state::read(state_dir)?.and_then(|s| s.instance) {
+                    Some(i) if i.address.is_some() => {
+                        let t = crate::session::instance_target(&i, true);
+                        let args: Vec<String> = t.login_args().iter().map(|a| quote(a)).collect();
+                        println!("ssh {}", args.join(" "));
+                    }
+                    _ => println!("no instance of this run exists now"),
+                }
             }
         }
         return Ok(());

@@ -61,6 +61,12 @@ pub enum Command {
     /// Sign in to your Plex account (plex.tv's PIN link flow) and store the account token (0600),
     /// so runs fetch a fresh claim token right before Plex starts.
     Login,
+    /// The sizing profiles with live Scaleway prices, stock and end-of-service flags.
+    Profiles {
+        /// The zone (default: the Scaleway credentials' default zone).
+        #[arg(long)]
+        zone: Option<String>,
+    },
     /// Continue an interrupted or failed run from its state file.
     Resume {
         /// Export even if Plex's trash grew during the run (see `export.allow_deleted`).

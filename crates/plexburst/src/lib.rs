@@ -3,6 +3,7 @@
 pub mod app;
 pub mod archive;
 pub mod cli;
+pub mod cloud;
 pub mod config;
 pub mod error;
 pub mod export;

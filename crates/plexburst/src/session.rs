@@ -87,6 +87,41 @@ pub fn connect(plan: &Plan, state_dir: &Path) -> anyhow::Result<Box<dyn Remote>>
                 .with_context(|| format!("cannot connect to {}@{}:{}", t.user, t.host, t.port))?;
             Ok(Box::new(ssh))
         }
+        TargetSpec::Scaleway(_) => {
+            let instance = crate::state::read(state_dir)?.and_then(|s| s.instance);
+            match instance {
+                Some(i) if i.address.is_some() && i.host_key_pinned => {
+                    let t = instance_target(&i, true);
+                    let ssh = crate::remote::ssh::Ssh::connect(&t, &state_dir.join("ssh"))
+                        .with_context(|| {
+                            format!("cannot connect to the instance {}:{}", t.host, t.port)
+                        })?;
+                    Ok(Box::new(ssh))
+                }
+                _ => Ok(Box::new(crate::remote::Pending(
+                    plan.target.describe.clone(),
+                ))),
+            }
+        }
+    }
+}
+
+/// The SSH target of a rented instance: root, the run's own key, the run's known_hosts; the host
+/// key is accepted on first contact only (`pinned` false), strictly checked after.
+pub fn instance_target(i: &crate::state::Instance, pinned: bool) -> crate::remote::ssh::SshTarget {
+    crate::remote::ssh::SshTarget {
+        host: i.address.clone().unwrap_or_default(),
+        port: i.ssh_port,
+        user: "root".into(),
+        identity: Some(i.key_path.clone().into()),
+        extra_options: vec![
+            format!("UserKnownHostsFile={}", i.known_hosts),
+            format!(
+                "StrictHostKeyChecking={}",
+                if pinned { "yes" } else { "accept-new" }
+            ),
+            "LogLevel=ERROR".into(),
+        ],
     }
 }
 

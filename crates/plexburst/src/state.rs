@@ -128,12 +128,40 @@ pub struct State {
     /// the run ends "done with warnings".
     #[serde(default)]
     pub warnings: Vec<String>,
+    /// The rented machine, while it exists (`None` before provisioning and after teardown).
+    #[serde(default)]
+    pub instance: Option<Instance>,
+    /// What teardown removed (`server 1234 (GP1-S, fr-par-1)`, `volume …`), for the report.
+    #[serde(default)]
+    pub released: Vec<String>,
     /// Where the claim token comes from, as decided in prepare (never the token).
     #[serde(default)]
     pub claim: Option<String>,
     /// The monitor's latest progress line, for `status`.
     #[serde(default)]
     pub progress: Option<Progress>,
+}
+
+/// A machine rented for the run, journaled before anything waits on it, so `destroy` finds it
+/// whatever happened to plexburst.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+pub struct Instance {
+    pub provider: String,
+    pub zone: String,
+    pub commercial_type: String,
+    /// EUR per hour, from the provider's catalogue at provisioning.
+    pub hourly_price: f64,
+    pub server_id: Option<String>,
+    /// (id, type) of every volume the server had: deleted after the server.
+    pub volumes: Vec<(String, String)>,
+    pub address: Option<String>,
+    pub ssh_port: u16,
+    /// The run's private key (0600) and its known_hosts, in the run's directory.
+    pub key_path: String,
+    pub known_hosts: String,
+    /// The host key was recorded at first contact; checking is strict from then on.
+    pub host_key_pinned: bool,
+    pub created_at: Option<String>,
 }
 
 /// Where the phase being watched stands, as of the last poll.
@@ -187,6 +215,8 @@ impl State {
             survey: Vec::new(),
             warnings: Vec::new(),
             claim: None,
+            instance: None,
+            released: Vec::new(),
             progress: None,
         }
     }

@@ -71,6 +71,20 @@ struct RawTarget {
     ssh_options: Vec<String>,
     work_dir: Option<String>,
     profile: Option<String>,
+    // kind = "scaleway"
+    zone: Option<String>,
+    #[serde(default)]
+    zones: Vec<String>,
+    #[serde(rename = "type")]
+    commercial_type: Option<String>,
+    #[serde(default)]
+    fallback_types: Vec<String>,
+    image: Option<String>,
+    root_volume_gb: Option<u64>,
+    root_volume_type: Option<String>,
+    ssh_port: Option<u16>,
+    max_lifetime: Option<String>,
+    boot_timeout: Option<String>,
 }
 
 impl Default for RawTarget {
@@ -84,6 +98,16 @@ impl Default for RawTarget {
             ssh_options: Vec::new(),
             work_dir: None,
             profile: None,
+            zone: None,
+            zones: Vec::new(),
+            commercial_type: None,
+            fallback_types: Vec::new(),
+            image: None,
+            root_volume_gb: None,
+            root_volume_type: None,
+            ssh_port: None,
+            max_lifetime: None,
+            boot_timeout: None,
         }
     }
 }
@@ -187,6 +211,29 @@ pub enum TargetKind {
         identity: Option<String>,
         ssh_options: Vec<String>,
     },
+    /// A Scaleway instance rented for the run (scaleway.md).
+    Scaleway(ScalewayConfig),
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct ScalewayConfig {
+    /// Zones to try in order; empty: the credentials' default zone.
+    pub zones: Vec<String>,
+    /// The commercial type; `None`: the profile's.
+    pub commercial_type: Option<String>,
+    /// Types to try, in order, when the first is out of stock.
+    pub fallback_types: Vec<String>,
+    /// Marketplace image label.
+    pub image: String,
+    /// `None`: the profile's size.
+    pub root_volume_gb: Option<u64>,
+    /// `l_ssd` (local, dies with the server) or `sbs_volume`.
+    pub root_volume_type: String,
+    pub ssh_port: u16,
+    #[serde(with = "secs")]
+    pub max_lifetime: Duration,
+    #[serde(with = "secs")]
+    pub boot_timeout: Duration,
 }
 
 #[derive(Debug, Clone, Serialize)]

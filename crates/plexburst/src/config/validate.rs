@@ -10,8 +10,8 @@ use std::time::Duration;
 
 use super::{
     Config, ConfigError, ExportConfig, MonitorConfig, PlexConfig, RawConfig, RawExport, RawMonitor,
-    RawPlex, RawSection, RawTarget, RawTimeouts, RuntimeConfig, SectionConfig, SectionType,
-    StorageConfig, Target, TargetKind, Timeouts, format_duration, parse_duration,
+    RawPlex, RawSection, RawTarget, RawTimeouts, RuntimeConfig, ScalewayConfig, SectionConfig,
+    SectionType, StorageConfig, Target, TargetKind, Timeouts, format_duration, parse_duration,
 };
 
 fn is_abs(p: &str) -> bool {
@@ -74,6 +74,15 @@ pub(super) fn validate(raw: RawConfig) -> Result<Config, ConfigError> {
     let sections = check_sections(raw.sections, storage.as_ref(), &timeouts, &mut p);
     if let Some(px) = &plex {
         check_export_outside_data(&export.destination, px, &mut p);
+    }
+    // A rented instance's disk dies with it: the archive must leave for the bucket.
+    if matches!(kind, TargetKind::Scaleway(_))
+        && !matches!(&storage, Some(StorageConfig::Rclone(rc)) if rc.export_path.is_some())
+    {
+        p.push(
+            "storage.export_path",
+            "is needed with target.kind = \"scaleway\": the instance and its disk are deleted after the run, so the archive must go to the bucket; use storage.kind = \"rclone\" and set export_path",
+        );
     }
     if !p.0.is_empty() {
         return Err(ConfigError { problems: p.0 });
@@ -167,10 +176,11 @@ fn check_target(t: &RawTarget, p: &mut Problems) -> (TargetKind, String) {
                 ssh_options: t.ssh_options.clone(),
             }
         }
+        "scaleway" => TargetKind::Scaleway(check_scaleway(t, p)),
         other => {
             p.push(
                 "target.kind",
-                format!("{other:?} is not one of local, ssh; use one of those"),
+                format!("{other:?} is not one of local, ssh, scaleway; use one of those"),
             );
             TargetKind::Local
         }
@@ -186,6 +196,97 @@ fn check_target(t: &RawTarget, p: &mut Problems) -> (TargetKind, String) {
     }
 
     (kind, profile)
+}
+
+/// `[target]` with `kind = "scaleway"`: the machine to rent. Names are checked for shape here;
+/// whether the zone, type and image exist is asked of the API by `plan`.
+fn check_scaleway(t: &RawTarget, p: &mut Problems) -> ScalewayConfig {
+    for (field, set) in [
+        ("target.host", t.host.is_some()),
+        ("target.port", t.port.is_some()),
+        ("target.user", t.user.is_some()),
+        ("target.identity", t.identity.is_some()),
+    ] {
+        if set {
+            p.push(
+                field,
+                "is not used with target.kind = \"scaleway\" (plexburst makes a key for each run and connects as root); remove it",
+            );
+        }
+    }
+    let mut zones = t.zones.clone();
+    if let Some(z) = &t.zone {
+        if !zones.is_empty() {
+            p.push("target.zone", "and target.zones are both set; keep one (zones = [\"fr-par-1\", \"nl-ams-1\"] tries them in order)");
+        }
+        zones.insert(0, z.clone());
+    }
+    for (i, z) in zones.iter().enumerate() {
+        let ok = z.len() >= 6
+            && z.rsplit_once('-')
+                .is_some_and(|(r, n)| r.contains('-') && n.chars().all(|c| c.is_ascii_digit()));
+        if !ok {
+            p.push(
+                &format!("target.zones[{i}]"),
+                format!("{z:?} is not a zone name; write it like \"fr-par-1\", \"nl-ams-1\" or \"pl-waw-1\""),
+            );
+        }
+    }
+    let type_ok =
+        |t: &str| !t.is_empty() && t.chars().all(|c| c.is_ascii_alphanumeric() || c == '-');
+    if let Some(ct) = &t.commercial_type
+        && !type_ok(ct)
+    {
+        p.push(
+            "target.type",
+            format!("{ct:?} is not a commercial type; write it like \"GP1-S\""),
+        );
+    }
+    for (i, ct) in t.fallback_types.iter().enumerate() {
+        if !type_ok(ct) {
+            p.push(
+                &format!("target.fallback_types[{i}]"),
+                format!("{ct:?} is not a commercial type; write it like \"GP1-M\""),
+            );
+        }
+    }
+    let root_volume_type = t.root_volume_type.clone().unwrap_or_else(|| "l_ssd".into());
+    if !["l_ssd", "sbs_volume"].contains(&root_volume_type.as_str()) {
+        p.push(
+            "target.root_volume_type",
+            format!("{root_volume_type:?} is not l_ssd or sbs_volume; use one of those"),
+        );
+    }
+    if t.root_volume_gb == Some(0) {
+        p.push("target.root_volume_gb", "is 0; give the root disk's size in GB (it holds the VFS cache), or remove it for the profile's size");
+    }
+    let max_lifetime = p.duration(
+        "target.max_lifetime",
+        &t.max_lifetime,
+        Duration::from_secs(96 * 3600),
+    );
+    if max_lifetime < Duration::from_secs(3600) {
+        p.push("target.max_lifetime", "is under 1h; the instance deletes itself at this deadline, so give the job room (default 96h)");
+    }
+    ScalewayConfig {
+        zones,
+        commercial_type: t.commercial_type.clone().map(|c| c.to_ascii_uppercase()),
+        fallback_types: t
+            .fallback_types
+            .iter()
+            .map(|c| c.to_ascii_uppercase())
+            .collect(),
+        image: t.image.clone().unwrap_or_else(|| "debian_bookworm".into()),
+        root_volume_gb: t.root_volume_gb,
+        root_volume_type,
+        ssh_port: t.ssh_port.unwrap_or(22),
+        max_lifetime,
+        boot_timeout: p.duration(
+            "target.boot_timeout",
+            &t.boot_timeout,
+            Duration::from_secs(900),
+        ),
+    }
 }
 
 /// `target.work_dir`, by default `<plex.data_dir>/.plexburst`.

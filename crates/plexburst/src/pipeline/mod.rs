@@ -9,6 +9,7 @@ mod configure;
 mod export;
 mod preflight;
 mod prepare;
+pub mod provision;
 mod restore;
 mod scan;
 mod start_plex;
@@ -185,7 +186,18 @@ pub fn destroy(state_dir: &Path, fallback: Plan) -> anyhow::Result<()> {
     let store = StateStore::lock(state_dir)?;
     let state = store.load()?;
     let plan = StateStore::read_plan(state_dir)?.unwrap_or(fallback);
-    let mut remote = connect(&plan, state_dir)?;
+    let rented = state.as_ref().is_some_and(|s| s.instance.is_some());
+    let mut remote = match connect(&plan, state_dir) {
+        Ok(r) => r,
+        // An instance that cannot be reached is deleted all the same.
+        Err(e) if rented => {
+            tracing::warn!(
+                "cannot reach the instance ({e:#}); deleting it without stopping Plex first"
+            );
+            Box::new(crate::remote::Pending(plan.target.describe.clone()))
+        }
+        Err(e) => return Err(e),
+    };
     // What destroy does to a run's target goes into that run's journal too.
     if let Some(st) = &state {
         remote = Box::new(crate::remote::journal::Journaled::open(
@@ -193,16 +205,29 @@ pub fn destroy(state_dir: &Path, fallback: Plan) -> anyhow::Result<()> {
             &journal_path(state_dir, &st.run_id),
         )?);
     }
-    stop_plex(
+    let stopped = stop_plex(
         remote.as_ref(),
         &plan.plex.runtime,
         plan.plex.stop_grace,
         "look at it with `plexburst ssh`",
-    )?;
-    if state.as_ref().is_some_and(|s| s.storage_mounted) {
-        Storage::from_plan(&plan.storage).unmount(remote.as_ref())?;
+    )
+    .and_then(|()| {
+        if state.as_ref().is_some_and(|s| s.storage_mounted) {
+            Storage::from_plan(&plan.storage).unmount(remote.as_ref())?;
+        }
+        Ok(())
+    });
+    match (&stopped, rented) {
+        (Err(e), true) => tracing::warn!("{e:#}; the instance is deleted anyway"),
+        (Err(_), false) => return stopped,
+        _ => {}
     }
     if let Some(mut st) = state {
+        if st.instance.is_some() {
+            let (_, api) = provision::connect_api()?;
+            provision::release_state(&mut st, &api, &mut |s| store.save(s))?;
+            eprintln!("deleted: {}", st.released.join(", "));
+        }
         st.plex_started = false;
         st.storage_mounted = false;
         if st.status != RunStatus::Done {
@@ -228,6 +253,7 @@ pub fn destroy(state_dir: &Path, fallback: Plan) -> anyhow::Result<()> {
 
 fn run_phase(ctx: &mut Ctx, name: &str) -> anyhow::Result<Outcome> {
     match name {
+        "provision" => provision::run(ctx),
         "prepare" => prepare::run(ctx),
         "preflight" => preflight::run(ctx),
         "start-plex" => start_plex::run(ctx),
@@ -386,8 +412,16 @@ fn execute(ctx: &mut Ctx) -> anyhow::Result<()> {
     }
 }
 
-/// Stop Plex and unmount the storage after a failure or an interrupt.
+/// Stop Plex and unmount the storage after a failure or an interrupt; on a rented instance,
+/// delete it and everything it had (whatever stopping Plex said: the instance takes it along).
 fn cleanup(ctx: &mut Ctx) -> anyhow::Result<()> {
-    ctx.stop_plex("stop it with `plexburst destroy`")?;
-    ctx.release_storage()
+    let stopped = ctx
+        .stop_plex("stop it with `plexburst destroy`")
+        .and_then(|()| ctx.release_storage());
+    if ctx.state.instance.is_some() {
+        let (_, api) = provision::connect_api()?;
+        provision::release(ctx, &api)?;
+        return Ok(());
+    }
+    stopped
 }

@@ -15,5 +15,13 @@ pub fn run(ctx: &mut Ctx) -> anyhow::Result<Outcome> {
     }
     ctx.stop_plex("stop it with `plexburst destroy`")?;
     ctx.release_storage()?;
+    if ctx.state.instance.is_some() {
+        let (_, api) = super::provision::connect_api()?;
+        super::provision::release(ctx, &api)?;
+        return Ok(Outcome::Done(Some(format!(
+            "Plex stopped, storage released; deleted: {}",
+            ctx.state.released.join(", ")
+        ))));
+    }
     Ok(Outcome::Done(Some("Plex stopped, storage released".into())))
 }

@@ -68,6 +68,8 @@ pub enum TargetSpec {
     Local,
     /// `identity` already has `~/` expanded.
     Ssh(SshTarget),
+    /// An instance rented for the run; the run connects to it over SSH once it is provisioned.
+    Scaleway(crate::cloud::scaleway::ScalewayPlan),
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -193,6 +195,7 @@ impl Plan {
         self.phases = phases(
             &self.options,
             self.plex.scan_force,
+            &self.target,
             &self.storage,
             &self.export,
         );
@@ -321,10 +324,49 @@ fn target_plan(config: &Config, home: &str) -> TargetPlan {
             }),
             extra_options: ssh_options.clone(),
         }),
+        TargetKind::Scaleway(sc) => {
+            let machine = crate::cloud::scaleway::profile_machine(&config.target.profile);
+            let mut types = vec![
+                sc.commercial_type
+                    .clone()
+                    .unwrap_or_else(|| machine.commercial_type.to_string()),
+            ];
+            types.extend(
+                sc.fallback_types
+                    .iter()
+                    .filter(|t| !types.contains(t))
+                    .cloned()
+                    .collect::<Vec<_>>(),
+            );
+            TargetSpec::Scaleway(crate::cloud::scaleway::ScalewayPlan {
+                zones: sc.zones.clone(),
+                types,
+                image_label: sc.image.clone(),
+                root_volume_type: sc.root_volume_type.clone(),
+                root_volume_bytes: sc.root_volume_gb.unwrap_or(machine.root_volume_gb)
+                    * 1_000_000_000,
+                ssh_port: sc.ssh_port,
+                max_lifetime: sc.max_lifetime,
+                boot_timeout: sc.boot_timeout,
+                tags: vec![
+                    crate::cloud::scaleway::TAG.to_string(),
+                    crate::cloud::scaleway::run_tag(RUN_ID),
+                ],
+            })
+        }
     };
     let describe = match &spec {
         TargetSpec::Local => "local".to_string(),
         TargetSpec::Ssh(t) => format!("ssh {}@{}:{}", t.user, t.host, t.port),
+        TargetSpec::Scaleway(sc) => format!(
+            "scaleway {} in {}",
+            sc.types.join(" or "),
+            if sc.zones.is_empty() {
+                "the credentials' default zone".to_string()
+            } else {
+                sc.zones.join(" or ")
+            }
+        ),
     };
     TargetPlan {
         spec,
@@ -464,7 +506,7 @@ pub fn build(config: &Config, options: &RunOptions, home: &str) -> Plan {
     let scan_force = plex.scan_force || options.deep_scan;
     let export = export_plan(config, options, &storage);
     let tools = required_tools(&runtime, &storage);
-    let phases = phases(options, scan_force, &storage, &export);
+    let phases = phases(options, scan_force, &target, &storage, &export);
     Plan {
         version: PLAN_VERSION,
         tools,
@@ -506,6 +548,7 @@ pub fn build(config: &Config, options: &RunOptions, home: &str) -> Plan {
 fn phases(
     options: &RunOptions,
     scan_force: bool,
+    target: &TargetPlan,
     storage: &StorageSpec,
     export: &ExportPlan,
 ) -> Vec<PhasePlan> {
@@ -535,7 +578,24 @@ fn phases(
             format!("stream it to {object}, then read it back once")
         }
     };
-    [
+    let provision = match &target.spec {
+        TargetSpec::Scaleway(sc) => Some((
+            "provision",
+            format!(
+                "create the server ({}, image {}, root {} {} GB, tags {}, a dynamic IPv4, no flexible IP) with each id journaled before any wait; set its cloud-init user data; power on (out of stock: delete what was made, try the next zone or type); wait for running and an address; SSH with the run's own key, pinning the host key; cloud-init status --wait",
+                sc.types[0],
+                sc.image_label,
+                sc.root_volume_type,
+                sc.root_volume_bytes / 1_000_000_000,
+                sc.tags.join(", ")
+            ),
+        )),
+        _ => None,
+    };
+    let rented = provision.is_some();
+    provision
+        .into_iter()
+        .chain([
         ("prepare", prepare),
         (
             "preflight",
@@ -566,14 +626,14 @@ fn phases(
         ),
         (
             "teardown",
-            if options.keep {
-                "leave Plex running (--keep)".into()
-            } else {
-                "stop Plex and unmount the storage".into()
+            match (options.keep, rented) {
+                (true, false) => "leave Plex running (--keep)".into(),
+                (false, false) => "stop Plex and unmount the storage".into(),
+                (true, true) => "leave the instance running (--keep); delete it later with `plexburst destroy`".into(),
+                (false, true) => "fetch the target's logs; terminate the server, wait until it is gone, delete every volume and IP it had, sweep the run's tag, and say what is left (nothing)".into(),
             },
         ),
-    ]
-    .into_iter()
+    ])
     .map(|(n, d)| PhasePlan {
         name: n.into(),
         does: d,

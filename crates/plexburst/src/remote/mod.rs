@@ -162,6 +162,37 @@ pub trait Remote: Send + Sync {
     }
 }
 
+/// The target of a run whose machine does not exist yet (a cloud instance before `provision`):
+/// every call fails, saying so. The provision phase replaces it with the real connection.
+pub struct Pending(pub String);
+
+impl Remote for Pending {
+    fn describe(&self) -> String {
+        self.0.clone()
+    }
+    fn exec(&self, _: &Cmd) -> Result<Output, RemoteError> {
+        Err(self.not_yet())
+    }
+    fn put_file(&self, _: &str, _: &[u8], _: u32) -> Result<(), RemoteError> {
+        Err(self.not_yet())
+    }
+    fn get_file(&self, _: &str) -> Result<Vec<u8>, RemoteError> {
+        Err(self.not_yet())
+    }
+    fn forward(&self, _: u16) -> Result<Box<dyn Forward>, RemoteError> {
+        Err(self.not_yet())
+    }
+}
+
+impl Pending {
+    fn not_yet(&self) -> RemoteError {
+        RemoteError::Transport {
+            target: self.0.clone(),
+            detail: "the instance is not provisioned (yet, or any more)".into(),
+        }
+    }
+}
+
 /// Replace every secret in `text` with `***`.
 pub fn redact(text: &str, secrets: &[String]) -> String {
     let mut out = text.to_string();

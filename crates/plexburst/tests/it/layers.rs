@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 /// plexburst's layers, bottom first. Keep in step with ARCHITECTURE.md ("Layers").
 const PLEXBURST: &[&[&str]] = &[
     &["error", "units", "progress", "remote", "logging"],
-    &["host", "runtime", "plex", "archive", "plextv"],
+    &["host", "runtime", "plex", "archive", "plextv", "cloud"],
     &["storage", "survey"],
     &["export"],
     &["config"],

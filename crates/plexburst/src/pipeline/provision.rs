@@ -1,0 +1,535 @@
+//! Phase provision (cloud targets): rent the instance, boot it with plexburst's cloud-init, and
+//! connect to it. Every resource id is in the state file before anything waits on it, so a
+//! crash at any point leaves `destroy` all it needs; and `release` (teardown, failure cleanup,
+//! `destroy`) deletes the server, then every volume it had, then sweeps the run's tag.
+
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+
+use super::Outcome;
+use crate::cloud::scaleway::api::{Api, ApiError, NewServer};
+use crate::cloud::scaleway::credentials::{self, Credentials};
+use crate::cloud::scaleway::{ScalewayPlan, run_tag, userdata};
+use crate::error::BadInput;
+use crate::plan::{Plan, RUN_ID, TargetSpec};
+use crate::remote::{Cmd, Remote, local::Local, quote};
+use crate::session::Ctx;
+use crate::state::Instance;
+
+const POLL: Duration = Duration::from_secs(1);
+
+/// The plan's Scaleway target, if it is one.
+pub fn scaleway(plan: &Plan) -> Option<&ScalewayPlan> {
+    match &plan.target.spec {
+        TargetSpec::Scaleway(sc) => Some(sc),
+        _ => None,
+    }
+}
+
+/// Credentials and a client; a missing or unreadable credential is the user's to fix (exit 2).
+pub fn connect_api() -> anyhow::Result<(Credentials, Api)> {
+    let creds = credentials::load_from_env().map_err(|e| BadInput(e.to_string()))?;
+    let api = Api::new(&creds.api_url, creds.secret_key.clone());
+    Ok((creds, api))
+}
+
+fn zones(sc: &ScalewayPlan, creds: &Credentials) -> Vec<String> {
+    if sc.zones.is_empty() {
+        vec![creds.zone.clone()]
+    } else {
+        sc.zones.clone()
+    }
+}
+
+/// An API error in words, with what to do for the ones a user can fix.
+fn explain(e: &ApiError) -> String {
+    if e.is_auth() {
+        format!(
+            "{e}; check the Scaleway key (SCW_SECRET_KEY or the scw config) and its permissions on the project"
+        )
+    } else if e.is_quota() {
+        format!(
+            "{e}; the account's quota does not allow this machine: raise it in the Scaleway console, or pick a smaller type"
+        )
+    } else {
+        e.to_string()
+    }
+}
+
+/// `plan`'s read-only look at the cloud: credentials, project, and for each zone and type the
+/// price, stock and end of service, and the image. Nothing is created. Lines to print, or the
+/// user's problem (exit 2).
+pub fn check(plan: &Plan) -> anyhow::Result<Vec<String>> {
+    let Some(sc) = scaleway(plan) else {
+        return Ok(Vec::new());
+    };
+    let (creds, api) = connect_api()?;
+    let mut lines = vec![format!(
+        "credentials: {} (api {})",
+        creds.origin, creds.api_url
+    )];
+    if creds.project_id.is_none() {
+        return Err(BadInput(
+            "no Scaleway project: set default_project_id in the scw config or SCW_DEFAULT_PROJECT_ID".into(),
+        )
+        .into());
+    }
+    let mut usable = 0;
+    for zone in zones(sc, &creds) {
+        let types = match api.server_types(&zone) {
+            Ok(t) => t,
+            Err(e) if e.is_auth() || e.status() == Some(404) || e.status() == Some(400) => {
+                return Err(BadInput(format!("zone {zone}: {}", explain(&e))).into());
+            }
+            Err(e) => return Err(e).context("cannot read Scaleway's server types"),
+        };
+        let stock = api.availability(&zone).unwrap_or_default();
+        for t in &sc.types {
+            let Some(st) = types.get(t) else {
+                lines.push(format!("{zone} {t}: not offered in this zone"));
+                continue;
+            };
+            let avail = stock.get(t).map(String::as_str).unwrap_or("unknown");
+            let image = api
+                .image_for(&zone, &sc.image_label, t, &sc.root_volume_type)
+                .map_err(|e| anyhow::anyhow!(explain(&e)))?;
+            let ok = !st.end_of_service && avail != "shortage" && image.is_some();
+            usable += usize::from(ok);
+            lines.push(format!(
+                "{zone} {t}: {} vCPU, {} GiB, {:.4} EUR/h, {avail}{}; image {}: {}",
+                st.ncpus,
+                st.ram_bytes >> 30,
+                st.hourly_price,
+                if st.end_of_service {
+                    ", end of service"
+                } else {
+                    ""
+                },
+                sc.image_label,
+                image.as_deref().unwrap_or("none for this type")
+            ));
+        }
+    }
+    if usable == 0 {
+        return Err(BadInput(format!(
+            "no zone and type of the config can be rented now:\n  {}\nadd zones or fallback_types, or pick another type",
+            lines.join("\n  ")
+        ))
+        .into());
+    }
+    Ok(lines)
+}
+
+/// Make the run's ed25519 key pair on this machine (private half 0600); returns the public key.
+fn make_key(dir: &std::path::Path) -> anyhow::Result<String> {
+    std::fs::create_dir_all(dir)?;
+    let key = dir.join("id_ed25519");
+    if !key.exists() {
+        let local = Local::new();
+        local
+            .run(&Cmd::new(format!(
+                "ssh-keygen -q -t ed25519 -N '' -C plexburst-run -f {}",
+                quote(&key.display().to_string())
+            )))
+            .context("cannot make the run's SSH key (ssh-keygen)")?;
+    }
+    Ok(std::fs::read_to_string(key.with_extension("pub"))?
+        .trim()
+        .to_string())
+}
+
+pub fn run(ctx: &mut Ctx) -> anyhow::Result<Outcome> {
+    let sc = scaleway(&ctx.plan)
+        .expect("provision runs for cloud targets")
+        .clone();
+    let (creds, api) = connect_api()?;
+    let project = creds.project_id.clone().ok_or_else(|| {
+        BadInput("no Scaleway project: set SCW_DEFAULT_PROJECT_ID or default_project_id".into())
+    })?;
+    let run_dir = ctx.store.dir().join("runs").join(&ctx.state.run_id);
+    let public_key = make_key(&run_dir.join("ssh"))?;
+    let tags: Vec<String> = sc
+        .tags
+        .iter()
+        .map(|t| t.replace(RUN_ID, &ctx.state.run_id))
+        .collect();
+
+    // A resumed provision goes on with the server it already made, if any.
+    if ctx
+        .state
+        .instance
+        .as_ref()
+        .is_none_or(|i| i.server_id.is_none())
+    {
+        create_and_start(
+            ctx,
+            &api,
+            &creds,
+            &sc,
+            &project,
+            &tags,
+            &public_key,
+            &run_dir,
+        )?;
+    }
+    let inst = ctx.state.instance.clone().expect("journaled above");
+    let zone = inst.zone.clone();
+    let id = inst.server_id.clone().expect("journaled above");
+
+    // Running, with an address.
+    let deadline = Instant::now() + sc.boot_timeout;
+    let address = loop {
+        ctx.check_interrupt()?;
+        match api
+            .server(&zone, &id)
+            .map_err(|e| anyhow::anyhow!(explain(&e)))?
+        {
+            Some(s) if s.state == "running" && !s.ipv4.is_empty() => break s.ipv4[0].clone(),
+            Some(s) if s.state == "stopped" && Instant::now() > deadline => {
+                bail!(
+                    "the server {id} is still stopped after {:?}; it did not boot",
+                    sc.boot_timeout
+                )
+            }
+            Some(_) => {}
+            None => bail!("the server {id} disappeared while booting"),
+        }
+        if Instant::now() > deadline {
+            bail!(
+                "the server {id} did not reach running with an address within {:?}",
+                sc.boot_timeout
+            );
+        }
+        ctx.pause(POLL)?;
+    };
+    if let Some(i) = ctx.state.instance.as_mut() {
+        i.address = Some(address.clone());
+    }
+    ctx.save()?;
+
+    // SSH: the first contact records the host key; from then on it is checked strictly.
+    let inst = ctx.state.instance.clone().expect("set above");
+    let control = ctx.store.dir().join("ssh");
+    let ssh = loop {
+        ctx.check_interrupt()?;
+        let first = !inst.host_key_pinned;
+        let t = crate::session::instance_target(&inst, !first);
+        match crate::remote::ssh::Ssh::connect(&t, &control) {
+            Ok(s) => break s,
+            Err(e) if Instant::now() < deadline => tracing::debug!("ssh not up yet: {e}"),
+            Err(e) => bail!(
+                "cannot reach the instance over SSH at {address}:{}: {e}",
+                inst.ssh_port
+            ),
+        }
+        ctx.pause(POLL)?;
+    };
+    if let Some(i) = ctx.state.instance.as_mut() {
+        i.host_key_pinned = true;
+    }
+    ctx.save()?;
+    let journaled = crate::remote::journal::Journaled::open(
+        Box::new(ssh),
+        &super::journal_path(ctx.store.dir(), &ctx.state.run_id),
+    )?;
+    ctx.remote = Box::new(journaled);
+
+    // cloud-init ran plexburst's user data: wait for it, and say what failed if it did.
+    let out = ctx
+        .remote
+        .exec(&Cmd::new("cloud-init status --wait --long").timeout(sc.boot_timeout))?;
+    let status = out.stdout_str();
+    if out.status != 0 || !status.contains("status: done") {
+        let tail = ctx
+            .remote
+            .exec(&Cmd::new("tail -n 30 /var/log/cloud-init-output.log"))
+            .map(|o| o.stdout_str())
+            .unwrap_or_default();
+        bail!(
+            "cloud-init did not finish cleanly on the instance:\n{}\nlast lines of /var/log/cloud-init-output.log:\n{}",
+            status.trim(),
+            tail.trim_end()
+        );
+    }
+    let i = ctx.state.instance.as_ref().expect("set above");
+    Ok(Outcome::Done(Some(format!(
+        "server {} ({}, {}, {:.4} EUR/h) at {}:{}, cloud-init done",
+        id, i.commercial_type, i.zone, i.hourly_price, address, i.ssh_port
+    ))))
+}
+
+/// Try each zone and type in order until one server is created and powered on.
+#[allow(clippy::too_many_arguments)]
+fn create_and_start(
+    ctx: &mut Ctx,
+    api: &Api,
+    creds: &Credentials,
+    sc: &ScalewayPlan,
+    project: &str,
+    tags: &[String],
+    public_key: &str,
+    run_dir: &std::path::Path,
+) -> anyhow::Result<()> {
+    let dirs = vec![
+        ctx.plan.target.work_dir.clone(),
+        ctx.plan.plex.data_dir.clone(),
+        ctx.plan.export.destination.clone(),
+    ];
+    let (runtime, image) = match ctx.runtime() {
+        crate::runtime::Runtime::Docker(d) => ("docker", d.image.clone()),
+        crate::runtime::Runtime::Command(_) => ("command", String::new()),
+    };
+    let user_data = userdata::cloud_config(&userdata::UserData {
+        public_key,
+        runtime,
+        image: &image,
+        dirs: &dirs,
+        deadline: sc.max_lifetime,
+    });
+    let mut tried = Vec::new();
+    for zone in zones(sc, creds) {
+        let types = api
+            .server_types(&zone)
+            .map_err(|e| anyhow::anyhow!(explain(&e)))?;
+        let stock = api.availability(&zone).unwrap_or_default();
+        for t in &sc.types {
+            ctx.check_interrupt()?;
+            let Some(st) = types.get(t) else {
+                tried.push(format!("{zone} {t}: not offered"));
+                continue;
+            };
+            if stock.get(t).is_some_and(|a| a == "shortage") || st.end_of_service {
+                tried.push(format!("{zone} {t}: out of stock or end of service"));
+                tracing::warn!("{zone} {t} is out of stock or at end of service; trying the next");
+                continue;
+            }
+            let Some(image_id) = api
+                .image_for(&zone, &sc.image_label, t, &sc.root_volume_type)
+                .map_err(|e| anyhow::anyhow!(explain(&e)))?
+            else {
+                tried.push(format!("{zone} {t}: no {} image", sc.image_label));
+                continue;
+            };
+            let name = format!("plexburst-{}", ctx.state.run_id);
+            let req = NewServer {
+                name: name.clone(),
+                commercial_type: t.clone(),
+                image_id,
+                project_id: project.to_string(),
+                tags: tags.to_vec(),
+                root_volume_type: sc.root_volume_type.clone(),
+                root_volume_bytes: sc.root_volume_bytes,
+            };
+            // Journal the attempt before the call: a crash between the create and its answer
+            // leaves the run tag to find the server by.
+            ctx.state.instance = Some(Instance {
+                provider: "scaleway".into(),
+                zone: zone.clone(),
+                commercial_type: t.clone(),
+                hourly_price: st.hourly_price,
+                server_id: None,
+                volumes: Vec::new(),
+                address: None,
+                ssh_port: sc.ssh_port,
+                key_path: run_dir.join("ssh/id_ed25519").display().to_string(),
+                known_hosts: run_dir.join("ssh/known_hosts").display().to_string(),
+                host_key_pinned: false,
+                created_at: Some(crate::state::now()),
+            });
+            ctx.save()?;
+            let server = match api.create_server(&zone, &req) {
+                Ok(s) => s,
+                Err(e) if e.is_quota() => {
+                    return Err(
+                        BadInput(format!("creating a {t} in {zone}: {}", explain(&e))).into(),
+                    );
+                }
+                Err(e) if e.is_out_of_stock() => {
+                    tried.push(format!("{zone} {t}: out of stock at create"));
+                    ctx.state.instance = None;
+                    ctx.save()?;
+                    continue;
+                }
+                Err(e) => {
+                    // The answer may be lost while the server exists: find it by its tag.
+                    let found = api.servers_tagged(&zone, &run_tag(&ctx.state.run_id)).ok();
+                    match found.and_then(|v| v.into_iter().next()) {
+                        Some(s) => s,
+                        None => {
+                            return Err(anyhow::anyhow!(explain(&e)))
+                                .context("cannot create the server");
+                        }
+                    }
+                }
+            };
+            if let Some(i) = ctx.state.instance.as_mut() {
+                i.server_id = Some(server.id.clone());
+                i.volumes = server.volumes.clone();
+            }
+            ctx.save()?;
+            tracing::info!(
+                "created server {} ({t} in {zone}, {:.4} EUR/h)",
+                server.id,
+                st.hourly_price
+            );
+            api.set_user_data(&zone, &server.id, "cloud-init", &user_data)
+                .map_err(|e| anyhow::anyhow!(explain(&e)))
+                .context("cannot set the server's cloud-init user data")?;
+            match api.action(&zone, &server.id, "poweron") {
+                Ok(()) => return Ok(()),
+                Err(e) if e.is_out_of_stock() => {
+                    tracing::warn!(
+                        "{t} in {zone} is out of stock at power-on; deleting the server and trying the next zone or type"
+                    );
+                    tried.push(format!("{zone} {t}: out of stock at power-on"));
+                    release(ctx, api)?;
+                }
+                Err(e) if e.is_quota() => {
+                    release(ctx, api)?;
+                    return Err(
+                        BadInput(format!("powering on a {t} in {zone}: {}", explain(&e))).into(),
+                    );
+                }
+                Err(e) => {
+                    return Err(anyhow::anyhow!(explain(&e))).context("cannot power the server on");
+                }
+            }
+        }
+    }
+    bail!(
+        "no zone and type could be rented:\n  {}\nadd zones or fallback_types to [target], or try later",
+        tried.join("\n  ")
+    )
+}
+
+/// Delete the run's server and everything it had, then sweep the run's tag; clears
+/// `state.instance` only when nothing is left. Safe to call again (what is gone is gone).
+pub fn release(ctx: &mut Ctx, api: &Api) -> anyhow::Result<()> {
+    let mut state = ctx.state.clone();
+    let result = release_state(&mut state, api, &mut |s| {
+        ctx.store.save(s)?;
+        Ok(())
+    });
+    ctx.state = state;
+    if ctx.state.instance.is_none() {
+        ctx.remote = Box::new(crate::remote::Pending(ctx.plan.target.describe.clone()));
+    }
+    result
+}
+
+/// `release` on a bare state (`destroy` has no live run): `save` persists each step.
+pub fn release_state(
+    state: &mut crate::state::State,
+    api: &Api,
+    save: &mut dyn FnMut(&mut crate::state::State) -> anyhow::Result<()>,
+) -> anyhow::Result<()> {
+    let Some(inst) = state.instance.clone() else {
+        return Ok(());
+    };
+    let zone = inst.zone.clone();
+    let mut volumes = inst.volumes.clone();
+    let mut ids: Vec<String> = inst.server_id.iter().cloned().collect();
+    // A create whose answer was lost: the tag finds it.
+    if let Ok(found) = api.servers_tagged(&zone, &run_tag(&state.run_id)) {
+        for s in found {
+            if !ids.contains(&s.id) {
+                ids.push(s.id.clone());
+            }
+            for v in s.volumes {
+                if !volumes.contains(&v) {
+                    volumes.push(v);
+                }
+            }
+        }
+    }
+    for id in &ids {
+        delete_server(api, &zone, id, &mut volumes)?;
+        state
+            .released
+            .push(format!("server {id} ({}, {zone})", inst.commercial_type));
+    }
+    for (vid, vtype) in &volumes {
+        api.delete_volume(&zone, vid, vtype)
+            .map_err(|e| anyhow::anyhow!(explain(&e)))
+            .with_context(|| format!("cannot delete the volume {vid}"))?;
+        if api.volume_exists(&zone, vid, vtype).unwrap_or(true) {
+            bail!(
+                "the volume {vid} ({vtype}) is still there after its delete; `plexburst destroy` tries again"
+            );
+        }
+        state.released.push(format!("volume {vid} ({vtype})"));
+    }
+    let tag = run_tag(&state.run_id);
+    let left_servers = api
+        .servers_tagged(&zone, &tag)
+        .map_err(|e| anyhow::anyhow!(explain(&e)))?;
+    let left_ips = api
+        .ips_tagged(&zone, &tag)
+        .map_err(|e| anyhow::anyhow!(explain(&e)))?;
+    for (ip, addr) in &left_ips {
+        api.delete_ip(&zone, ip)
+            .map_err(|e| anyhow::anyhow!(explain(&e)))?;
+        state.released.push(format!("ip {addr}"));
+    }
+    if !left_servers.is_empty() {
+        bail!(
+            "servers tagged {tag} are still there: {}; run `plexburst destroy` again",
+            left_servers
+                .iter()
+                .map(|s| s.id.as_str())
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
+    }
+    state.instance = None;
+    save(state)?;
+    Ok(())
+}
+
+/// Terminate a running server (it deletes its local volumes), or delete a stopped one, and wait
+/// until the API says 404. Transient states are waited out.
+fn delete_server(
+    api: &Api,
+    zone: &str,
+    id: &str,
+    volumes: &mut Vec<(String, String)>,
+) -> anyhow::Result<()> {
+    let deadline = Instant::now() + Duration::from_secs(600);
+    let mut asked = false;
+    loop {
+        let Some(s) = api
+            .server(zone, id)
+            .map_err(|e| anyhow::anyhow!(explain(&e)))?
+        else {
+            // Gone. Its volumes are still deleted one by one: a delete of one that terminate
+            // already took is a 404, which counts as done.
+            return Ok(());
+        };
+        for v in &s.volumes {
+            if !volumes.contains(v) {
+                volumes.push(v.clone());
+            }
+        }
+        match s.state.as_str() {
+            "running" if !asked => {
+                api.action(zone, id, "terminate")
+                    .map_err(|e| anyhow::anyhow!(explain(&e)))?;
+                asked = true;
+            }
+            "stopped" | "stopped in place" => {
+                api.delete_server(zone, id)
+                    .map_err(|e| anyhow::anyhow!(explain(&e)))?;
+            }
+            _ => {}
+        }
+        if Instant::now() > deadline {
+            bail!(
+                "the server {id} is still there ({}) after 10 minutes",
+                s.state
+            );
+        }
+        // Not `ctx.pause`: a second Ctrl-C must not stop a teardown half-way.
+        std::thread::sleep(POLL);
+    }
+}
