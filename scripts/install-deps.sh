@@ -10,6 +10,8 @@
 #   fuse3                        rclone mount tests (fusermount3, user_allow_other)
 #   docker.io iptables           the docker runtime and the plex-emulator image test
 #   busybox-static               the plex-emulator image's shell and tools
+#   debootstrap shellcheck       the instance stand-in: its Debian root (scripts/instance/rootfs.sh),
+#                                and the lint its tests run on scripts/instance
 #   sqlite3 zstd tar             DB checks and the data-folder export (tar | zstd)
 #   procps psmisc iproute2       process/port inspection used by tests and the demo
 #   tzdata                       zoneinfo copied into the image so TZ works inside it
@@ -35,6 +37,7 @@ packages=(
     fuse3
     docker.io iptables
     busybox-static
+    debootstrap shellcheck
     sqlite3 zstd tar gzip xz-utils
     procps psmisc iproute2 util-linux mount coreutils findutils
     tzdata

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # THE test command (README, .ci/run): installs dependencies, starts dockerd, checks formatting and
-# lints, builds the plex-emulator image, then runs every test of the workspace.
+# lints, builds the plex-emulator and instance stand-in images, then runs every test of the workspace.
 # Run as root on Debian 12 (a fresh machine is fine): `bash scripts/test.sh`.
 # Extra arguments go to `cargo test` (e.g. `bash scripts/test.sh -- image`).
 set -euo pipefail
@@ -36,6 +36,8 @@ cargo test --workspace --locked --no-run
 step "build the plex-emulator image"
 target_dir="$(cargo metadata --no-deps --format-version 1 | sed -n 's/.*"target_directory":"\([^"]*\)".*/\1/p')"
 bash crates/plex-emulator/docker/build-image.sh "$target_dir/debug/plex-emulator" >/dev/null
+step "build the instance stand-in image"
+bash scripts/instance/build-image.sh >/dev/null
 
 step "cargo test"
 cargo test --workspace --locked "$@"
