@@ -168,6 +168,7 @@ fn options_of(a: &RunArgs) -> RunOptions {
         keep: a.keep,
         allow_deleted: a.allow_deleted,
         strict: a.strict,
+        keep_logs: a.keep_logs,
     }
 }
 

@@ -114,4 +114,8 @@ pub struct RunArgs {
     /// items than media files), instead of 0.
     #[arg(long)]
     pub strict: bool,
+    /// Copy the target's logs (Plex, rclone, cloud-init) into runs/<id>/target-logs/ on success
+    /// too; a failed or interrupted run always keeps them.
+    #[arg(long)]
+    pub keep_logs: bool,
 }

@@ -12,3 +12,9 @@ pub struct BadInput(pub String);
 #[derive(Debug, thiserror::Error)]
 #[error("{0}")]
 pub struct Interrupted(pub String);
+
+/// A cap of the run (budget, maximum run time) was reached: the watched phase stops waiting and
+/// the run goes on to export what exists and tear down.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct LimitReached(pub String);

@@ -409,8 +409,27 @@ pub fn watch(
             eta_secs: eta.map(|e| e.as_secs_f64()),
             at: crate::state::now(),
         });
+        let cost = ctx
+            .cost_now()
+            .map(|c| {
+                let price: f64 = ctx
+                    .state
+                    .rented
+                    .iter()
+                    .filter(|r| r.ended_at.is_none())
+                    .map(|r| r.hourly_price)
+                    .sum();
+                // The forecast: what is spent plus the rest of this phase at the current rate.
+                let more = eta.map(|e| price * e.as_secs_f64() / 3600.0);
+                format!(
+                    ", {c:.4} EUR so far{}",
+                    more.map(|m| format!(" (+{m:.4} for the rest of this phase)"))
+                        .unwrap_or_default()
+                )
+            })
+            .unwrap_or_default();
         let line = format!(
-            "{}: {done}{} {}, {} /s, ETA {}{}",
+            "{}: {done}{} {}, {} /s, ETA {}{cost}{}",
             job.label(),
             shown_total.map(|t| format!("/{t}")).unwrap_or_default(),
             job.unit(),
@@ -438,6 +457,16 @@ pub fn watch(
             }
         }
         ctx.state.last_sample = Some(sample.db.clone());
+        if let Some(why) = ctx.limit_reached() {
+            ctx.save()?;
+            return Err(crate::error::LimitReached(format!(
+                "{}: stopped at {done}{} {}: {why}",
+                job.label(),
+                shown_total.map(|t| format!("/{t}")).unwrap_or_default(),
+                job.unit()
+            ))
+            .into());
+        }
         if last_save.elapsed() >= Duration::from_secs(2) {
             ctx.save()?;
             last_save = Instant::now();

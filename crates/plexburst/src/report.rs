@@ -28,6 +28,10 @@ pub struct Report {
     pub warnings: Vec<String>,
     /// The status as `status` prints it (`Done with 1 warning`).
     pub status_text: String,
+    /// What the rented machines cost (none for a machine not rented).
+    pub cost: Option<String>,
+    /// What teardown deleted.
+    pub released: Vec<String>,
     /// Per section: the media files the preflight found against the items the scan made.
     pub files_and_items: Vec<FilesAndItems>,
 }
@@ -87,6 +91,34 @@ pub struct PhaseReport {
     pub stalls: u32,
     pub timeouts: u32,
     pub restarts: u32,
+    /// What the rented machines cost while this phase ran (none when nothing was rented).
+    pub cost_eur: Option<f64>,
+}
+
+/// The rented machines' cost over a phase's interval: each server's price times the part of its
+/// lifetime inside the phase.
+fn phase_cost(s: &State, p: &PhaseRecord) -> Option<f64> {
+    if s.rented.is_empty() {
+        return None;
+    }
+    let a: jiff::Timestamp = p.started_at.as_ref()?.parse().ok()?;
+    let b: jiff::Timestamp = p.ended_at.as_ref()?.parse().ok()?;
+    let mut sum = 0.0;
+    for r in &s.rented {
+        let Ok(ra) = r.started_at.parse::<jiff::Timestamp>() else {
+            continue;
+        };
+        let rb = r
+            .ended_at
+            .as_ref()
+            .and_then(|e| e.parse::<jiff::Timestamp>().ok())
+            .unwrap_or(b);
+        let (from, to) = (a.max(ra), b.min(rb));
+        if to > from {
+            sum += r.hourly_price * to.duration_since(from).as_secs_f64() / 3600.0;
+        }
+    }
+    Some(sum)
 }
 
 fn duration(p: &PhaseRecord) -> Option<f64> {
@@ -125,6 +157,7 @@ impl Report {
                     stalls: p.stalls,
                     timeouts: p.timeouts,
                     restarts: p.restarts,
+                    cost_eur: phase_cost(s, p),
                 })
                 .collect(),
             export: s.export.clone(),
@@ -132,6 +165,8 @@ impl Report {
             warnings: s.warnings.clone(),
             files_and_items: files_and_items(s),
             status_text: status_word(s),
+            cost: (!s.rented.is_empty()).then(|| cost_line(s, jiff::Timestamp::now())),
+            released: s.released.clone(),
         }
     }
 
@@ -151,6 +186,15 @@ impl Report {
         if let Some(e) = &self.error {
             m.push_str(&format!("- error: {e}\n"));
         }
+        if let Some(c) = &self.cost {
+            m.push_str(&format!("- cost: {c}\n"));
+        }
+        if !self.released.is_empty() {
+            m.push_str(&format!(
+                "- deleted at the end: {}\n",
+                self.released.join(", ")
+            ));
+        }
         if !self.warnings.is_empty() {
             m.push_str("\n## Warnings\n\n");
             for w in &self.warnings {
@@ -169,15 +213,16 @@ impl Report {
                 ));
             }
         }
-        m.push_str("\n## Phases\n\n| phase | status | duration | rate/s | samples (failed) | stalls | timeouts | restarts | detail |\n|---|---|---|---|---|---|---|---|---|\n");
+        m.push_str("\n## Phases\n\n| phase | status | duration | cost EUR | rate/s | samples (failed) | stalls | timeouts | restarts | detail |\n|---|---|---|---|---|---|---|---|---|---|\n");
         for p in &self.phases {
             m.push_str(&format!(
-                "| {} | {:?} | {} | {} | {} ({}) | {} | {} | {} | {} |\n",
+                "| {} | {:?} | {} | {} | {} | {} ({}) | {} | {} | {} | {} |\n",
                 p.name,
                 p.status,
                 p.duration_secs
                     .map(|d| format!("{d:.1}s"))
                     .unwrap_or_default(),
+                p.cost_eur.map(|c| format!("{c:.4}")).unwrap_or_default(),
                 p.rate_per_sec
                     .map(|r| format!("{r:.1}"))
                     .unwrap_or_default(),
@@ -339,8 +384,38 @@ pub fn render_status(s: &State) -> String {
     for w in &s.warnings {
         out.push_str(&format!("warning: {w}\n"));
     }
+    if !s.rented.is_empty() {
+        out.push_str(&format!("cost: {}\n", cost_line(s, jiff::Timestamp::now())));
+    }
     if let Some(e) = &s.error {
         out.push_str(&format!("error: {e}\n"));
     }
     out
+}
+
+/// `0.0123 EUR (DEV1-S in fr-par-1 at 0.0090 EUR/h for 1h22m, running)`.
+pub fn cost_line(s: &State, now: jiff::Timestamp) -> String {
+    let parts: Vec<String> = s
+        .rented
+        .iter()
+        .map(|r| {
+            format!(
+                "{} in {} at {:.4} EUR/h for {}{}",
+                r.commercial_type,
+                r.zone,
+                r.hourly_price,
+                crate::units::format_secs(std::time::Duration::from_secs_f64(r.seconds(now))),
+                if r.ended_at.is_none() {
+                    ", running"
+                } else {
+                    ""
+                }
+            )
+        })
+        .collect();
+    format!(
+        "{:.4} EUR ({})",
+        crate::state::cost(&s.rented, now),
+        parts.join("; ")
+    )
 }

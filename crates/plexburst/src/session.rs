@@ -169,6 +169,42 @@ impl Ctx {
         self.interrupt.load(Ordering::SeqCst)
     }
 
+    /// What the rented machine(s) cost so far, when the target is rented.
+    pub fn cost_now(&self) -> Option<f64> {
+        (!self.state.rented.is_empty())
+            .then(|| crate::state::cost(&self.state.rented, jiff::Timestamp::now()))
+    }
+
+    /// A cap of the plan reached: the budget spent, or the instance up for `max_runtime`.
+    pub fn limit_reached(&self) -> Option<String> {
+        let TargetSpec::Scaleway(sc) = &self.plan.target.spec else {
+            return None;
+        };
+        let cost = self.cost_now()?;
+        if let Some(b) = sc.budget_eur
+            && cost >= b
+        {
+            return Some(format!(
+                "the budget is spent ({cost:.4} EUR of target.budget_eur {b:.4})"
+            ));
+        }
+        let up = self
+            .state
+            .rented
+            .first()
+            .map(|r| r.seconds(jiff::Timestamp::now()))
+            .unwrap_or(0.0);
+        if let Some(m) = sc.max_runtime
+            && up >= m.as_secs_f64()
+        {
+            return Some(format!(
+                "the instance ran target.max_runtime ({})",
+                crate::units::format_duration(m)
+            ));
+        }
+        None
+    }
+
     /// Stop here if Ctrl-C or SIGTERM arrived.
     pub fn check_interrupt(&self) -> anyhow::Result<()> {
         if self.interrupted() {

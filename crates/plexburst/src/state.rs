@@ -131,6 +131,9 @@ pub struct State {
     /// The rented machine, while it exists (`None` before provisioning and after teardown).
     #[serde(default)]
     pub instance: Option<Instance>,
+    /// Every server the run rented, with its price and lifetime: the run's cost.
+    #[serde(default)]
+    pub rented: Vec<Rented>,
     /// What teardown removed (`server 1234 (GP1-S, fr-par-1)`, `volume …`), for the report.
     #[serde(default)]
     pub released: Vec<String>,
@@ -162,6 +165,41 @@ pub struct Instance {
     /// The host key was recorded at first contact; checking is strict from then on.
     pub host_key_pinned: bool,
     pub created_at: Option<String>,
+}
+
+/// One server the run paid for: its price and how long it existed.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct Rented {
+    pub server_id: String,
+    pub commercial_type: String,
+    pub zone: String,
+    pub hourly_price: f64,
+    pub started_at: String,
+    /// When it was seen gone; `None` while it exists.
+    pub ended_at: Option<String>,
+}
+
+impl Rented {
+    /// Seconds it existed (or has existed until `now`).
+    pub fn seconds(&self, now: jiff::Timestamp) -> f64 {
+        let Ok(a) = self.started_at.parse::<jiff::Timestamp>() else {
+            return 0.0;
+        };
+        let b = self
+            .ended_at
+            .as_ref()
+            .and_then(|e| e.parse::<jiff::Timestamp>().ok())
+            .unwrap_or(now);
+        b.duration_since(a).as_secs_f64().max(0.0)
+    }
+}
+
+/// What the rented servers of a run cost so far, in EUR (pro rata of the hourly price).
+pub fn cost(rented: &[Rented], now: jiff::Timestamp) -> f64 {
+    rented
+        .iter()
+        .map(|r| r.hourly_price * r.seconds(now) / 3600.0)
+        .sum()
 }
 
 /// Where the phase being watched stands, as of the last poll.
@@ -216,6 +254,7 @@ impl State {
             warnings: Vec::new(),
             claim: None,
             instance: None,
+            rented: Vec::new(),
             released: Vec::new(),
             progress: None,
         }
@@ -366,6 +405,28 @@ fn read_versioned<T: serde::de::DeserializeOwned>(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_cost_is_each_servers_price_times_its_lifetime() {
+        let r = |price: f64, from: &str, to: Option<&str>| Rented {
+            server_id: "s".into(),
+            commercial_type: "GP1-S".into(),
+            zone: "fr-par-1".into(),
+            hourly_price: price,
+            started_at: from.into(),
+            ended_at: to.map(String::from),
+        };
+        let now: jiff::Timestamp = "2026-11-27T12:00:00Z".parse().unwrap();
+        let rented = [
+            // Out of stock at power-on: deleted after 36 s.
+            r(0.2, "2026-11-27T09:59:24Z", Some("2026-11-27T10:00:00Z")),
+            // Still running, 2 h so far.
+            r(0.19, "2026-11-27T10:00:00Z", None),
+        ];
+        let c = cost(&rented, now);
+        assert!((c - (0.2 * 0.01 + 0.19 * 2.0)).abs() < 1e-9, "{c}");
+        assert_eq!(cost(&[], now), 0.0);
+    }
     use std::os::unix::fs::PermissionsExt;
 
     #[test]

@@ -85,6 +85,8 @@ struct RawTarget {
     ssh_port: Option<u16>,
     max_lifetime: Option<String>,
     boot_timeout: Option<String>,
+    budget_eur: Option<f64>,
+    max_runtime: Option<String>,
 }
 
 impl Default for RawTarget {
@@ -108,6 +110,8 @@ impl Default for RawTarget {
             ssh_port: None,
             max_lifetime: None,
             boot_timeout: None,
+            budget_eur: None,
+            max_runtime: None,
         }
     }
 }
@@ -234,6 +238,10 @@ pub struct ScalewayConfig {
     pub max_lifetime: Duration,
     #[serde(with = "secs")]
     pub boot_timeout: Duration,
+    /// Stop the work (export what exists, tear down) once the instance has cost this much.
+    pub budget_eur: Option<f64>,
+    /// The same once the instance has run this long.
+    pub max_runtime: Option<Duration>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -390,8 +398,18 @@ pub const EXAMPLE: &str = r#"# plexburst.toml — what to scan, where Plex runs,
 # Durations are written like "500ms", "90s", "10m", "1h30m".
 
 [target]
-# Where Plex runs: "local" (this machine) or "ssh" (an existing host).
+# Where Plex runs: "local" (this machine), "ssh" (an existing host) or "scaleway" (an instance
+# rented for the run and deleted after it; credentials as the scw CLI reads them).
 kind = "local"
+# Sizing: lite (DEV1-S), standard (DEV1-M), power (GP1-S), superpower (GP1-M).
+# profile = "standard"
+# For kind = "scaleway" (needs storage.kind = "rclone" with export_path):
+# zones = ["fr-par-1", "nl-ams-1"]   # tried in order (default: the scw config's zone)
+# type = "GP1-S"                     # instead of the profile's
+# fallback_types = ["GP1-M"]         # tried when the type is out of stock
+# image = "debian_bookworm"
+# root_volume_gb = 200
+# max_lifetime = "96h"
 # For kind = "ssh":
 # host = "10.0.0.5"
 # port = 22

@@ -268,7 +268,26 @@ fn check_scaleway(t: &RawTarget, p: &mut Problems) -> ScalewayConfig {
     if max_lifetime < Duration::from_secs(3600) {
         p.push("target.max_lifetime", "is under 1h; the instance deletes itself at this deadline, so give the job room (default 96h)");
     }
+    if let Some(b) = t.budget_eur
+        && !(b.is_finite() && b > 0.0)
+    {
+        p.push(
+            "target.budget_eur",
+            format!("is {b}; give the most the instance may cost in EUR, e.g. 5.0, or remove it"),
+        );
+    }
+    let max_runtime = t
+        .max_runtime
+        .as_ref()
+        .map(|_| p.duration("target.max_runtime", &t.max_runtime, Duration::ZERO));
+    if let Some(r) = max_runtime
+        && r >= max_lifetime
+    {
+        p.push("target.max_runtime", "is not shorter than target.max_lifetime (the instance's own deadline); make it shorter, so the export still has time");
+    }
     ScalewayConfig {
+        budget_eur: t.budget_eur,
+        max_runtime,
         zones,
         commercial_type: t.commercial_type.clone().map(|c| c.to_ascii_uppercase()),
         fallback_types: t

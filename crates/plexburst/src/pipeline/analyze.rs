@@ -75,7 +75,7 @@ pub fn run(ctx: &mut Ctx) -> anyhow::Result<Outcome> {
         tracing::info!("{}: starting", job.label());
         job.trigger(ctx)
             .with_context(|| format!("cannot start the {}", job.label()))?;
-        let report = monitor::watch(
+        let watched = monitor::watch(
             ctx,
             "analyze",
             &job,
@@ -83,11 +83,24 @@ pub fn run(ctx: &mut Ctx) -> anyhow::Result<Outcome> {
             plan.timeout,
             None,
             &mut sampler,
-        )?;
+        );
         // Whatever happened, the analysis must not keep running in the background afterwards.
         let prefs = ctx.client()?.prefs()?;
         super::configure::background_off(ctx, &prefs)
             .context("cannot turn the analysis off again")?;
+        let report = match watched {
+            Err(e) if e.downcast_ref::<crate::error::LimitReached>().is_some() => {
+                // A cap reached: the analysed tracks so far are kept and exported.
+                let why = format!(
+                    "limit: {e}; the later sections are not analysed, the run exports what exists"
+                );
+                tracing::warn!("{why}");
+                ctx.state.warnings.push(why.clone());
+                summary.push(why);
+                break;
+            }
+            other => other?,
+        };
         monitor::settle(ctx, "analyze", &job, &report)?;
         let total = report.total.unwrap_or(0);
         if report.done < total {

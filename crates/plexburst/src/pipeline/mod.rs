@@ -384,6 +384,11 @@ fn execute(ctx: &mut Ctx) -> anyhow::Result<()> {
             };
             ctx.state.error = Some(format!("{e:#}"));
             ctx.save()?;
+            // The target's logs first: on a rented instance they die with it.
+            match fetch_target_logs(ctx) {
+                Ok(dir) => eprintln!("target logs: {}", dir.display()),
+                Err(e) => tracing::warn!("cannot keep the target's logs: {e:#}"),
+            }
             // Leave nothing running unless asked to: a stopped Plex resumes fine from its data dir.
             if !ctx.plan.options.keep
                 && let Err(ce) = cleanup(ctx)
@@ -410,6 +415,56 @@ fn execute(ctx: &mut Ctx) -> anyhow::Result<()> {
             Err(e)
         }
     }
+}
+
+/// Lines kept of each log fetched from the target.
+const TARGET_LOG_LINES: usize = 2000;
+
+/// Copy the tails of the target's logs (Plex's server log, the rclone mount log, cloud-init's
+/// output on a rented instance) into `runs/<id>/target-logs/`, before anything that could take
+/// them away (an instance's logs die with it). Best effort: what cannot be read is said in place.
+pub fn fetch_target_logs(ctx: &Ctx) -> anyhow::Result<std::path::PathBuf> {
+    let dir = ctx
+        .store
+        .dir()
+        .join("runs")
+        .join(&ctx.state.run_id)
+        .join("target-logs");
+    std::fs::create_dir_all(&dir)?;
+    let mut logs: Vec<(&str, String)> = Vec::new();
+    logs.push((
+        "plex.log",
+        match ctx
+            .runtime()
+            .log_tail(ctx.remote.as_ref(), TARGET_LOG_LINES)
+        {
+            Ok(t) => t,
+            Err(e) => format!("(cannot read the server's log: {e:#})\n"),
+        },
+    ));
+    let tail = |path: &str| {
+        let cmd = crate::remote::Cmd::new(format!(
+            "tail -n {TARGET_LOG_LINES} {} 2>&1",
+            crate::remote::quote(path)
+        ));
+        match ctx.remote.exec(&cmd) {
+            Ok(o) => o.stdout_str(),
+            Err(e) => format!("(cannot read {path}: {e})\n"),
+        }
+    };
+    if let Some(rc) = ctx.storage.as_rclone() {
+        logs.push(("rclone-mount.log", tail(&rc.log_path())));
+    }
+    if ctx.state.instance.is_some() {
+        logs.push((
+            "cloud-init-output.log",
+            tail("/var/log/cloud-init-output.log"),
+        ));
+    }
+    for (name, text) in logs {
+        std::fs::write(dir.join(name), text)?;
+    }
+    Ok(dir)
 }
 
 /// Stop Plex and unmount the storage after a failure or an interrupt; on a rented instance,

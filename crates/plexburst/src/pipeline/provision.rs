@@ -367,6 +367,14 @@ fn create_and_start(
                 i.server_id = Some(server.id.clone());
                 i.volumes = server.volumes.clone();
             }
+            ctx.state.rented.push(crate::state::Rented {
+                server_id: server.id.clone(),
+                commercial_type: t.clone(),
+                zone: zone.clone(),
+                hourly_price: st.hourly_price,
+                started_at: crate::state::now(),
+                ended_at: None,
+            });
             ctx.save()?;
             tracing::info!(
                 "created server {} ({t} in {zone}, {:.4} EUR/h)",
@@ -445,6 +453,13 @@ pub fn release_state(
     }
     for id in &ids {
         delete_server(api, &zone, id, &mut volumes)?;
+        for r in state
+            .rented
+            .iter_mut()
+            .filter(|r| &r.server_id == id && r.ended_at.is_none())
+        {
+            r.ended_at = Some(crate::state::now());
+        }
         state
             .released
             .push(format!("server {id} ({}, {zone})", inst.commercial_type));

@@ -53,7 +53,7 @@ pub fn run(ctx: &mut Ctx) -> anyhow::Result<Outcome> {
     };
     job.trigger(ctx).context("cannot start the scan")?;
     tracing::info!("scan requested (force={})", u8::from(force));
-    let report = monitor::watch(
+    let report = match monitor::watch(
         ctx,
         "scan",
         &job,
@@ -61,7 +61,16 @@ pub fn run(ctx: &mut Ctx) -> anyhow::Result<Outcome> {
         ctx.plan.monitor.scan_timeout,
         Some(initial),
         &mut sampler,
-    )?;
+    ) {
+        Err(e) if e.downcast_ref::<crate::error::LimitReached>().is_some() => {
+            // A cap reached: what Plex has is exported, the rest is the user's to decide.
+            let why = format!("limit: {e}; the run exports what exists");
+            tracing::warn!("{why}");
+            ctx.state.warnings.push(why.clone());
+            return Ok(Outcome::Done(Some(why)));
+        }
+        other => other?,
+    };
     monitor::settle(ctx, "scan", &job, &report)?;
     if let Some(last) = &report.last {
         let found = short_sections(&ctx.state.survey, last, ctx.plan.monitor.scan_gap);

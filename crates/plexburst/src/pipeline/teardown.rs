@@ -5,6 +5,10 @@ use super::Outcome;
 use crate::session::Ctx;
 
 pub fn run(ctx: &mut Ctx) -> anyhow::Result<Outcome> {
+    if ctx.plan.options.keep_logs {
+        let dir = super::fetch_target_logs(ctx)?;
+        tracing::info!("target logs kept in {}", dir.display());
+    }
     if ctx.plan.options.keep {
         ctx.ensure_plex()?;
         let base = ctx.client()?.base().to_string();

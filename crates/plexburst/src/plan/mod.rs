@@ -45,6 +45,9 @@ pub struct RunOptions {
     /// A run that ends with warnings (a section with far fewer items than files) exits 1.
     #[serde(default)]
     pub strict: bool,
+    /// Copy the target's logs into the run's directory on success too (always on failure).
+    #[serde(default)]
+    pub keep_logs: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -352,6 +355,8 @@ fn target_plan(config: &Config, home: &str) -> TargetPlan {
                     crate::cloud::scaleway::TAG.to_string(),
                     crate::cloud::scaleway::run_tag(RUN_ID),
                 ],
+                budget_eur: sc.budget_eur,
+                max_runtime: sc.max_runtime,
             })
         }
     };
@@ -626,11 +631,12 @@ fn phases(
         ),
         (
             "teardown",
-            match (options.keep, rented) {
-                (true, false) => "leave Plex running (--keep)".into(),
-                (false, false) => "stop Plex and unmount the storage".into(),
-                (true, true) => "leave the instance running (--keep); delete it later with `plexburst destroy`".into(),
-                (false, true) => "fetch the target's logs; terminate the server, wait until it is gone, delete every volume and IP it had, sweep the run's tag, and say what is left (nothing)".into(),
+            if options.keep_logs { "copy the target's logs into the run's directory (--keep-logs); " } else { "" }.to_string()
+                + match (options.keep, rented) {
+                (true, false) => "leave Plex running (--keep)",
+                (false, false) => "stop Plex and unmount the storage",
+                (true, true) => "leave the instance running (--keep); delete it later with `plexburst destroy`",
+                (false, true) => "terminate the server, wait until it is gone, delete every volume and IP it had, sweep the run's tag, and say what is left (nothing)",
             },
         ),
     ])

@@ -12,5 +12,6 @@ mod plex_api;
 mod preflight;
 mod rclone;
 mod remote;
+mod scaleway;
 mod sshd;
 mod terminal;

@@ -64,4 +64,15 @@ pub struct ScalewayPlan {
     pub boot_timeout: std::time::Duration,
     /// The tags of the server (`RUN-ID` for the run's id).
     pub tags: Vec<String>,
+    /// Caps: once the instance has cost `budget_eur` or run `max_runtime`, the watched phase
+    /// stops waiting, what exists is exported, and the instance is deleted.
+    pub budget_eur: Option<f64>,
+    #[serde(default, with = "crate::units::human_opt")]
+    pub max_runtime: Option<std::time::Duration>,
+}
+
+/// What an instance at `hourly_price` EUR costs after `elapsed` (billed per hour of uptime,
+/// scaleway.md §4; shown pro rata, so the figure moves during the hour).
+pub fn cost(hourly_price: f64, elapsed: std::time::Duration) -> f64 {
+    hourly_price * elapsed.as_secs_f64() / 3600.0
 }

@@ -1,0 +1,267 @@
+//! The Scaleway target end to end: the real binary against the Scaleway emulator, whose power-on
+//! boots a real container from a debootstrapped Debian root running Debian's cloud-init on the
+//! user data plexburst sent (the instance stand-in, `scripts/instance/`), with the Plex emulator
+//! inside and the library in `rclone serve s3`, mounted in the instance with FUSE.
+
+use std::io::BufRead;
+use std::path::PathBuf;
+use std::process::{Child, Stdio};
+
+use crate::harness::{LabOpts, command, emulator_bin, free_port, text};
+use crate::rclone::RcloneLab;
+
+const SECRET: &str = "scw-secret-Plnt3d-0b5e";
+const PROJECT: &str = "11111111-2222-3333-4444-555555555555";
+
+fn workspace_bin(name: &str) -> PathBuf {
+    emulator_bin().with_file_name(name)
+}
+
+/// `scaleway-emulator serve` with the instance hook; stopped (and its instances halted) on drop.
+pub struct ScwEmu {
+    child: Child,
+    pub url: String,
+    pub ssh_port: u16,
+}
+
+impl ScwEmu {
+    pub fn start(faults: &[&str]) -> ScwEmu {
+        let ssh_port = free_port();
+        let image = instance_standin::ensure_image().expect("the instance image builds");
+        let mut c = command(workspace_bin("scaleway-emulator"));
+        c.args(["serve", "--listen", "127.0.0.1:0", "--secret-key", SECRET])
+            .args(["--project-id", PROJECT])
+            .arg("--instance-hook")
+            .arg(instance_standin::hook())
+            .env("PB_INSTANCE_SSH_PORT", ssh_port.to_string())
+            .env("PB_INSTANCE_IMAGE", image)
+            .env("PB_INSTANCE_BIND_EMULATOR", emulator_bin())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null());
+        for f in faults {
+            c.args(["--fault", f]);
+        }
+        let mut child = c.spawn().expect("scaleway-emulator starts");
+        let mut line = String::new();
+        std::io::BufReader::new(child.stdout.take().unwrap())
+            .read_line(&mut line)
+            .unwrap();
+        let url = line
+            .trim()
+            .strip_prefix("listening on ")
+            .unwrap_or_else(|| panic!("unexpected first line {line:?}"))
+            .to_string();
+        ScwEmu {
+            child,
+            url,
+            ssh_port,
+        }
+    }
+
+    /// Every resource the emulator holds, in all zones.
+    pub fn resources(&self) -> serde_json::Value {
+        let body = ureq::get(&format!("{}/_emulator/resources", self.url))
+            .call()
+            .unwrap()
+            .body_mut()
+            .read_to_string()
+            .unwrap();
+        serde_json::from_str(&body).unwrap()
+    }
+
+    /// How many servers, volumes, IPs and IAM objects are left.
+    pub fn left(&self) -> usize {
+        let r = self.resources();
+        [
+            "servers",
+            "volumes",
+            "block_volumes",
+            "ips",
+            "applications",
+            "policies",
+            "api_keys",
+        ]
+        .iter()
+        .map(|k| r[*k].as_array().map(Vec::len).unwrap_or(0))
+        .sum()
+    }
+}
+
+impl Drop for ScwEmu {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        if let Ok(left) = instance_standin::containers(None) {
+            for c in left {
+                let _ = crate::harness::run(command("docker").args(["rm", "-f", &c]));
+            }
+        }
+    }
+}
+
+/// A lab whose target is a Scaleway instance from `emu`, storage in `rclone serve s3`, the
+/// archive streamed to the bucket, Plex the emulator bound into the instance.
+fn scaleway_lab(emu: &ScwEmu, opts: LabOpts) -> RcloneLab {
+    let rl = RcloneLab::new(
+        LabOpts {
+            target_toml: Some(format!(
+                "[target]\nkind = \"scaleway\"\nprofile = \"lite\"\nzone = \"fr-par-1\"\nssh_port = {}\nboot_timeout = \"5m\"\n",
+                emu.ssh_port
+            )),
+            ..opts
+        },
+        "export_path = \"exports/plexburst\"",
+    );
+    let toml = std::fs::read_to_string(rl.lab.config_path())
+        .unwrap()
+        .replace(
+            &emulator_bin().display().to_string(),
+            "/usr/local/bin/plex-emulator",
+        );
+    std::fs::write(rl.lab.config_path(), toml).unwrap();
+    rl
+}
+
+fn scw_env(emu: &ScwEmu, c: &mut std::process::Command) {
+    c.env("SCW_SECRET_KEY", SECRET)
+        .env("SCW_ACCESS_KEY", "SCWPLEXBURSTTEST000")
+        .env("SCW_DEFAULT_PROJECT_ID", PROJECT)
+        .env("SCW_DEFAULT_ZONE", "fr-par-1")
+        .env("SCW_API_URL", &emu.url);
+}
+
+#[test]
+fn a_run_on_a_rented_instance_completes_and_leaves_nothing_billed() {
+    let emu = ScwEmu::start(&[]);
+    let rl = scaleway_lab(&emu, LabOpts::default());
+    let lab = &rl.lab;
+    let mut plan = lab.cmd(&["plan"]);
+    scw_env(&emu, &mut plan);
+    let plan = crate::harness::run(&mut plan);
+    assert!(plan.status.success(), "{}", text(&plan));
+    let shown = String::from_utf8_lossy(&plan.stdout);
+    assert!(
+        shown.contains("scaleway: fr-par-1 DEV1-S: 2 vCPU") && shown.contains("EUR/h"),
+        "plan shows the type, zone and price: {shown}"
+    );
+
+    let mut run = lab.cmd(&["run"]);
+    scw_env(&emu, &mut run);
+    let out = crate::harness::run(&mut run);
+    assert!(out.status.success(), "{}", text(&out));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("created server"), "{stderr}");
+
+    // The archive is in the bucket, and the instance with all it had is gone.
+    let state = lab.state();
+    let object = state["export"]["archive"].as_str().unwrap().to_string();
+    assert!(object.contains("exports/plexburst/"), "{object}");
+    assert_eq!(emu.left(), 0, "left at Scaleway: {:#}", emu.resources());
+    assert!(
+        instance_standin::containers(None).unwrap().is_empty(),
+        "the instance container is gone"
+    );
+    assert!(state["instance"].is_null(), "{state:#}");
+    let released = state["released"].as_array().unwrap();
+    assert!(
+        released
+            .iter()
+            .any(|r| r.as_str().unwrap().starts_with("server ")),
+        "{state:#}"
+    );
+    // The Scaleway secret key is nowhere in what the run wrote.
+    let journal = std::fs::read_to_string(lab.journal()).unwrap();
+    assert!(
+        !journal.contains(SECRET),
+        "the secret key is in the journal"
+    );
+    let st = std::fs::read_to_string(lab.state_dir().join("state.json")).unwrap();
+    assert!(!st.contains(SECRET));
+    assert!(!stderr.contains(SECRET));
+}
+
+#[test]
+fn out_of_stock_at_power_on_falls_back_and_deletes_the_first_server() {
+    let emu = ScwEmu::start(&["out-of-stock:DEV1-S"]);
+    let rl = scaleway_lab(&emu, LabOpts::default());
+    let lab = &rl.lab;
+    let toml = std::fs::read_to_string(lab.config_path()).unwrap().replace(
+        "profile = \"lite\"\n",
+        "profile = \"lite\"\nfallback_types = [\"DEV1-M\"]\n",
+    );
+    std::fs::write(lab.config_path(), toml).unwrap();
+    let mut run = lab.cmd(&["run", "--skip-analysis"]);
+    scw_env(&emu, &mut run);
+    let out = crate::harness::run(&mut run);
+    assert!(out.status.success(), "{}", text(&out));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("DEV1-S in fr-par-1 is out of stock at power-on"),
+        "{stderr}"
+    );
+    assert!(stderr.contains("DEV1-M in fr-par-1"), "{stderr}");
+    assert_eq!(emu.left(), 0, "left at Scaleway: {:#}", emu.resources());
+}
+
+#[test]
+fn sigkill_mid_run_then_destroy_deletes_the_instance() {
+    let emu = ScwEmu::start(&[]);
+    let rl = scaleway_lab(
+        &emu,
+        LabOpts {
+            emulator_args: vec!["--scan-rate".into(), "2".into()],
+            ..Default::default()
+        },
+    );
+    let lab = &rl.lab;
+    let mut run = lab.cmd(&["run", "--skip-analysis"]);
+    scw_env(&emu, &mut run);
+    let mut child = crate::harness::spawn(&mut run);
+    crate::harness::wait_for(
+        "the scan on the instance",
+        std::time::Duration::from_secs(300),
+        || {
+            std::fs::read(lab.state_dir().join("state.json"))
+                .ok()
+                .and_then(|b| serde_json::from_slice::<serde_json::Value>(&b).ok())
+                .is_some_and(|s| s["current_phase"] == "scan")
+        },
+    );
+    child.kill().unwrap();
+    let _ = child.wait();
+    assert!(emu.left() > 0, "the killed run left its instance");
+    let mut destroy = lab.cmd(&["destroy"]);
+    scw_env(&emu, &mut destroy);
+    let out = crate::harness::run(&mut destroy);
+    assert!(out.status.success(), "{}", text(&out));
+    assert_eq!(emu.left(), 0, "left at Scaleway: {:#}", emu.resources());
+    assert!(instance_standin::containers(None).unwrap().is_empty());
+}
+
+#[test]
+fn bad_credentials_are_reported_by_plan_before_anything_is_created() {
+    let emu = ScwEmu::start(&[]);
+    let rl = scaleway_lab(&emu, LabOpts::default());
+    let lab = &rl.lab;
+    let mut plan = lab.cmd(&["plan"]);
+    scw_env(&emu, &mut plan);
+    plan.env("SCW_SECRET_KEY", "not-the-key");
+    let out = crate::harness::run(&mut plan);
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("check the Scaleway key"),
+        "{}",
+        text(&out)
+    );
+    let mut none = lab.cmd(&["plan"]);
+    none.env_remove("SCW_SECRET_KEY")
+        .env("SCW_API_URL", &emu.url);
+    let out = crate::harness::run(&mut none);
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("no Scaleway secret key"),
+        "{}",
+        text(&out)
+    );
+    assert_eq!(emu.left(), 0);
+}
