@@ -69,21 +69,9 @@ impl ScwEmu {
         serde_json::from_str(&body).unwrap()
     }
 
-    /// How many servers, volumes, IPs and IAM objects are left.
-    pub fn left(&self) -> usize {
-        let r = self.resources();
-        [
-            "servers",
-            "volumes",
-            "block_volumes",
-            "ips",
-            "applications",
-            "policies",
-            "api_keys",
-        ]
-        .iter()
-        .map(|k| r[*k].as_array().map(Vec::len).unwrap_or(0))
-        .sum()
+    /// How many servers, volumes, IPs and IAM objects are left (the emulator's own total).
+    pub fn left(&self) -> u64 {
+        self.resources()["count"].as_u64().expect("resources has a count")
     }
 }
 
