@@ -10,9 +10,10 @@ use axum::routing::get;
 use serde_json::{Value, json};
 
 use crate::http::{ApiResult, PAGE_SIZE, St, body_as, body_json, no_content, ok, page, query_map};
+use crate::iam::{CreateApiKey, CreatePolicy};
 use crate::lifecycle::App;
 use crate::model::{ApiKey, Policy};
-use crate::world::{Caller, CreateApiKey, CreatePolicy, Product, World, lock, split_list};
+use crate::world::{Caller, Product, World, lock, split_list};
 
 pub fn routes() -> Router<App> {
     let iam = "/iam/v1alpha1";

@@ -12,6 +12,7 @@ pub mod controls;
 pub mod faults;
 pub mod hook;
 pub mod http;
+pub mod iam;
 pub mod iam_api;
 pub mod instance_api;
 pub mod lifecycle;

@@ -174,15 +174,17 @@ async fn transition(app: &App, server_id: &str, epoch: u64) {
         Pending::Poweroff | Pending::StopInPlace | Pending::Terminate => {
             let halt = app.run_hook(Verb::Halt, server_id, &zone, &env);
             tokio::join!(tokio::time::sleep(stop_delay), halt);
+            // The server's user data folder goes before the server does, so nothing is left
+            // once clients see the 404.
+            if pending == Pending::Terminate {
+                let _ = std::fs::remove_dir_all(app.user_data_dir(server_id));
+            }
             let effects = {
                 let mut w = lock(&app.world);
                 let effects = w.stop_done(server_id, epoch);
                 app.save(&w);
                 effects
             };
-            if pending == Pending::Terminate {
-                let _ = std::fs::remove_dir_all(app.user_data_dir(server_id));
-            }
             run_effects(app, effects);
         }
     }
