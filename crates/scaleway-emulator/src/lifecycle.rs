@@ -140,29 +140,31 @@ async fn transition(app: &App, server_id: &str, epoch: u64) {
                     .map(Ok)
             };
             let ((), outcome) = tokio::join!(tokio::time::sleep(boot_delay), boot);
-            let failed = {
-                let mut w = lock(&app.world);
-                let failed = match outcome {
-                    None => {
-                        w.boot_done(server_id, epoch, None);
-                        false
-                    }
-                    Some(Ok(call)) if call.ok => {
-                        w.boot_done(server_id, epoch, call.public_ip);
-                        false
-                    }
-                    Some(Ok(call)) => w.boot_failed(server_id, epoch, &call.error),
-                    Some(Err(why)) => {
-                        eprintln!("scaleway-emulator: server {server_id}: {why}");
-                        w.boot_failed(server_id, epoch, &why)
-                    }
-                };
-                app.save(&w);
-                failed
+            let failure = match outcome {
+                None => None,
+                Some(Ok(call)) if call.ok => {
+                    let mut w = lock(&app.world);
+                    w.boot_done(server_id, epoch, call.public_ip);
+                    app.save(&w);
+                    return;
+                }
+                Some(Ok(call)) => Some(call.error),
+                Some(Err(why)) => {
+                    eprintln!("scaleway-emulator: server {server_id}: {why}");
+                    Some(why)
+                }
             };
-            // Clean up whatever a failed boot left behind (halt is idempotent by contract).
-            if failed {
+            if let Some(why) = &failure {
+                // Clean up whatever the failed boot left behind (halt is idempotent by contract)
+                // while the server is still `starting`, so no new boot can overlap this halt.
                 app.run_hook(Verb::Halt, server_id, &zone, &env).await;
+                let mut w = lock(&app.world);
+                w.boot_failed(server_id, epoch, why);
+                app.save(&w);
+            } else {
+                let mut w = lock(&app.world);
+                w.boot_done(server_id, epoch, None);
+                app.save(&w);
             }
         }
         Pending::Reboot => {
