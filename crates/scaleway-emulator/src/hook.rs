@@ -160,8 +160,8 @@ impl HookRunner {
             Err(_) => {
                 let _ = child.kill().await;
                 Err(format!(
-                    "timed out after {}s (--hook-timeout) and was killed",
-                    self.timeout.as_secs()
+                    "timed out after {:?} (--hook-timeout) and was killed",
+                    self.timeout
                 ))
             }
         }

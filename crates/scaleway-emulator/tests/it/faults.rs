@@ -122,9 +122,9 @@ fn slow_boot_and_slow_detach_stretch_the_transitions() {
         "{:?}",
         t0.elapsed()
     );
+    let t1 = Instant::now();
     emu.action(ZONE, id, "terminate").expect(202);
     emu.wait_state(ZONE, id, None, 10);
-    let t1 = Instant::now();
     let vol = s["volumes"]["0"]["id"].as_str().unwrap();
     crate::harness::wait_until(10, "the SBS root to be available", || {
         emu.get(&format!("/block/v1alpha1/zones/{ZONE}/volumes/{vol}"))["status"] == "available"

@@ -8,8 +8,9 @@ use serde_json::json;
 
 use crate::harness::{Emu, ZONE, wait_until};
 
-/// The hook: appends `ARGS | name=… type=… url=… ip=… mark=…` to `calls.log`, saves the user
-/// data folder's listing and `cloud-init`, then on boot waits for `<id>.go`: `fail` exits 3,
+/// The hook: appends `ARGS | name=… type=… url=… ip=… mark=…` to `calls.log`; on boot saves
+/// `cloud-init`, then the user data folder's listing (renamed into place, so `<id>.keys` existing
+/// means both are complete), then waits for `<id>.go`: `fail` exits 3,
 /// `ip` prints `public_ip=10.9.8.7`, anything else succeeds.
 fn write_hook(dir: &Path) -> PathBuf {
     let path = dir.join("hook.sh");
@@ -21,8 +22,8 @@ fn write_hook(dir: &Path) -> PathBuf {
 echo "$* | name=$SCALEWAY_EMULATOR_SERVER_NAME type=$SCALEWAY_EMULATOR_COMMERCIAL_TYPE url=$SCALEWAY_EMULATOR_URL ip=$SCALEWAY_EMULATOR_PUBLIC_IP mark=$HOOK_MARK" >> "{d}/calls.log"
 case "$1" in
 boot)
-    ls "$4" > "{d}/$2.keys"
     [ -f "$4/cloud-init" ] && cp "$4/cloud-init" "{d}/$2.cloud-init"
+    ls "$4" > "{d}/$2.keys.tmp" && mv "{d}/$2.keys.tmp" "{d}/$2.keys"
     while [ ! -e "{d}/$2.go" ]; do sleep 0.02; done
     case "$(cat "{d}/$2.go")" in
         fail) echo "starting the container" >&2; echo "docker: no space left on device" >&2; exit 3 ;;

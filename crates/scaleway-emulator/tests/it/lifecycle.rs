@@ -54,7 +54,8 @@ fn create_answers_201_stopped_with_location_and_volumes() {
 
 #[test]
 fn poweron_starts_then_runs_with_a_dynamic_ip_and_poweroff_drops_it() {
-    let emu = Emu::start(&["--boot-delay", "400ms", "--stop-delay", "400ms"]);
+    // Long enough that the transient states are still there when the next request looks.
+    let emu = Emu::start(&["--boot-delay", "1500ms", "--stop-delay", "1500ms"]);
     let id = emu.create_server(ZONE, "DEV1-S", json!({}))["id"]
         .as_str()
         .unwrap()
@@ -110,7 +111,7 @@ fn poweron_starts_then_runs_with_a_dynamic_ip_and_poweroff_drops_it() {
 
 #[test]
 fn terminate_deletes_local_volumes_keeps_sbs_and_flexible_ips() {
-    let emu = Emu::start(&["--detach-delay", "500ms"]);
+    let emu = Emu::start(&["--detach-delay", "500ms", "--stop-delay", "1500ms"]);
     let local = emu.create_server(ZONE, "DEV1-S", json!({}));
     let sbs = emu.create_server(
         ZONE,
@@ -214,7 +215,7 @@ fn terminate_deletes_local_volumes_keeps_sbs_and_flexible_ips() {
 
 #[test]
 fn delete_needs_a_stopped_server_and_keeps_every_volume() {
-    let emu = Emu::start(&[]);
+    let emu = Emu::start(&["--stop-delay", "1500ms"]);
     let s = emu.create_server(ZONE, "DEV1-M", json!({}));
     let id = s["id"].as_str().unwrap();
     emu.action(ZONE, id, "poweron").expect(202);
@@ -245,7 +246,7 @@ fn delete_needs_a_stopped_server_and_keeps_every_volume() {
 
 #[test]
 fn reboot_keeps_the_address_and_detach_volume_frees_an_sbs_volume() {
-    let emu = Emu::start(&[]);
+    let emu = Emu::start(&["--boot-delay", "1500ms"]);
     let s = emu.create_server(
         ZONE,
         "GP1-XS",

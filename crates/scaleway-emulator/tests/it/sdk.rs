@@ -16,7 +16,8 @@ fn the_official_python_sdk_runs_a_whole_job_lifecycle() {
          (pip install scaleway)",
         String::from_utf8_lossy(&probe.stderr).trim()
     );
-    let emu = Emu::start(&["--secret-key", TOKEN]);
+    // The script expects 409 right after poweron: the boot must outlast a loaded machine's stalls.
+    let emu = Emu::start(&["--secret-key", TOKEN, "--boot-delay", "1500ms"]);
     let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/sdk_contract.py");
     let out = command("python3")
         .args([script, &emu.base, TOKEN, PROJECT, ORG])
