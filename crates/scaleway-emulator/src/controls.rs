@@ -67,6 +67,10 @@ async fn advance(st: St, uri: OriginalUri) -> ApiResult {
     };
     let mut w = lock(&st.0.world);
     w.clock.advance(secs);
+    // The clock is part of the state file (key expiries must survive a restart).
+    if let Err(e) = w.save() {
+        eprintln!("scaleway-emulator: state file: {e:#}");
+    }
     Ok(ok(
         &json!({"now": fmt(w.now()), "offset_secs": w.clock.offset_secs}),
     ))
