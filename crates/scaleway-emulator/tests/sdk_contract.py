@@ -28,7 +28,7 @@ from scaleway.iam.v1alpha1 import IamV1Alpha1API, RuleSpecs
 from scaleway.instance.v1 import VolumeServerTemplate
 from scaleway.instance.v1.custom_api import InstanceUtilsV1API
 from scaleway.marketplace.v2 import MarketplaceV2API
-from scaleway_core.api import ScalewayException
+from scaleway_core.api import ScalewayException, ValidationError
 
 API_URL, SECRET, PROJECT, ORG = sys.argv[1:5]
 ZONE = "fr-par-1"
@@ -256,6 +256,12 @@ def main():
     assert image.id == local_img.id
 
     # ---- Create (§2.1) ----
+    # The legacy Instance validation body is what the SDK turns into its ValidationError.
+    try:
+        inst.create_server(commercial_type="DEV9-Z", image=local_img.id)
+        raise AssertionError("an unknown commercial type was accepted")
+    except ValidationError as e:
+        assert e.status_code == 400 and "commercial_type" in e.errors, e.errors
     run = "r1"
     created = call(
         inst.create_server,
