@@ -93,6 +93,24 @@ mod layers {
         assert_eq!(crate_refs(src), ["world", "model", "hook", "options"]);
     }
 
+    /// README "Module layers": `hook` is the only module that starts processes.
+    #[test]
+    fn only_hook_starts_processes() {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
+        for entry in std::fs::read_dir(&dir).expect("src/") {
+            let path = entry.expect("src/ entry").path();
+            let name = path.file_name().unwrap_or_default().to_string_lossy();
+            if name == "hook.rs" || name == "lib.rs" {
+                continue;
+            }
+            let src = std::fs::read_to_string(&path).expect("module source");
+            assert!(
+                !src.contains("process::Command"),
+                "{name} starts a process; only src/hook.rs may"
+            );
+        }
+    }
+
     #[test]
     fn every_module_imports_only_lower_layers() {
         let dir = Path::new(env!("CARGO_MANIFEST_DIR"));
