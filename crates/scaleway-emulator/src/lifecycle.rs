@@ -14,15 +14,23 @@ use crate::world::{Effect, Shared, World, lock};
 #[derive(Clone)]
 pub struct App {
     pub world: Shared,
+    /// The hook, whose work dir (a temp dir owned by the server loop) also holds
+    /// `user-data/<server id>/`.
     pub hook: Option<Arc<HookRunner>>,
-    /// Holds `user-data/<server id>/` for the boot hook (a temp dir owned by the server loop).
-    pub work_dir: PathBuf,
     pub hook_seq: Arc<AtomicU64>,
 }
 
 impl App {
-    fn user_data_dir(&self, server_id: &str) -> PathBuf {
-        self.work_dir.join("user-data").join(server_id)
+    /// The boot hook's `USERDATA_DIR` for a server; None without a hook.
+    fn user_data_dir(&self, server_id: &str) -> Option<PathBuf> {
+        let hook = self.hook.as_ref()?;
+        Some(hook.work_dir.join("user-data").join(server_id))
+    }
+
+    fn remove_user_data_dir(&self, server_id: &str) {
+        if let Some(dir) = self.user_data_dir(server_id) {
+            let _ = std::fs::remove_dir_all(dir);
+        }
     }
 
     fn save(&self, w: &World) {
@@ -39,7 +47,7 @@ impl App {
         env: &CallEnv<'_>,
     ) -> Option<HookCall> {
         let hook = self.hook.as_ref()?;
-        let dir = self.user_data_dir(server_id);
+        let dir = self.user_data_dir(server_id)?;
         let seq = self.hook_seq.fetch_add(1, Ordering::Relaxed);
         let call = hook
             .run(
@@ -81,7 +89,7 @@ pub fn run_effects(app: &App, effects: Vec<Effect>) {
                         public_ip: &public_ip,
                     };
                     app.run_hook(Verb::Halt, &server_id, &zone, &env).await;
-                    let _ = std::fs::remove_dir_all(app.user_data_dir(&server_id));
+                    app.remove_user_data_dir(&server_id);
                 }
                 Effect::Detach {
                     volume_id,
@@ -127,8 +135,7 @@ async fn transition(app: &App, server_id: &str, epoch: u64) {
     match pending {
         Pending::Boot => {
             let boot = async {
-                app.hook.as_ref()?;
-                let dir = app.user_data_dir(server_id);
+                let dir = app.user_data_dir(server_id)?;
                 if let Err(e) = write_user_data(&dir, &user_data) {
                     return Some(Err(format!(
                         "boot hook not run: writing user data to {}: {e}",
@@ -179,7 +186,7 @@ async fn transition(app: &App, server_id: &str, epoch: u64) {
             // The server's user data folder goes before the server does, so nothing is left
             // once clients see the 404.
             if pending == Pending::Terminate {
-                let _ = std::fs::remove_dir_all(app.user_data_dir(server_id));
+                app.remove_user_data_dir(server_id);
             }
             let effects = {
                 let mut w = lock(&app.world);

@@ -111,9 +111,9 @@ pub fn router(app: App) -> Router {
         .with_state(app)
 }
 
-/// The world (loaded from the state file), the hook and the work dir of one emulator bound to
-/// `addr`. The work dir lives as long as the returned guard.
-fn build(opts: Options, addr: SocketAddr) -> anyhow::Result<(App, tempfile::TempDir)> {
+/// The world (loaded from the state file) and the hook of one emulator bound to `addr`. With a
+/// hook, its work dir (user data, output files) lives as long as the returned guard.
+fn build(opts: Options, addr: SocketAddr) -> anyhow::Result<(App, Option<tempfile::TempDir>)> {
     if let Some(hook) = &opts.instance_hook {
         anyhow::ensure!(
             hook.is_file(),
@@ -126,22 +126,25 @@ fn build(opts: Options, addr: SocketAddr) -> anyhow::Result<(App, tempfile::Temp
     if let Some(path) = &opts.state_file {
         world.load(path)?;
     }
-    let work = tempfile::Builder::new()
-        .prefix("scaleway-emulator-")
-        .tempdir()
-        .context("creating the emulator's work dir")?;
-    let hook = opts.instance_hook.as_ref().map(|path| {
-        Arc::new(HookRunner {
-            path: path.clone(),
-            timeout: opts.hook_timeout,
-            work_dir: work.path().to_path_buf(),
-            emulator_url: format!("http://{addr}"),
-        })
-    });
+    let (hook, work) = match &opts.instance_hook {
+        None => (None, None),
+        Some(path) => {
+            let work = tempfile::Builder::new()
+                .prefix("scaleway-emulator-")
+                .tempdir()
+                .context("creating the instance hook's work dir")?;
+            let hook = Arc::new(HookRunner {
+                path: path.clone(),
+                timeout: opts.hook_timeout,
+                work_dir: work.path().to_path_buf(),
+                emulator_url: format!("http://{addr}"),
+            });
+            (Some(hook), Some(work))
+        }
+    };
     let app = App {
         world: Arc::new(Mutex::new(world)),
         hook,
-        work_dir: work.path().to_path_buf(),
         hook_seq: Arc::new(AtomicU64::new(0)),
     };
     Ok((app, work))

@@ -72,7 +72,7 @@ const FAST: [(&str, &str); 3] = [
     ("--detach-delay", "100ms"),
 ];
 
-/// A running emulator binary. Killed (SIGKILL) on drop unless stopped.
+/// A running emulator binary, stopped (SIGTERM, then SIGKILL) on drop.
 pub struct Emu {
     pub child: Option<Child>,
     pub base: String,
@@ -287,8 +287,24 @@ impl Emu {
 }
 
 impl Drop for Emu {
+    /// SIGTERM, so the emulator removes its temp dir, then SIGKILL if it lingers.
     fn drop(&mut self) {
-        self.kill();
+        let Some(mut child) = self.child.take() else {
+            return;
+        };
+        let _ = command("kill")
+            .arg("-TERM")
+            .arg(child.id().to_string())
+            .status();
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = child.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let _ = child.kill();
+        let _ = child.wait();
     }
 }
 

@@ -24,7 +24,8 @@ case "$1" in
 boot)
     [ -f "$4/cloud-init" ] && cp "$4/cloud-init" "{d}/$2.cloud-init"
     ls "$4" > "{d}/$2.keys.tmp" && mv "{d}/$2.keys.tmp" "{d}/$2.keys"
-    while [ ! -e "{d}/$2.go" ]; do sleep 0.02; done
+    # Give up when the test's temp dir is gone (a failed test must not leave this loop behind).
+    while [ ! -e "{d}/$2.go" ]; do [ -d "{d}" ] || exit 9; sleep 0.02; done
     case "$(cat "{d}/$2.go")" in
         fail) echo "starting the container" >&2; echo "docker: no space left on device" >&2; exit 3 ;;
         ip) echo "booted"; echo "public_ip=10.9.8.7" ;;
