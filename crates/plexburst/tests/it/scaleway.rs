@@ -69,20 +69,54 @@ impl ScwEmu {
         serde_json::from_str(&body).unwrap()
     }
 
+    /// The instance hook's calls, for a failure message.
+    pub fn hooks(&self) -> String {
+        ureq::get(&format!("{}/_emulator/hooks", self.url))
+            .call()
+            .map(|mut r| r.body_mut().read_to_string().unwrap_or_default())
+            .unwrap_or_default()
+    }
+
     /// How many servers, volumes, IPs and IAM objects are left (the emulator's own total).
     pub fn left(&self) -> u64 {
-        self.resources()["count"].as_u64().expect("resources has a count")
+        self.resources()["count"]
+            .as_u64()
+            .expect("resources has a count")
+    }
+}
+
+impl ScwEmu {
+    /// The servers this emulator ever booted (from its hook log).
+    fn booted(&self) -> Vec<String> {
+        let v: serde_json::Value = serde_json::from_str(&self.hooks()).unwrap_or_default();
+        let mut ids: Vec<String> = v["calls"]
+            .as_array()
+            .map(|a| {
+                a.iter()
+                    .filter_map(|c| c["server_id"].as_str().map(String::from))
+                    .collect()
+            })
+            .unwrap_or_default();
+        ids.dedup();
+        ids
+    }
+
+    /// The stand-in containers of this emulator's servers (other tests' are not ours).
+    pub fn containers(&self) -> Vec<String> {
+        self.booted()
+            .iter()
+            .flat_map(|id| instance_standin::containers(Some(id)).unwrap_or_default())
+            .collect()
     }
 }
 
 impl Drop for ScwEmu {
     fn drop(&mut self) {
+        let left = self.containers();
         let _ = self.child.kill();
         let _ = self.child.wait();
-        if let Ok(left) = instance_standin::containers(None) {
-            for c in left {
-                let _ = crate::harness::run(command("docker").args(["rm", "-f", &c]));
-            }
+        for c in left {
+            let _ = crate::harness::run(command("docker").args(["rm", "-f", &c]));
         }
     }
 }
@@ -136,7 +170,12 @@ fn a_run_on_a_rented_instance_completes_and_leaves_nothing_billed() {
     let mut run = lab.cmd(&["run"]);
     scw_env(&emu, &mut run);
     let out = crate::harness::run(&mut run);
-    assert!(out.status.success(), "{}", text(&out));
+    assert!(
+        out.status.success(),
+        "{}\nhooks: {}",
+        text(&out),
+        emu.hooks()
+    );
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("created server"), "{stderr}");
 
@@ -146,7 +185,7 @@ fn a_run_on_a_rented_instance_completes_and_leaves_nothing_billed() {
     assert!(object.contains("exports/plexburst/"), "{object}");
     assert_eq!(emu.left(), 0, "left at Scaleway: {:#}", emu.resources());
     assert!(
-        instance_standin::containers(None).unwrap().is_empty(),
+        emu.containers().is_empty(),
         "the instance container is gone"
     );
     assert!(state["instance"].is_null(), "{state:#}");
@@ -223,7 +262,10 @@ fn sigkill_mid_run_then_destroy_deletes_the_instance() {
     let out = crate::harness::run(&mut destroy);
     assert!(out.status.success(), "{}", text(&out));
     assert_eq!(emu.left(), 0, "left at Scaleway: {:#}", emu.resources());
-    assert!(instance_standin::containers(None).unwrap().is_empty());
+    assert!(
+        emu.containers().is_empty(),
+        "the instance container is gone"
+    );
 }
 
 #[test]

@@ -62,7 +62,6 @@ pub fn cloud_config(u: &UserData) -> String {
         "#cloud-config\n\
          # Written by plexburst for one run; no secret in it.\n\
          disable_root: false\n\
-         ssh_pwauth: false\n\
          ssh_authorized_keys:\n  - {key}\n\
          bootcmd:\n  - [sh, -c, \"grep -qx user_allow_other /etc/fuse.conf 2>/dev/null || echo user_allow_other >> /etc/fuse.conf\"]\n\
          write_files:\n  - path: /usr/local/sbin/plexburst-prepare\n    permissions: '0755'\n    content: |\n{indented}\
