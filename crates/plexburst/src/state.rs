@@ -131,6 +131,10 @@ pub struct State {
     /// The rented machine, while it exists (`None` before provisioning and after teardown).
     #[serde(default)]
     pub instance: Option<Instance>,
+    /// The IAM objects of the instance's deadline, (kind, id), journaled as each is made and
+    /// deleted at teardown.
+    #[serde(default)]
+    pub iam: Vec<(String, String)>,
     /// Every server the run rented, with its price and lifetime: the run's cost.
     #[serde(default)]
     pub rented: Vec<Rented>,
@@ -254,6 +258,7 @@ impl State {
             warnings: Vec::new(),
             claim: None,
             instance: None,
+            iam: Vec::new(),
             rented: Vec::new(),
             released: Vec::new(),
             progress: None,

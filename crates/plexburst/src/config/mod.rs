@@ -87,6 +87,8 @@ struct RawTarget {
     boot_timeout: Option<String>,
     budget_eur: Option<f64>,
     max_runtime: Option<String>,
+    #[serde(default)]
+    allow_weak_deadline: bool,
 }
 
 impl Default for RawTarget {
@@ -112,6 +114,7 @@ impl Default for RawTarget {
             boot_timeout: None,
             budget_eur: None,
             max_runtime: None,
+            allow_weak_deadline: false,
         }
     }
 }
@@ -242,6 +245,9 @@ pub struct ScalewayConfig {
     pub budget_eur: Option<f64>,
     /// The same once the instance has run this long.
     pub max_runtime: Option<Duration>,
+    /// Accept an in-guest shutdown as the deadline when the key may not make the IAM key the
+    /// instance would delete itself with.
+    pub allow_weak_deadline: bool,
 }
 
 #[derive(Debug, Clone, Serialize)]

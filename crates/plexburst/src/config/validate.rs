@@ -265,8 +265,8 @@ fn check_scaleway(t: &RawTarget, p: &mut Problems) -> ScalewayConfig {
         &t.max_lifetime,
         Duration::from_secs(96 * 3600),
     );
-    if max_lifetime < Duration::from_secs(3600) {
-        p.push("target.max_lifetime", "is under 1h; the instance deletes itself at this deadline, so give the job room (default 96h)");
+    if max_lifetime < Duration::from_secs(60) {
+        p.push("target.max_lifetime", "is under a minute; the instance deletes itself at this deadline, so give the job room (default 96h)");
     }
     if let Some(b) = t.budget_eur
         && !(b.is_finite() && b > 0.0)
@@ -286,6 +286,7 @@ fn check_scaleway(t: &RawTarget, p: &mut Problems) -> ScalewayConfig {
         p.push("target.max_runtime", "is not shorter than target.max_lifetime (the instance's own deadline); make it shorter, so the export still has time");
     }
     ScalewayConfig {
+        allow_weak_deadline: t.allow_weak_deadline,
         budget_eur: t.budget_eur,
         max_runtime,
         zones,

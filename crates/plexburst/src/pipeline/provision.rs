@@ -111,6 +111,33 @@ pub fn check(plan: &Plan) -> anyhow::Result<Vec<String>> {
             ));
         }
     }
+    let iam = match &creds.organization_id {
+        None => Err(
+            "no organization id (default_organization_id / SCW_DEFAULT_ORGANIZATION_ID)"
+                .to_string(),
+        ),
+        Some(_) => match api.can_read_iam() {
+            Ok(true) => Ok(()),
+            Ok(false) => Err("the key may not manage IAM applications".to_string()),
+            Err(e) => Err(explain(&e)),
+        },
+    };
+    match iam {
+        Ok(()) => lines.push(format!(
+            "deadline: the instance deletes itself through the API after {} (a per-run IAM key allowed Instances in this project only, expiring an hour later)",
+            crate::units::format_duration(sc.max_lifetime)
+        )),
+        Err(why) if sc.allow_weak_deadline => lines.push(format!(
+            "deadline: {why}; only an in-guest shutdown after {} (target.allow_weak_deadline), and billing may continue after it",
+            crate::units::format_duration(sc.max_lifetime)
+        )),
+        Err(why) => {
+            return Err(BadInput(format!(
+                "{why}, so the instance could not delete itself at its deadline; an in-guest shutdown may not stop billing. Use a key with IAM rights, or accept the weak deadline with target.allow_weak_deadline = true"
+            ))
+            .into());
+        }
+    }
     if usable == 0 {
         return Err(BadInput(format!(
             "no zone and type of the config can be rented now:\n  {}\nadd zones or fallback_types, or pick another type",
@@ -155,6 +182,12 @@ pub fn run(ctx: &mut Ctx) -> anyhow::Result<Outcome> {
         .map(|t| t.replace(RUN_ID, &ctx.state.run_id))
         .collect();
 
+    // The deadline's key first: a key that may not make it stops the run before anything bills.
+    let deadline_key = if ctx.state.instance.is_none() {
+        make_deadline_key(ctx, &api, &creds, &sc, &project)?
+    } else {
+        None
+    };
     // A resumed provision goes on with the server it already made, if any.
     if ctx
         .state
@@ -252,11 +285,113 @@ pub fn run(ctx: &mut Ctx) -> anyhow::Result<Outcome> {
             tail.trim_end()
         );
     }
+    let deadline = match deadline_key {
+        Some(key) => arm_deadline(ctx, &creds, &zone, &id, &key, sc.max_lifetime)?,
+        None if ctx.state.iam.is_empty() => format!(
+            "deadline: in-guest shutdown after {} only (target.allow_weak_deadline)",
+            crate::units::format_duration(sc.max_lifetime)
+        ),
+        None => "deadline armed at the first boot".into(),
+    };
     let i = ctx.state.instance.as_ref().expect("set above");
     Ok(Outcome::Done(Some(format!(
-        "server {} ({}, {}, {:.4} EUR/h) at {}:{}, cloud-init done",
+        "server {} ({}, {}, {:.4} EUR/h) at {}:{}, cloud-init done; {deadline}",
         id, i.commercial_type, i.zone, i.hourly_price, address, i.ssh_port
     ))))
+}
+
+/// The IAM application, policy and key the instance deletes itself with at its deadline (each id
+/// journaled as it is made). `None` when the key may not make them and the user accepted the
+/// weak deadline; bad input when not accepted.
+fn make_deadline_key(
+    ctx: &mut Ctx,
+    api: &Api,
+    creds: &Credentials,
+    sc: &ScalewayPlan,
+    project: &str,
+) -> anyhow::Result<Option<crate::cloud::scaleway::api::DeadlineKey>> {
+    let weak = |why: String| -> anyhow::Result<Option<_>> {
+        if sc.allow_weak_deadline {
+            tracing::warn!(
+                "{why}; the deadline is an in-guest shutdown only (target.allow_weak_deadline), which may not stop billing"
+            );
+            Ok(None)
+        } else {
+            Err(BadInput(format!(
+                "{why}, so the instance cannot delete itself at its deadline; an in-guest shutdown may not stop billing (scaleway.md App. B #8). Use a key with IAM rights (IAMManager), or accept the weak deadline with target.allow_weak_deadline = true"
+            ))
+            .into())
+        }
+    };
+    let Some(org) = creds.organization_id.clone() else {
+        return weak(
+            "no Scaleway organization id (default_organization_id / SCW_DEFAULT_ORGANIZATION_ID)"
+                .into(),
+        );
+    };
+    let expires = jiff::Timestamp::now()
+        .checked_add(jiff::SignedDuration::try_from(
+            sc.max_lifetime + Duration::from_secs(3600),
+        )?)?
+        .round(jiff::Unit::Second)?;
+    let name = format!("plexburst-{}", ctx.state.run_id);
+    let mut made: Vec<(String, String)> = Vec::new();
+    let result = api.create_deadline_key(
+        &name,
+        &org,
+        project,
+        &expires.to_string(),
+        &mut |kind, id| {
+            made.push((kind.to_string(), id.to_string()));
+        },
+    );
+    ctx.state.iam.extend(made);
+    ctx.save()?;
+    match result {
+        Ok(k) => Ok(Some(k)),
+        Err(e) if e.is_auth() => weak(format!(
+            "the Scaleway key may not make an IAM application for the deadline ({e})"
+        )),
+        Err(e) => Err(anyhow::anyhow!(explain(&e))).context("cannot make the deadline's IAM key"),
+    }
+}
+
+/// On the instance: the key in a 0600 header file (never on a command line), and a detached
+/// watchdog that terminates the server through the API at the deadline, whether or not plexburst
+/// is alive then.
+fn arm_deadline(
+    ctx: &mut Ctx,
+    creds: &Credentials,
+    zone: &str,
+    id: &str,
+    key: &crate::cloud::scaleway::api::DeadlineKey,
+    max_lifetime: Duration,
+) -> anyhow::Result<String> {
+    let dir = "/root/.plexburst";
+    ctx.remote
+        .run(&Cmd::new(format!("mkdir -p {dir} && chmod 700 {dir}")))?;
+    let header = format!("X-Auth-Token: {}\n", key.secret_key.expose());
+    ctx.remote
+        .put_file(&format!("{dir}/deadline.header"), header.as_bytes(), 0o600)
+        .context("cannot put the deadline's key on the instance")?;
+    let url = format!(
+        "{}/instance/v1/zones/{zone}/servers/{id}/action",
+        creds.api_url
+    );
+    let secs = max_lifetime.as_secs();
+    let watchdog = format!(
+        "sleep {secs}; curl -fsS -X POST -H @{dir}/deadline.header -H 'Content-Type: application/json' -d '{{\"action\":\"terminate\"}}' {} >>{dir}/deadline.log 2>&1",
+        quote(&url)
+    );
+    ctx.remote.run(&Cmd::new(format!(
+        "setsid nohup sh -c {} </dev/null >/dev/null 2>&1 &",
+        quote(&watchdog)
+    )))?;
+    Ok(format!(
+        "deadline: the instance terminates itself through the API after {} (IAM key {}, expires an hour later)",
+        crate::units::format_duration(max_lifetime),
+        key.access_key
+    ))
 }
 
 /// Try each zone and type in order until one server is created and powered on.
@@ -433,6 +568,13 @@ pub fn release_state(
     save: &mut dyn FnMut(&mut crate::state::State) -> anyhow::Result<()>,
 ) -> anyhow::Result<()> {
     let Some(inst) = state.instance.clone() else {
+        for (kind, iam_id) in state.iam.clone() {
+            api.delete_iam(&kind, &iam_id)
+                .map_err(|e| anyhow::anyhow!(explain(&e)))?;
+            state.released.push(format!("IAM {kind} {iam_id}"));
+        }
+        state.iam.clear();
+        save(state)?;
         return Ok(());
     };
     let zone = inst.zone.clone();
@@ -497,6 +639,13 @@ pub fn release_state(
                 .join(", ")
         );
     }
+    for (kind, iam_id) in state.iam.clone() {
+        api.delete_iam(&kind, &iam_id)
+            .map_err(|e| anyhow::anyhow!(explain(&e)))
+            .with_context(|| format!("cannot delete the deadline's IAM {kind} {iam_id}"))?;
+        state.released.push(format!("IAM {kind} {iam_id}"));
+    }
+    state.iam.clear();
     state.instance = None;
     save(state)?;
     Ok(())

@@ -357,6 +357,7 @@ fn target_plan(config: &Config, home: &str) -> TargetPlan {
                 ],
                 budget_eur: sc.budget_eur,
                 max_runtime: sc.max_runtime,
+                allow_weak_deadline: sc.allow_weak_deadline,
             })
         }
     };

@@ -12,6 +12,8 @@ use crate::rclone::RcloneLab;
 
 const SECRET: &str = "scw-secret-Plnt3d-0b5e";
 const PROJECT: &str = "11111111-2222-3333-4444-555555555555";
+/// The emulator's default organization, owner of the projects it serves.
+const ORGANIZATION: &str = "5ca1e000-0000-4000-8000-000000000000";
 
 fn workspace_bin(name: &str) -> PathBuf {
     emulator_bin().with_file_name(name)
@@ -148,6 +150,7 @@ fn scw_env(emu: &ScwEmu, c: &mut std::process::Command) {
     c.env("SCW_SECRET_KEY", SECRET)
         .env("SCW_ACCESS_KEY", "SCWPLEXBURSTTEST000")
         .env("SCW_DEFAULT_PROJECT_ID", PROJECT)
+        .env("SCW_DEFAULT_ORGANIZATION_ID", ORGANIZATION)
         .env("SCW_DEFAULT_ZONE", "fr-par-1")
         .env("SCW_API_URL", &emu.url);
 }
@@ -294,4 +297,61 @@ fn bad_credentials_are_reported_by_plan_before_anything_is_created() {
         text(&out)
     );
     assert_eq!(emu.left(), 0);
+}
+
+#[test]
+fn the_instance_deletes_itself_at_its_deadline_with_plexburst_dead() {
+    let emu = ScwEmu::start(&[]);
+    let rl = scaleway_lab(
+        &emu,
+        LabOpts {
+            // 22 files at 0.2 files/s: the scan outlasts the 1-minute deadline.
+            emulator_args: vec!["--scan-rate".into(), "0.2".into()],
+            ..Default::default()
+        },
+    );
+    let lab = &rl.lab;
+    let toml = std::fs::read_to_string(lab.config_path())
+        .unwrap()
+        .replace("ssh_port =", "max_lifetime = \"1m\"\nssh_port =");
+    std::fs::write(lab.config_path(), toml).unwrap();
+    let mut run = lab.cmd(&["run", "--skip-analysis"]);
+    scw_env(&emu, &mut run);
+    let mut child = crate::harness::spawn(&mut run);
+    crate::harness::wait_for(
+        "the scan on the instance",
+        std::time::Duration::from_secs(300),
+        || {
+            std::fs::read(lab.state_dir().join("state.json"))
+                .ok()
+                .and_then(|b| serde_json::from_slice::<serde_json::Value>(&b).ok())
+                .is_some_and(|s| s["current_phase"] == "scan")
+        },
+    );
+    let provision = lab.phase("provision");
+    assert!(
+        provision["detail"]
+            .as_str()
+            .is_some_and(|d| d.contains("terminates itself through the API after 1m")),
+        "{provision:#}"
+    );
+    child.kill().unwrap();
+    let _ = child.wait();
+    // plexburst is dead; the instance's own watchdog terminates it through the API.
+    crate::harness::wait_for(
+        "the instance to terminate itself",
+        std::time::Duration::from_secs(180),
+        || {
+            emu.resources()["servers"]
+                .as_array()
+                .is_some_and(Vec::is_empty)
+        },
+    );
+    assert!(emu.containers().is_empty(), "its container went with it");
+    // What a server's terminate leaves (the deadline's IAM objects) goes with destroy.
+    let mut destroy = lab.cmd(&["destroy"]);
+    scw_env(&emu, &mut destroy);
+    let out = crate::harness::run(&mut destroy);
+    assert!(out.status.success(), "{}", text(&out));
+    assert_eq!(emu.left(), 0, "left at Scaleway: {:#}", emu.resources());
 }

@@ -555,6 +555,106 @@ impl Api {
     }
 }
 
+/// The per-run IAM objects of the self-termination deadline (scaleway.md §2.12).
+#[derive(Debug, Clone)]
+pub struct DeadlineKey {
+    pub application_id: String,
+    pub policy_id: String,
+    pub access_key: String,
+    pub secret_key: SecretKey,
+}
+
+impl Api {
+    /// An application whose only grant is `InstancesFullAccess` on `project`, and an API key of it
+    /// that expires at `expires_at` (RFC 3339). `journal` gets each id as soon as it exists, so a
+    /// crash between the calls leaves nothing unnamed.
+    pub fn create_deadline_key(
+        &self,
+        name: &str,
+        organization_id: &str,
+        project_id: &str,
+        expires_at: &str,
+        journal: &mut dyn FnMut(&str, &str),
+    ) -> Result<DeadlineKey, ApiError> {
+        let app = self.call(
+            "POST",
+            "/iam/v1alpha1/applications",
+            Body::Json(&json!({
+                "name": name,
+                "organization_id": organization_id,
+                "description": "plexburst: lets one run's instance delete itself at its deadline",
+                "tags": [super::TAG],
+            })),
+        )?;
+        let application_id = app.body["id"].as_str().unwrap_or_default().to_string();
+        journal("application", &application_id);
+        let policy = self.call(
+            "POST",
+            "/iam/v1alpha1/policies",
+            Body::Json(&json!({
+                "name": name,
+                "organization_id": organization_id,
+                "application_id": application_id,
+                "description": "plexburst: Instances in the run's project only",
+                "tags": [super::TAG],
+                "rules": [{"permission_set_names": ["InstancesFullAccess"], "project_ids": [project_id]}],
+            })),
+        )?;
+        let policy_id = policy.body["id"].as_str().unwrap_or_default().to_string();
+        journal("policy", &policy_id);
+        let key = self.call(
+            "POST",
+            "/iam/v1alpha1/api-keys",
+            Body::Json(&json!({
+                "application_id": application_id,
+                "description": "plexburst: the instance's deadline",
+                "expires_at": expires_at,
+                "default_project_id": project_id,
+            })),
+        )?;
+        let access_key = key.body["access_key"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string();
+        journal("api_key", &access_key);
+        let secret = key.body["secret_key"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string();
+        if secret.is_empty() {
+            return Err(ApiError::Parse {
+                what: "POST /iam/v1alpha1/api-keys".into(),
+                detail: "no secret_key in the answer".into(),
+            });
+        }
+        Ok(DeadlineKey {
+            application_id,
+            policy_id,
+            access_key,
+            secret_key: SecretKey(secret),
+        })
+    }
+
+    /// Delete an IAM object (`application`, `policy`, `api_key`); gone already counts as done.
+    pub fn delete_iam(&self, kind: &str, id: &str) -> Result<(), ApiError> {
+        let path = match kind {
+            "application" => format!("/iam/v1alpha1/applications/{id}"),
+            "policy" => format!("/iam/v1alpha1/policies/{id}"),
+            _ => format!("/iam/v1alpha1/api-keys/{id}"),
+        };
+        gone_ok(self.call("DELETE", &path, Body::None))
+    }
+
+    /// Whether this key may read IAM applications (a key that may not cannot make the deadline's).
+    pub fn can_read_iam(&self) -> Result<bool, ApiError> {
+        match self.call("GET", "/iam/v1alpha1/applications?page_size=1", Body::None) {
+            Ok(_) => Ok(true),
+            Err(e) if e.status() == Some(403) => Ok(false),
+            Err(e) => Err(e),
+        }
+    }
+}
+
 /// A DELETE whose target is already gone has done its job.
 fn gone_ok(r: Result<Reply, ApiError>) -> Result<(), ApiError> {
     match r {

@@ -12,7 +12,7 @@ use serde::Deserialize;
 
 /// The secret key, masked in Debug output; sent only in `X-Auth-Token`.
 #[derive(Clone)]
-pub struct SecretKey(String);
+pub struct SecretKey(pub(super) String);
 
 impl SecretKey {
     pub fn expose(&self) -> &str {

@@ -69,6 +69,9 @@ pub struct ScalewayPlan {
     pub budget_eur: Option<f64>,
     #[serde(default, with = "crate::units::human_opt")]
     pub max_runtime: Option<std::time::Duration>,
+    /// Without the IAM key for the deadline, accept an in-guest shutdown (billing may go on).
+    #[serde(default)]
+    pub allow_weak_deadline: bool,
 }
 
 /// What an instance at `hourly_price` EUR costs after `elapsed` (billed per hour of uptime,
