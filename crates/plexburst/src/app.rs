@@ -141,6 +141,7 @@ fn options_of(a: &RunArgs) -> RunOptions {
         deep_scan: a.deep_scan,
         keep: a.keep,
         allow_deleted: a.allow_deleted,
+        keep_cache: a.keep_cache,
     }
 }
 

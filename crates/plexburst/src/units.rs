@@ -1,4 +1,5 @@
-//! Durations as people write them ("90s", "1h30m"): parsing, rendering, and their serde forms.
+//! Durations as people write them ("90s", "1h30m"): parsing, rendering, and their serde forms;
+//! and sizes as people read them ("3.4 GiB").
 
 use std::time::Duration;
 
@@ -55,6 +56,21 @@ pub fn format_duration(d: Duration) -> String {
 }
 
 /// A duration rounded to whole seconds, for ETAs and elapsed times shown to people.
+/// A byte count for people: `512 B`, `12.0 KiB`, `3.4 GiB`.
+pub fn format_bytes(n: u64) -> String {
+    const UNITS: [&str; 5] = ["KiB", "MiB", "GiB", "TiB", "PiB"];
+    if n < 1024 {
+        return format!("{n} B");
+    }
+    let mut v = n as f64 / 1024.0;
+    let mut unit = 0;
+    while v >= 1024.0 && unit + 1 < UNITS.len() {
+        v /= 1024.0;
+        unit += 1;
+    }
+    format!("{v:.1} {}", UNITS[unit])
+}
+
 pub fn format_secs(d: Duration) -> String {
     format_duration(Duration::from_secs(d.as_secs()))
 }
@@ -89,5 +105,13 @@ mod tests {
         assert_eq!(parse_duration("1h30m").unwrap(), Duration::from_secs(5400));
         assert!(parse_duration("90").unwrap_err().contains("no unit"));
         assert!(parse_duration("5 fortnights").is_err());
+    }
+
+    #[test]
+    fn byte_counts_read_as_people_write_them() {
+        assert_eq!(format_bytes(0), "0 B");
+        assert_eq!(format_bytes(1023), "1023 B");
+        assert_eq!(format_bytes(1536), "1.5 KiB");
+        assert_eq!(format_bytes(3 * (1 << 30) + (1 << 29)), "3.5 GiB");
     }
 }

@@ -42,6 +42,10 @@ pub struct RunOptions {
     pub keep: bool,
     #[serde(default)]
     pub allow_deleted: bool,
+    /// Keep the mount's VFS cache on the target at teardown and destroy (for a run soon after on
+    /// the same library); by default it goes with the rest of plexburst's files.
+    #[serde(default)]
+    pub keep_cache: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -543,14 +547,7 @@ fn phases(
                 "{trash}; stop Plex cleanly; archive the data folder (tar | zstd), verify by decompressing and listing; {upload}; manifest"
             ),
         ),
-        (
-            "teardown",
-            if options.keep {
-                "leave Plex running (--keep)".into()
-            } else {
-                "stop Plex and unmount the storage".into()
-            },
-        ),
+        ("teardown", teardown(options, storage)),
     ]
     .into_iter()
     .map(|(n, d)| PhasePlan {
@@ -558,6 +555,32 @@ fn phases(
         does: d,
     })
     .collect()
+}
+
+/// What teardown does: stop what the run started and remove what it put on the target, but for
+/// what stays on purpose (the data dir, the archive, logs, a cache the user keeps).
+fn teardown(options: &RunOptions, storage: &StorageSpec) -> String {
+    let stop = if options.keep {
+        "leave Plex running (--keep)"
+    } else {
+        "stop Plex and unmount the storage"
+    };
+    let files = match storage {
+        StorageSpec::Path { .. } => String::new(),
+        StorageSpec::Rclone(rc) if options.keep => format!(
+            "; remove the rclone config (the mount left running keeps its VFS cache {})",
+            rc.cache_dir
+        ),
+        StorageSpec::Rclone(rc) if options.keep_cache => format!(
+            "; remove the rclone config, the mount's log and probes, keep its VFS cache {} (--keep-cache)",
+            rc.cache_dir
+        ),
+        StorageSpec::Rclone(rc) => format!(
+            "; remove the rclone config, the VFS cache {} and the mount's log and probes",
+            rc.cache_dir
+        ),
+    };
+    format!("{stop}{files}; list what stays on the target, with sizes")
 }
 
 #[cfg(test)]
@@ -605,6 +628,41 @@ mod tests {
         }
         let media = p.storage.media_root().to_string();
         assert!(line.contains(&format!("{media}:{media}:ro")), "{line}");
+    }
+
+    #[test]
+    fn keep_cache_is_a_run_option_teardown_states() {
+        let mut c = example();
+        c.storage = crate::config::StorageConfig::Rclone(crate::config::storage::tests::cfg());
+        let teardown = |o: &RunOptions| {
+            let p = build(&c, o, "/home/u");
+            p.phases.last().unwrap().does.clone()
+        };
+        let cache = match &build(&c, &RunOptions::default(), "/home/u").storage {
+            StorageSpec::Rclone(rc) => rc.cache_dir.clone(),
+            other => panic!("{other:?}"),
+        };
+        let default = teardown(&RunOptions::default());
+        assert!(
+            default.contains(&format!("remove the rclone config, the VFS cache {cache}")),
+            "{default}"
+        );
+        let keep = RunOptions {
+            keep_cache: true,
+            ..Default::default()
+        };
+        let kept = teardown(&keep);
+        assert!(
+            kept.contains("remove the rclone config")
+                && kept.contains(&format!("keep its VFS cache {cache} (--keep-cache)")),
+            "{kept}"
+        );
+        let d =
+            build(&c, &RunOptions::default(), "/home/u").differences(&build(&c, &keep, "/home/u"));
+        assert!(
+            d.contains(&"options.keep_cache: false -> true".to_string()),
+            "{d:?}"
+        );
     }
 
     #[test]
