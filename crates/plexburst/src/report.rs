@@ -9,7 +9,7 @@ use anyhow::Context;
 use serde::Serialize;
 
 use crate::plex::db::DbSample;
-use crate::state::{ExportRecord, PhaseRecord, State};
+use crate::state::{ExportRecord, LeftOnTarget, PhaseRecord, State};
 
 #[derive(Debug, Serialize)]
 pub struct Report {
@@ -24,6 +24,8 @@ pub struct Report {
     pub phases: Vec<PhaseReport>,
     pub export: Option<ExportRecord>,
     pub error: Option<String>,
+    /// What the run leaves on its target, as its last cleanup found it.
+    pub left_on_target: Option<LeftOnTarget>,
 }
 
 #[derive(Debug, Serialize)]
@@ -85,6 +87,7 @@ impl Report {
                 .collect(),
             export: s.export.clone(),
             error: s.error.clone(),
+            left_on_target: s.left_on_target.clone(),
         }
     }
 
@@ -161,8 +164,50 @@ impl Report {
                 x.archive, x.manifest, x.sha256, x.bytes, x.files
             ));
         }
+        if let Some(left) = &self.left_on_target {
+            m.push_str(&format!(
+                "\n## Left on the target\n\n```text\n{}```\n",
+                render_left(left, &self.target)
+            ));
+        }
         m
     }
+}
+
+/// What a run leaves on its target, for people (the end of a run, `destroy`, the report): what
+/// stays on purpose with sizes, then either that nothing else remains or what does, and any Plex
+/// setting that could not be put back.
+pub fn render_left(left: &LeftOnTarget, target: &str) -> String {
+    let size = |b: Option<u64>| {
+        b.map(crate::units::format_bytes)
+            .unwrap_or_else(|| "size unknown".into())
+    };
+    let mut out = format!("left on {target} on purpose, as {} found it:\n", left.by);
+    if left.kept.is_empty() {
+        out.push_str("  nothing\n");
+    }
+    for k in &left.kept {
+        out.push_str(&format!("  {}: {} ({})\n", k.what, k.path, size(k.bytes)));
+    }
+    if left.stray.is_empty() {
+        out.push_str(&format!(
+            "nothing else plexburst put on {target} remains (no rclone config, cache or scratch file)\n"
+        ));
+    } else {
+        out.push_str(&format!(
+            "also still on {target}, though it should not be (remove it, or run `plexburst destroy` again):\n"
+        ));
+        for k in &left.stray {
+            out.push_str(&format!("  {}: {} ({})\n", k.what, k.path, size(k.bytes)));
+        }
+    }
+    if !left.prefs_not_restored.is_empty() {
+        out.push_str(&format!(
+            "Plex settings plexburst changed and could NOT put back; set them again (Plex's settings, or Preferences.xml with Plex stopped): {}\n",
+            left.prefs_not_restored.join(", ")
+        ));
+    }
+    out
 }
 
 /// Write `runs/<run-id>/report.json` and `report.md`; returns that directory.

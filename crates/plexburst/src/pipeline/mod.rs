@@ -5,6 +5,7 @@
 //! and after every phase, so a crash of plexburst itself leaves an accurate record behind.
 
 mod analyze;
+mod cleanup;
 mod configure;
 mod export;
 mod prepare;
@@ -19,7 +20,7 @@ use anyhow::{Context, bail};
 
 use crate::error::{BadInput, Interrupted};
 use crate::plan::Plan;
-use crate::session::{Ctx, connect, install_signal_flag, stop_plex};
+use crate::session::{Ctx, connect, install_signal_flag};
 use crate::state::{PhaseStatus, RunStatus, State, StateStore};
 use crate::storage::Storage;
 
@@ -166,7 +167,7 @@ pub fn resume(
 /// stored plan says what the run started; `fallback` (the config's) serves when none is stored.
 pub fn destroy(state_dir: &Path, fallback: Plan) -> anyhow::Result<()> {
     let store = StateStore::lock(state_dir)?;
-    let state = store.load()?;
+    let mut state = store.load()?;
     let plan = StateStore::read_plan(state_dir)?.unwrap_or(fallback);
     let mut remote = connect(&plan, state_dir)?;
     // What destroy does to a run's target goes into that run's journal too.
@@ -176,29 +177,24 @@ pub fn destroy(state_dir: &Path, fallback: Plan) -> anyhow::Result<()> {
             &journal_path(state_dir, &st.run_id),
         )?);
     }
-    stop_plex(
-        remote.as_ref(),
-        &plan.plex.runtime,
-        plan.plex.stop_grace,
-        "look at it with `plexburst ssh`",
-    )?;
-    if state.as_ref().is_some_and(|s| s.storage_mounted) {
-        Storage::from_plan(&plan.storage).unmount(remote.as_ref())?;
-    }
+    let storage = Storage::from_plan(&plan.storage);
+    let cleaned = cleanup::destroy(remote.as_ref(), &plan, &storage, state.as_mut());
     if let Some(mut st) = state {
-        st.plex_started = false;
-        st.storage_mounted = false;
-        if st.status != RunStatus::Done {
+        // Destroyed once nothing of it runs; what could not be removed is in the report.
+        let stopped = !st.plex_started && !st.storage_mounted;
+        if stopped && st.status != RunStatus::Done {
             st.status = RunStatus::Destroyed;
         }
         st.current_phase = None;
         store.save(&mut st)?;
         crate::report::write(store.dir(), &st)?;
-        eprintln!(
-            "run {} destroyed; nothing of it is running on {}",
-            st.run_id,
-            remote.describe()
-        );
+        if stopped {
+            eprintln!(
+                "run {} destroyed; nothing of it is running on {}",
+                st.run_id,
+                remote.describe()
+            );
+        }
     } else {
         eprintln!(
             "no run state in {}; nothing of plexburst is running on {}",
@@ -206,7 +202,7 @@ pub fn destroy(state_dir: &Path, fallback: Plan) -> anyhow::Result<()> {
             remote.describe()
         );
     }
-    Ok(())
+    cleaned
 }
 
 fn run_phase(ctx: &mut Ctx, name: &str) -> anyhow::Result<Outcome> {
@@ -230,6 +226,12 @@ fn execute(ctx: &mut Ctx) -> anyhow::Result<()> {
         .state
         .phase("prepare")
         .is_some_and(|p| p.status == PhaseStatus::Done);
+    // Its secret files were removed when it stopped; the phases ahead need them again.
+    if prepared {
+        ctx.storage
+            .push_secrets(ctx.remote.as_ref())
+            .context("pushing the storage's secret files again failed")?;
+    }
     if prepared && !ctx.state.storage_mounted {
         ctx.storage
             .mount(ctx.remote.as_ref())
@@ -325,9 +327,7 @@ fn execute(ctx: &mut Ctx) -> anyhow::Result<()> {
             ctx.state.error = Some(format!("{e:#}"));
             ctx.save()?;
             // Leave nothing running unless asked to: a stopped Plex resumes fine from its data dir.
-            if !ctx.plan.options.keep
-                && let Err(ce) = cleanup(ctx)
-            {
+            if let Err(ce) = cleanup::after_failure(ctx) {
                 tracing::warn!(
                     "cleanup after the failure failed too: {ce:#}; run `plexburst destroy`"
                 );
@@ -350,10 +350,4 @@ fn execute(ctx: &mut Ctx) -> anyhow::Result<()> {
             Err(e)
         }
     }
-}
-
-/// Stop Plex and unmount the storage after a failure or an interrupt.
-fn cleanup(ctx: &mut Ctx) -> anyhow::Result<()> {
-    ctx.stop_plex("stop it with `plexburst destroy`")?;
-    ctx.release_storage()
 }

@@ -1,19 +1,21 @@
 //! Phase teardown: stop everything the run started (Plex, the mount), or with `--keep` leave Plex
-//! running and say how to stop it later.
+//! running and say how to stop it later; then remove what the run put on the target but for what
+//! stays on purpose, and say what that is (`cleanup::at_teardown`).
 
 use super::Outcome;
 use crate::session::Ctx;
 
 pub fn run(ctx: &mut Ctx) -> anyhow::Result<Outcome> {
-    if ctx.plan.options.keep {
+    let detail = if ctx.plan.options.keep {
         ctx.ensure_plex()?;
         let base = ctx.client()?.base().to_string();
         eprintln!("Plex left running at {base} (--keep); stop it with `plexburst destroy`");
-        return Ok(Outcome::Done(Some(format!(
-            "Plex left running at {base} (--keep)"
-        ))));
-    }
-    ctx.stop_plex("stop it with `plexburst destroy`")?;
-    ctx.release_storage()?;
-    Ok(Outcome::Done(Some("Plex stopped, storage released".into())))
+        format!("Plex left running at {base} (--keep)")
+    } else {
+        ctx.stop_plex("stop it with `plexburst destroy`")?;
+        ctx.release_storage()?;
+        "Plex stopped, storage released".to_string()
+    };
+    super::cleanup::at_teardown(ctx)?;
+    Ok(Outcome::Done(Some(detail)))
 }
