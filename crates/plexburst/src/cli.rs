@@ -64,7 +64,8 @@ pub enum Command {
         #[arg(long)]
         replan: bool,
     },
-    /// Stop everything a run left behind (Plex, mounts) and close its state.
+    /// Stop everything a run left behind (Plex, mounts), put back the Plex settings it changed,
+    /// remove its files from the target (but what stays on purpose), and close its state.
     Destroy,
     /// Print the last lines of the Plex server's log on the target.
     Logs {
