@@ -191,7 +191,7 @@ pub fn render_left(left: &LeftOnTarget, target: &str) -> String {
     }
     if left.stray.is_empty() {
         out.push_str(&format!(
-            "nothing else plexburst put on {target} remains (no rclone config, cache or scratch file)\n"
+            "nothing else plexburst put on {target} remains (looked at: its secret, cache and scratch files, its work dir, the run's files beside the archive)\n"
         ));
     } else {
         out.push_str(&format!(
@@ -282,4 +282,46 @@ pub fn render_status(s: &State) -> String {
         out.push_str(&format!("error: {e}\n"));
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::state::KeptItem;
+
+    fn item(what: &str, path: &str, bytes: Option<u64>) -> KeptItem {
+        KeptItem {
+            what: what.into(),
+            path: path.into(),
+            bytes,
+        }
+    }
+
+    #[test]
+    fn what_stays_is_listed_with_sizes_and_anything_else_is_not_hidden() {
+        let mut left = LeftOnTarget {
+            checked_at: "t".into(),
+            by: "destroy".into(),
+            kept: vec![item("Plex data dir", "/srv/plex", Some(3 << 30))],
+            stray: Vec::new(),
+            prefs_not_restored: Vec::new(),
+        };
+        let text = render_left(&left, "ssh u@h:22");
+        assert_eq!(
+            text,
+            "left on ssh u@h:22 on purpose, as destroy found it:\n  Plex data dir: /srv/plex (3.0 GiB)\nnothing else plexburst put on ssh u@h:22 remains (looked at: its secret, cache and scratch files, its work dir, the run's files beside the archive)\n"
+        );
+        left.stray = vec![item("rclone config", "/w/rclone/rclone.conf", None)];
+        left.prefs_not_restored = vec!["autoEmptyTrash=true".into()];
+        let text = render_left(&left, "local");
+        assert!(!text.contains("nothing else"), "{text}");
+        assert!(
+            text.contains("  rclone config: /w/rclone/rclone.conf (size unknown)\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains("could NOT put back") && text.contains("autoEmptyTrash=true"),
+            "{text}"
+        );
+    }
 }

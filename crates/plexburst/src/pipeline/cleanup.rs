@@ -50,9 +50,15 @@ pub fn after_failure(ctx: &mut Ctx) -> anyhow::Result<()> {
     let mut errors: Vec<anyhow::Error> = Vec::new();
     let mut prefs_left = Vec::new();
     if ctx.plan.options.keep {
-        if ctx.plex.is_some() && prefs_changed(&ctx.state) {
-            match super::restore::run(ctx) {
-                Ok(_) => reopen_configure(&mut ctx.state),
+        if prefs_changed(&ctx.state) {
+            // Without a connection (Plex died, say) there is no API to put them back through;
+            // they are named, and `destroy` writes them into the file.
+            let restored = match ctx.plex {
+                Some(_) => super::restore::run(ctx).map(|_| ()),
+                None => Err(anyhow!("Plex is not reachable")),
+            };
+            match restored {
+                Ok(()) => reopen_configure(&mut ctx.state),
                 Err(e) => {
                     prefs_left = managed_values(&ctx.state);
                     errors.push(e.context("putting Plex's settings back through its API"));
