@@ -23,7 +23,7 @@ use crate::storage::{FileKind, Storage};
 
 /// Which exit is cleaning up: it decides what is expected to stay.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Exit {
+enum Exit {
     /// The last phase of a run that went through.
     Teardown,
     /// A failed or interrupted run, kept for `resume`: the cache and the mount's log stay.
@@ -66,7 +66,9 @@ pub fn after_failure(ctx: &mut Ctx) -> anyhow::Result<()> {
             }
         }
     } else {
-        match ctx.stop_plex("stop it with `plexburst destroy`") {
+        let stopped = ctx.stop_plex("stop it with `plexburst destroy`");
+        let plex_down = stopped.is_ok();
+        match stopped {
             Ok(()) => match prefs_file(ctx.remote.as_ref(), &ctx.plan, &ctx.state) {
                 Ok(0) => {}
                 Ok(n) => {
@@ -83,7 +85,8 @@ pub fn after_failure(ctx: &mut Ctx) -> anyhow::Result<()> {
                 errors.push(e);
             }
         }
-        if prepare_started(Some(&ctx.state)) {
+        // Never under a Plex that still runs: it would see its library vanish.
+        if plex_down && prepare_started(Some(&ctx.state)) {
             match ctx.storage.unmount(ctx.remote.as_ref()) {
                 Ok(()) => ctx.state.storage_mounted = false,
                 Err(e) => errors.push(e.context("cannot unmount the storage")),
@@ -165,7 +168,8 @@ pub fn destroy(
             errors.push(e);
         }
     }
-    if plex_down && (state.is_none() || prepare_started(state.as_deref())) {
+    // Without a run's state nothing says a mount at the mount point is plexburst's.
+    if plex_down && prepare_started(state.as_deref()) {
         match storage.unmount(remote) {
             Ok(()) => {
                 if let Some(st) = state.as_deref_mut() {
