@@ -120,14 +120,19 @@ impl World {
         st["current_phase"].as_str().map(String::from)
     }
 
-    /// Every file under /tmp written since the test started (the lab with its data, work and
-    /// state dirs is there) that holds the secret, and every process whose command line does.
+    /// Every file under /tmp (and $TMPDIR) written since the test started (the lab with its
+    /// data, work and state dirs is there) that holds the secret, and every process whose
+    /// command line does.
     fn secret_holders(&self) -> Vec<String> {
-        let mut found: Vec<String> =
-            files_holding(self.secret.as_bytes(), &std::env::temp_dir(), self.started)
-                .into_iter()
-                .map(|p| p.display().to_string())
-                .collect();
+        let mut roots = vec![PathBuf::from("/tmp")];
+        if std::env::temp_dir() != roots[0] {
+            roots.push(std::env::temp_dir());
+        }
+        let mut found: Vec<String> = roots
+            .iter()
+            .flat_map(|root| files_holding(self.secret.as_bytes(), root, self.started))
+            .map(|p| p.display().to_string())
+            .collect();
         for pid in pids_with_cmdline(&self.secret) {
             found.push(format!("the command line of pid {pid}"));
         }
