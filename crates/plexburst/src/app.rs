@@ -169,6 +169,7 @@ fn options_of(a: &RunArgs) -> RunOptions {
         allow_deleted: a.allow_deleted,
         strict: a.strict,
         keep_logs: a.keep_logs,
+        keep_cache: a.keep_cache,
     }
 }
 

@@ -76,7 +76,8 @@ pub enum Command {
         #[arg(long)]
         replan: bool,
     },
-    /// Stop everything a run left behind (Plex, mounts) and close its state.
+    /// Stop everything a run left behind (Plex, mounts), put back the Plex settings it changed,
+    /// remove its files from the target (but what stays on purpose), and close its state.
     Destroy,
     /// Print the last lines of the Plex server's log on the target.
     Logs {
@@ -106,6 +107,10 @@ pub struct RunArgs {
     /// Leave Plex running at the end (stop it later with `plexburst destroy`).
     #[arg(long)]
     pub keep: bool,
+    /// Keep the rclone mount's VFS cache on the target at the end (e.g. for a run the next day);
+    /// by default teardown and destroy remove it.
+    #[arg(long)]
+    pub keep_cache: bool,
     /// Export even if Plex's trash (items marked deleted) grew during the run; by default the
     /// export refuses, because a scan on a degraded mount trashes what it cannot read.
     #[arg(long)]

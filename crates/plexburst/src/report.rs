@@ -9,7 +9,7 @@ use anyhow::Context;
 use serde::Serialize;
 
 use crate::plex::db::DbSample;
-use crate::state::{ExportRecord, PhaseRecord, State};
+use crate::state::{ExportRecord, LeftOnTarget, PhaseRecord, State};
 
 #[derive(Debug, Serialize)]
 pub struct Report {
@@ -24,6 +24,8 @@ pub struct Report {
     pub phases: Vec<PhaseReport>,
     pub export: Option<ExportRecord>,
     pub error: Option<String>,
+    /// What the run leaves on its target, as its last cleanup found it.
+    pub left_on_target: Option<LeftOnTarget>,
     /// What the run found wrong without failing; non-empty: "done with warnings".
     pub warnings: Vec<String>,
     /// The status as `status` prints it (`Done with 1 warning`).
@@ -167,6 +169,7 @@ impl Report {
             status_text: status_word(s),
             cost: (!s.rented.is_empty()).then(|| cost_line(s, jiff::Timestamp::now())),
             released: s.released.clone(),
+            left_on_target: s.left_on_target.clone(),
         }
     }
 
@@ -271,8 +274,50 @@ impl Report {
                 x.archive, x.manifest, x.sha256, x.bytes, x.files
             ));
         }
+        if let Some(left) = &self.left_on_target {
+            m.push_str(&format!(
+                "\n## Left on the target\n\n```text\n{}```\n",
+                render_left(left, &self.target)
+            ));
+        }
         m
     }
+}
+
+/// What a run leaves on its target, for people (the end of a run, `destroy`, the report): what
+/// stays on purpose with sizes, then either that nothing else remains or what does, and any Plex
+/// setting that could not be put back.
+pub fn render_left(left: &LeftOnTarget, target: &str) -> String {
+    let size = |b: Option<u64>| {
+        b.map(crate::units::format_bytes)
+            .unwrap_or_else(|| "size unknown".into())
+    };
+    let mut out = format!("left on {target} on purpose, as {} found it:\n", left.by);
+    if left.kept.is_empty() {
+        out.push_str("  nothing\n");
+    }
+    for k in &left.kept {
+        out.push_str(&format!("  {}: {} ({})\n", k.what, k.path, size(k.bytes)));
+    }
+    if left.stray.is_empty() {
+        out.push_str(&format!(
+            "nothing else plexburst put on {target} remains (looked at: its secret, cache and scratch files, its work dir, the run's files beside the archive)\n"
+        ));
+    } else {
+        out.push_str(&format!(
+            "also still on {target}, though it should not be (remove it, or run `plexburst destroy` again):\n"
+        ));
+        for k in &left.stray {
+            out.push_str(&format!("  {}: {} ({})\n", k.what, k.path, size(k.bytes)));
+        }
+    }
+    if !left.prefs_not_restored.is_empty() {
+        out.push_str(&format!(
+            "Plex settings plexburst changed and could NOT put back; set them again (Plex's settings, or Preferences.xml with Plex stopped): {}\n",
+            left.prefs_not_restored.join(", ")
+        ));
+    }
+    out
 }
 
 /// Write `runs/<run-id>/report.json` and `report.md`; returns that directory.
@@ -418,4 +463,46 @@ pub fn cost_line(s: &State, now: jiff::Timestamp) -> String {
         crate::state::cost(&s.rented, now),
         parts.join("; ")
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::state::KeptItem;
+
+    fn item(what: &str, path: &str, bytes: Option<u64>) -> KeptItem {
+        KeptItem {
+            what: what.into(),
+            path: path.into(),
+            bytes,
+        }
+    }
+
+    #[test]
+    fn what_stays_is_listed_with_sizes_and_anything_else_is_not_hidden() {
+        let mut left = LeftOnTarget {
+            checked_at: "t".into(),
+            by: "destroy".into(),
+            kept: vec![item("Plex data dir", "/srv/plex", Some(3 << 30))],
+            stray: Vec::new(),
+            prefs_not_restored: Vec::new(),
+        };
+        let text = render_left(&left, "ssh u@h:22");
+        assert_eq!(
+            text,
+            "left on ssh u@h:22 on purpose, as destroy found it:\n  Plex data dir: /srv/plex (3.0 GiB)\nnothing else plexburst put on ssh u@h:22 remains (looked at: its secret, cache and scratch files, its work dir, the run's files beside the archive)\n"
+        );
+        left.stray = vec![item("rclone config", "/w/rclone/rclone.conf", None)];
+        left.prefs_not_restored = vec!["autoEmptyTrash=true".into()];
+        let text = render_left(&left, "local");
+        assert!(!text.contains("nothing else"), "{text}");
+        assert!(
+            text.contains("  rclone config: /w/rclone/rclone.conf (size unknown)\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains("could NOT put back") && text.contains("autoEmptyTrash=true"),
+            "{text}"
+        );
+    }
 }

@@ -426,18 +426,21 @@ done
     fn stop(&self, r: &dyn Remote, grace: Duration) -> anyhow::Result<()> {
         let tenths = grace.as_millis().div_ceil(100);
         // Signal the process group only after checking the pid is still our process: a stale pid
-        // file must never make us kill an unrelated process that reused the number.
+        // file must never make us kill an unrelated process that reused the number. The stop is
+        // over when the whole group is gone, not just its leader: `sh -c` may run the server as
+        // a child, which can take longer than the shell to exit on SIGTERM.
         let script = format!(
             r#"{prelude}
+pb_any() {{ pb_alive || kill -0 "-$pid" 2>/dev/null; }}
 if pb_alive; then
   pid=$(cat "$PB_PID")
   kill -TERM "-$pid" 2>/dev/null || kill -TERM "$pid" 2>/dev/null
   i=0
-  while pb_alive && [ "$i" -lt {tenths} ]; do i=$((i + 1)); sleep 0.1; done
-  if pb_alive; then echo "still running after {secs} s; sending SIGKILL" >&2; fi
+  while pb_any && [ "$i" -lt {tenths} ]; do i=$((i + 1)); sleep 0.1; done
+  if pb_any; then echo "still running after {secs} s; sending SIGKILL" >&2; fi
   kill -KILL "-$pid" 2>/dev/null || true
   i=0
-  while pb_alive; do
+  while pb_any; do
     i=$((i + 1))
     if [ "$i" -gt 100 ]; then echo "process $pid survived SIGKILL" >&2; exit 1; fi
     sleep 0.1

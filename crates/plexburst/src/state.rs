@@ -88,6 +88,31 @@ pub struct SavedPref {
     pub default: String,
 }
 
+/// One thing a run leaves on its target on purpose (the data dir, the archive, a log, a kept
+/// cache), with its size when it could be measured.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct KeptItem {
+    pub what: String,
+    pub path: String,
+    pub bytes: Option<u64>,
+}
+
+/// What a run leaves on its target, as the last cleanup (teardown, after a failure, destroy)
+/// found it there.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LeftOnTarget {
+    /// When it was looked at, and by which cleanup (`teardown`, `failure`, `destroy`).
+    pub checked_at: String,
+    pub by: String,
+    /// What stays on purpose.
+    pub kept: Vec<KeptItem>,
+    /// Anything else of plexburst's still there (a removal that failed): empty when nothing else
+    /// remains.
+    pub stray: Vec<KeptItem>,
+    /// Plex settings plexburst changed and could not put back, as `id=value` (the user's value).
+    pub prefs_not_restored: Vec<String>,
+}
+
 /// A section as Plex knows it, matched by name to the config.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct SectionRef {
@@ -114,6 +139,10 @@ pub struct State {
     /// The storage was mounted by this run.
     pub storage_mounted: bool,
     pub saved_prefs: Option<Vec<SavedPref>>,
+    /// The managed prefs' attributes in Preferences.xml when `saved_prefs` was taken (`None`: no
+    /// attribute, Plex's default), so a restore with Plex stopped writes the file back as it was.
+    #[serde(default)]
+    pub saved_prefs_file: Option<std::collections::BTreeMap<String, Option<String>>>,
     pub sections: Vec<SectionRef>,
     pub plex_version: Option<String>,
     pub export: Option<ExportRecord>,
@@ -121,6 +150,9 @@ pub struct State {
     /// The last monitor sample (for `status`), refreshed every few seconds.
     pub last_sample: Option<DbSample>,
     pub current_phase: Option<String>,
+    /// What the run leaves on its target (see `LeftOnTarget`).
+    #[serde(default)]
+    pub left_on_target: Option<LeftOnTarget>,
     /// The preflight's count of each section's media files (the scan's total).
     #[serde(default)]
     pub survey: Vec<crate::survey::SectionSurvey>,
@@ -262,6 +294,8 @@ impl State {
             rented: Vec::new(),
             released: Vec::new(),
             progress: None,
+            saved_prefs_file: None,
+            left_on_target: None,
         }
     }
 

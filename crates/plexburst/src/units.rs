@@ -1,4 +1,5 @@
-//! Durations as people write them ("90s", "1h30m"): parsing, rendering, and their serde forms.
+//! Durations as people write them ("90s", "1h30m"): parsing, rendering, and their serde forms;
+//! and sizes as people read them ("3.4 GiB").
 
 use std::time::Duration;
 
@@ -130,5 +131,13 @@ mod tests {
         assert_eq!(parse_duration("1h30m").unwrap(), Duration::from_secs(5400));
         assert!(parse_duration("90").unwrap_err().contains("no unit"));
         assert!(parse_duration("5 fortnights").is_err());
+    }
+
+    #[test]
+    fn byte_counts_read_as_people_write_them() {
+        assert_eq!(format_bytes(0), "0 B");
+        assert_eq!(format_bytes(1023), "1023 B");
+        assert_eq!(format_bytes(1536), "1.5 KiB");
+        assert_eq!(format_bytes(3 * (1 << 30) + (1 << 29)), "3.5 GiB");
     }
 }

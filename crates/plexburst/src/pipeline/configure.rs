@@ -54,6 +54,7 @@ pub fn run(ctx: &mut Ctx) -> anyhow::Result<Outcome> {
                 .map(to_saved)
                 .collect(),
         );
+        ctx.state.saved_prefs_file = prefs_file_snapshot(ctx, &current);
         ctx.save()?;
     }
     let changed =
@@ -115,6 +116,30 @@ pub fn run(ctx: &mut Ctx) -> anyhow::Result<Outcome> {
     Ok(Outcome::Done(Some(format!(
         "{changed} prefs turned off, {created} sections created"
     ))))
+}
+
+/// How Preferences.xml states the prefs plexburst manages, before it changes them: what a
+/// restore with Plex stopped writes back. `None` when the file cannot be read; such a restore
+/// then goes by the saved values.
+fn prefs_file_snapshot(
+    ctx: &Ctx,
+    current: &[Pref],
+) -> Option<std::collections::BTreeMap<String, Option<String>>> {
+    let read = ctx
+        .remote
+        .get_file(&ctx.plan.plex.prefs_path)
+        .map_err(anyhow::Error::from)
+        .and_then(|b| crate::plex::xml::attrs(&String::from_utf8_lossy(&b)));
+    match read {
+        Ok(file) => Some(crate::plex::prefs::file_snapshot(current, &file)),
+        Err(e) => {
+            tracing::warn!(
+                "cannot read {} to record its settings: {e:#}",
+                ctx.plan.plex.prefs_path
+            );
+            None
+        }
+    }
 }
 
 fn unreachable_err() -> ApiError {

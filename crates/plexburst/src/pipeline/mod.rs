@@ -5,6 +5,7 @@
 //! and after every phase, so a crash of plexburst itself leaves an accurate record behind.
 
 mod analyze;
+mod cleanup;
 mod configure;
 mod export;
 mod preflight;
@@ -21,7 +22,7 @@ use anyhow::{Context, bail};
 
 use crate::error::{BadInput, Interrupted};
 use crate::plan::Plan;
-use crate::session::{Ctx, connect, install_signal_flag, stop_plex};
+use crate::session::{Ctx, connect, install_signal_flag};
 use crate::state::{PhaseStatus, RunStatus, State, StateStore};
 use crate::storage::Storage;
 
@@ -184,7 +185,7 @@ pub fn resume(
 /// stored plan says what the run started; `fallback` (the config's) serves when none is stored.
 pub fn destroy(state_dir: &Path, fallback: Plan) -> anyhow::Result<()> {
     let store = StateStore::lock(state_dir)?;
-    let state = store.load()?;
+    let mut state = store.load()?;
     let plan = StateStore::read_plan(state_dir)?.unwrap_or(fallback);
     let rented = state.as_ref().is_some_and(|s| s.instance.is_some());
     let mut remote = match connect(&plan, state_dir) {
@@ -205,42 +206,38 @@ pub fn destroy(state_dir: &Path, fallback: Plan) -> anyhow::Result<()> {
             &journal_path(state_dir, &st.run_id),
         )?);
     }
-    let stopped = stop_plex(
-        remote.as_ref(),
-        &plan.plex.runtime,
-        plan.plex.stop_grace,
-        "look at it with `plexburst ssh`",
-    )
-    .and_then(|()| {
-        if state.as_ref().is_some_and(|s| s.storage_mounted) {
-            Storage::from_plan(&plan.storage).unmount(remote.as_ref())?;
+    let storage = Storage::from_plan(&plan.storage);
+    let mut cleaned = cleanup::destroy(remote.as_ref(), &plan, &storage, state.as_mut());
+    if let Some(st) = state.as_mut()
+        && (st.instance.is_some() || !st.iam.is_empty())
+    {
+        // A rented instance goes whatever its cleanup said: with it goes all it held.
+        if let Err(e) = &cleaned {
+            tracing::warn!("{e:#}; the instance is deleted anyway");
         }
-        Ok(())
-    });
-    match (&stopped, rented) {
-        (Err(e), true) => tracing::warn!("{e:#}; the instance is deleted anyway"),
-        (Err(_), false) => return stopped,
-        _ => {}
-    }
-    if let Some(mut st) = state {
-        if st.instance.is_some() {
-            let (_, api) = provision::connect_api()?;
-            provision::release_state(&mut st, &api, &mut |s| store.save(s))?;
-            eprintln!("deleted: {}", st.released.join(", "));
-        }
+        let (_, api) = provision::connect_api()?;
+        provision::release_state(st, &api, &mut |s| store.save(s))?;
+        eprintln!("deleted: {}", st.released.join(", "));
         st.plex_started = false;
         st.storage_mounted = false;
-        if st.status != RunStatus::Done {
+        cleaned = Ok(());
+    }
+    if let Some(mut st) = state {
+        // Destroyed once nothing of it runs; what could not be removed is in the report.
+        let stopped = !st.plex_started && !st.storage_mounted;
+        if stopped && st.status != RunStatus::Done {
             st.status = RunStatus::Destroyed;
         }
         st.current_phase = None;
         store.save(&mut st)?;
         crate::report::write(store.dir(), &st)?;
-        eprintln!(
-            "run {} destroyed; nothing of it is running on {}",
-            st.run_id,
-            remote.describe()
-        );
+        if stopped {
+            eprintln!(
+                "run {} destroyed; nothing of it is running on {}",
+                st.run_id,
+                remote.describe()
+            );
+        }
     } else {
         eprintln!(
             "no run state in {}; nothing of plexburst is running on {}",
@@ -248,7 +245,7 @@ pub fn destroy(state_dir: &Path, fallback: Plan) -> anyhow::Result<()> {
             remote.describe()
         );
     }
-    Ok(())
+    cleaned
 }
 
 fn run_phase(ctx: &mut Ctx, name: &str) -> anyhow::Result<Outcome> {
@@ -274,6 +271,12 @@ fn execute(ctx: &mut Ctx) -> anyhow::Result<()> {
         .state
         .phase("prepare")
         .is_some_and(|p| p.status == PhaseStatus::Done);
+    // Its secret files were removed when it stopped; the phases ahead need them again.
+    if prepared {
+        ctx.storage
+            .push_secrets(ctx.remote.as_ref())
+            .context("pushing the storage's secret files again failed")?;
+    }
     if prepared && !ctx.state.storage_mounted {
         ctx.storage
             .mount(ctx.remote.as_ref())
@@ -390,12 +393,20 @@ fn execute(ctx: &mut Ctx) -> anyhow::Result<()> {
                 Err(e) => tracing::warn!("cannot keep the target's logs: {e:#}"),
             }
             // Leave nothing running unless asked to: a stopped Plex resumes fine from its data dir.
-            if !ctx.plan.options.keep
-                && let Err(ce) = cleanup(ctx)
-            {
+            if let Err(ce) = cleanup::after_failure(ctx) {
                 tracing::warn!(
                     "cleanup after the failure failed too: {ce:#}; run `plexburst destroy`"
                 );
+            }
+            // A rented instance is deleted after a failure too (unless --keep): a resume
+            // provisions a new one, which is cheaper than one left running.
+            if !ctx.plan.options.keep && (ctx.state.instance.is_some() || !ctx.state.iam.is_empty())
+            {
+                let released =
+                    provision::connect_api().and_then(|(_, api)| provision::release(ctx, &api));
+                if let Err(e) = released {
+                    tracing::warn!("deleting the instance failed: {e:#}; run `plexburst destroy`");
+                }
             }
             ctx.save()?;
             let dir = crate::report::write(ctx.store.dir(), &ctx.state)?;
@@ -465,18 +476,4 @@ pub fn fetch_target_logs(ctx: &Ctx) -> anyhow::Result<std::path::PathBuf> {
         std::fs::write(dir.join(name), text)?;
     }
     Ok(dir)
-}
-
-/// Stop Plex and unmount the storage after a failure or an interrupt; on a rented instance,
-/// delete it and everything it had (whatever stopping Plex said: the instance takes it along).
-fn cleanup(ctx: &mut Ctx) -> anyhow::Result<()> {
-    let stopped = ctx
-        .stop_plex("stop it with `plexburst destroy`")
-        .and_then(|()| ctx.release_storage());
-    if ctx.state.instance.is_some() {
-        let (_, api) = provision::connect_api()?;
-        provision::release(ctx, &api)?;
-        return Ok(());
-    }
-    stopped
 }

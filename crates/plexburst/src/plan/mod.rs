@@ -48,6 +48,10 @@ pub struct RunOptions {
     /// Copy the target's logs into the run's directory on success too (always on failure).
     #[serde(default)]
     pub keep_logs: bool,
+    /// Keep the mount's VFS cache on the target at teardown and destroy (for a run soon after on
+    /// the same library); by default it goes with the rest of plexburst's files.
+    #[serde(default)]
+    pub keep_cache: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -630,22 +634,57 @@ fn phases(
                 "{trash}; stop Plex cleanly; archive the data folder (tar | zstd), verify by decompressing and listing; {upload}; manifest"
             ),
         ),
-        (
-            "teardown",
-            if options.keep_logs { "copy the target's logs into the run's directory (--keep-logs); " } else { "" }.to_string()
-                + match (options.keep, rented) {
-                (true, false) => "leave Plex running (--keep)",
-                (false, false) => "stop Plex and unmount the storage",
-                (true, true) => "leave the instance running (--keep); delete it later with `plexburst destroy`",
-                (false, true) => "terminate the server, wait until it is gone, delete every volume and IP it had, sweep the run's tag, and say what is left (nothing)",
-            },
-        ),
+        ("teardown", teardown(options, storage, rented)),
     ])
     .map(|(n, d)| PhasePlan {
         name: n.into(),
         does: d,
     })
     .collect()
+}
+
+/// What teardown does: stop what the run started and remove what it put on the target, but for
+/// what stays on purpose (the data dir, the archive, logs, a cache the user keeps).
+fn teardown(options: &RunOptions, storage: &StorageSpec, rented: bool) -> String {
+    let logs = if options.keep_logs {
+        "copy the target's logs into the run's directory (--keep-logs); "
+    } else {
+        ""
+    };
+    match (rented, options.keep) {
+        (true, false) => {
+            return format!(
+                "{logs}stop Plex and unmount the storage; terminate the server, wait until it is gone, delete every volume, IP and IAM object it had, check that nothing tagged for the run is left"
+            );
+        }
+        (true, true) => {
+            return format!(
+                "{logs}leave the instance running (--keep); delete it later with `plexburst destroy`"
+            );
+        }
+        _ => {}
+    }
+    let stop = if options.keep {
+        "leave Plex running (--keep)"
+    } else {
+        "stop Plex and unmount the storage"
+    };
+    let files = match storage {
+        StorageSpec::Path { .. } => String::new(),
+        StorageSpec::Rclone(rc) if options.keep => format!(
+            "; remove the rclone config (the mount left running keeps its VFS cache {})",
+            rc.cache_dir
+        ),
+        StorageSpec::Rclone(rc) if options.keep_cache => format!(
+            "; remove the rclone config, the mount's log and probes, keep its VFS cache {} (--keep-cache)",
+            rc.cache_dir
+        ),
+        StorageSpec::Rclone(rc) => format!(
+            "; remove the rclone config, the VFS cache {} and the mount's log and probes",
+            rc.cache_dir
+        ),
+    };
+    format!("{logs}{stop}{files}; list what stays on the target, with sizes")
 }
 
 #[cfg(test)]
@@ -693,6 +732,41 @@ mod tests {
         }
         let media = p.storage.media_root().to_string();
         assert!(line.contains(&format!("{media}:{media}:ro")), "{line}");
+    }
+
+    #[test]
+    fn keep_cache_is_a_run_option_teardown_states() {
+        let mut c = example();
+        c.storage = crate::config::StorageConfig::Rclone(crate::config::storage::tests::cfg());
+        let teardown = |o: &RunOptions| {
+            let p = build(&c, o, "/home/u");
+            p.phases.last().unwrap().does.clone()
+        };
+        let cache = match &build(&c, &RunOptions::default(), "/home/u").storage {
+            StorageSpec::Rclone(rc) => rc.cache_dir.clone(),
+            other => panic!("{other:?}"),
+        };
+        let default = teardown(&RunOptions::default());
+        assert!(
+            default.contains(&format!("remove the rclone config, the VFS cache {cache}")),
+            "{default}"
+        );
+        let keep = RunOptions {
+            keep_cache: true,
+            ..Default::default()
+        };
+        let kept = teardown(&keep);
+        assert!(
+            kept.contains("remove the rclone config")
+                && kept.contains(&format!("keep its VFS cache {cache} (--keep-cache)")),
+            "{kept}"
+        );
+        let d =
+            build(&c, &RunOptions::default(), "/home/u").differences(&build(&c, &keep, "/home/u"));
+        assert!(
+            d.contains(&"options.keep_cache: false -> true".to_string()),
+            "{d:?}"
+        );
     }
 
     #[test]

@@ -37,7 +37,11 @@ impl Plan {
                     "storage:  rclone {} read-only at {}",
                     rc.fs, rc.mount_point
                 )?;
-                writeln!(s, "          config: {} (0600)", rc.conf_source_text())?;
+                writeln!(
+                    s,
+                    "          config: {} (0600; removed at teardown, after a failure and by destroy)",
+                    rc.conf_source_text()
+                )?;
                 let line: Vec<String> = rc.mount_argv.iter().map(|a| quote(a)).collect();
                 writeln!(s, "          {}", line.join(" "))?;
                 writeln!(

@@ -27,7 +27,10 @@
 //! photo thumbnails (plex.md has none); they come from `PUT /library/sections/{id}/analyze`, so nothing
 //! is turned on. Movie and show: nothing (their analysis is not part of plexburst's job).
 
+use std::collections::BTreeMap;
+
 use super::api::Pref;
+use super::xml::Attrs;
 
 /// The `*Behavior` value that disables a behaviour, and the one that runs it on new media too.
 const NEVER: &str = "never";
@@ -105,6 +108,65 @@ pub fn restore(saved: &[Pref], current: &[Pref]) -> Vec<(String, String)> {
             changed(now, s.value.clone())
         })
         .collect()
+}
+
+/// The managed prefs' attributes in Preferences.xml (`file`) as the run found them, by id: `None`
+/// where the file has no attribute (Plex uses its default). Taken with the prefs saved in
+/// configure, so `file_restore` can put the file back exactly as it was.
+pub fn file_snapshot(current: &[Pref], file: &Attrs) -> BTreeMap<String, Option<String>> {
+    current
+        .iter()
+        .filter(|p| managed(p))
+        .map(|p| (p.id.clone(), file.get(&p.id).cloned()))
+        .collect()
+}
+
+/// The edits that make Preferences.xml (whose attributes are `now`) hold the user's value of
+/// every pref plexburst manages again, for writing the file with Plex stopped: `Some(v)` sets the
+/// attribute, `None` removes it. The target is the attribute as `before` recorded it; without a
+/// record, the saved value, or no attribute when that value is the default (Plex stores a pref
+/// only when it differs from its default, plex.md §6). Attributes already right are not named.
+pub fn file_restore(
+    saved: &[Pref],
+    before: Option<&BTreeMap<String, Option<String>>>,
+    now: &Attrs,
+) -> Vec<(String, Option<String>)> {
+    saved
+        .iter()
+        .filter(|s| managed(s))
+        .filter_map(|s| {
+            let want = match before.and_then(|b| b.get(&s.id)) {
+                Some(recorded) => recorded.clone(),
+                None if same_value(s, &s.value, &s.default) => None,
+                None => Some(file_value(s, &s.value)),
+            };
+            (now.get(&s.id) != want.as_ref()).then(|| (s.id.clone(), want))
+        })
+        .collect()
+}
+
+/// `id=value` for each of `ids` as the user had it (what to set in Plex's settings, or send in a
+/// `PUT /:/prefs`), for a restore that could not be done.
+pub fn put_back_list(saved: &[Pref], ids: &[&str]) -> Vec<String> {
+    saved
+        .iter()
+        .filter(|s| ids.contains(&s.id.as_str()))
+        .map(|s| format!("{}={}", s.id, s.value))
+        .collect()
+}
+
+/// A value as Plex writes it in Preferences.xml: bools as `1`/`0`, everything else as text.
+fn file_value(p: &Pref, value: &str) -> String {
+    if p.kind == "bool" {
+        if matches!(value, "1" | "true") {
+            "1"
+        } else {
+            "0"
+        }
+        .to_string()
+    } else {
+        value.to_string()
+    }
 }
 
 fn is_behavior(p: &Pref) -> bool {
@@ -310,6 +372,91 @@ mod tests {
             }
         }
         assert!(restore(&saved, &now).is_empty());
+    }
+
+    /// Preferences.xml's attributes for `prefs` as Plex (and the emulator) writes them: only the
+    /// values that differ from the default, bools as `1`/`0`; plus an identity and the token.
+    fn file_of(prefs: &[Pref]) -> Attrs {
+        let mut a: Attrs = prefs
+            .iter()
+            .filter(|p| !same_value(p, &p.value, &p.default))
+            .map(|p| (p.id.clone(), file_value(p, &p.value)))
+            .collect();
+        a.insert("MachineIdentifier".into(), "m-1".into());
+        a.insert("PlexOnlineToken".into(), "tok-1".into());
+        a
+    }
+
+    fn apply_file(file: &mut Attrs, edits: &[(String, Option<String>)]) {
+        for (k, v) in edits {
+            match v {
+                Some(v) => file.insert(k.clone(), v.clone()),
+                None => file.remove(k),
+            };
+        }
+    }
+
+    #[test]
+    fn file_restore_puts_the_file_back_as_it_was() {
+        let saved = real();
+        let before = file_of(&saved);
+        let snapshot = file_snapshot(&saved, &before);
+        assert_eq!(snapshot["autoEmptyTrash"], None, "true is its default");
+        assert_eq!(
+            snapshot["MusicAnalysisBehavior"], None,
+            "scheduled is its default"
+        );
+        assert_eq!(
+            snapshot["GenerateBIFBehavior"].as_deref(),
+            Some("scheduled")
+        );
+        assert_eq!(snapshot["ScannerLowPriority"].as_deref(), Some("1"));
+        assert!(
+            !snapshot.contains_key("PlexOnlineToken"),
+            "only managed ids"
+        );
+        // The run changed the managed prefs; Plex wrote them as it does.
+        let mut during = saved.clone();
+        apply(&mut during, &background_off(&saved));
+        let on = analysis_for(SECTION_MUSIC, &during);
+        apply(&mut during, &on);
+        let now = file_of(&during);
+        assert_eq!(now["autoEmptyTrash"], "0");
+        for recorded in [Some(&snapshot), None] {
+            let edits = file_restore(&saved, recorded, &now);
+            assert!(
+                edits.contains(&("autoEmptyTrash".to_string(), None)),
+                "{edits:?}"
+            );
+            let mut back = now.clone();
+            apply_file(&mut back, &edits);
+            assert_eq!(back, before, "recorded: {}", recorded.is_some());
+            assert!(file_restore(&saved, recorded, &back).is_empty());
+        }
+        assert!(file_restore(&saved, Some(&snapshot), &before).is_empty());
+    }
+
+    #[test]
+    fn file_restore_keeps_a_default_the_file_stated() {
+        // Once set, Plex keeps a pref in the file even at its default (plex.md §6): the record
+        // says so, and the file gets the attribute back rather than losing it.
+        let saved = real();
+        let mut before = file_of(&saved);
+        before.insert("autoEmptyTrash".into(), "1".into());
+        let snapshot = file_snapshot(&saved, &before);
+        let mut now = before.clone();
+        now.insert("autoEmptyTrash".into(), "0".into());
+        assert_eq!(
+            file_restore(&saved, Some(&snapshot), &now),
+            vec![("autoEmptyTrash".to_string(), Some("1".to_string()))]
+        );
+        assert_eq!(
+            put_back_list(&saved, &["autoEmptyTrash", "MusicAnalysisBehavior"]),
+            vec![
+                "autoEmptyTrash=true".to_string(),
+                "MusicAnalysisBehavior=scheduled".to_string()
+            ]
+        );
     }
 
     #[test]

@@ -64,6 +64,31 @@ pub struct WarmReport {
     pub failed: Vec<(String, String)>,
 }
 
+/// What a file the storage puts on the target is, for its cleanup and the report.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FileKind {
+    /// Holds a secret: removed as soon as nothing needs it (teardown, a failure, destroy).
+    Secret,
+    /// The mount's cache: removed at teardown and destroy unless the user keeps it.
+    Cache,
+    /// Working files (log, probes, pid): removed at teardown and destroy.
+    Scratch,
+}
+
+/// A file or directory the storage may have put on the target.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TargetFile {
+    pub kind: FileKind,
+    pub what: &'static str,
+    pub path: String,
+}
+
+impl TargetFile {
+    pub fn new(kind: FileKind, what: &'static str, path: String) -> TargetFile {
+        TargetFile { kind, what, path }
+    }
+}
+
 /// How long a health probe may take before the mount counts as hung.
 pub const HEALTH_TIMEOUT: Duration = Duration::from_secs(20);
 
@@ -164,6 +189,40 @@ impl Storage {
         match self {
             Storage::Path { .. } => Ok(()),
             Storage::Rclone(rc) => rc.unmount(r),
+        }
+    }
+
+    /// Put the secret files the storage needs on the target (the rclone config); nothing for a
+    /// path. `prepare` does it too; a resumed run whose secrets were removed calls this.
+    pub fn push_secrets(&self, r: &dyn Remote) -> anyhow::Result<()> {
+        match self {
+            Storage::Path { .. } => Ok(()),
+            Storage::Rclone(rc) => rc.push_config(r),
+        }
+    }
+
+    /// Remove every secret file the storage put on the target.
+    pub fn remove_secrets(&self, r: &dyn Remote) -> anyhow::Result<()> {
+        match self {
+            Storage::Path { .. } => Ok(()),
+            Storage::Rclone(rc) => rc.remove_config(r),
+        }
+    }
+
+    /// Remove what the storage left on the target once unmounted (secrets, scratch files, and
+    /// the cache unless `keep_cache`).
+    pub fn clean(&self, r: &dyn Remote, keep_cache: bool) -> anyhow::Result<()> {
+        match self {
+            Storage::Path { .. } => Ok(()),
+            Storage::Rclone(rc) => rc.clean(r, keep_cache),
+        }
+    }
+
+    /// Everything the storage may have put on the target.
+    pub fn target_files(&self) -> Vec<TargetFile> {
+        match self {
+            Storage::Path { .. } => Vec::new(),
+            Storage::Rclone(rc) => rc.target_files(),
         }
     }
 

@@ -15,14 +15,14 @@ const SONIC: &str = "SELECT count(*) FROM metadata_items WHERE metadata_type = 1
      AND instr(extra_data, 'musicAnalysisVersion') > 0";
 
 /// A server started by the test itself (to read prefs before and after a run).
-struct Server {
+pub struct Server {
     child: std::process::Child,
     base: String,
     token: String,
 }
 
 impl Server {
-    fn start(lab: &Lab) -> Server {
+    pub fn start(lab: &Lab) -> Server {
         let port = crate::harness::free_port();
         let mut cmd = command(emulator_bin());
         cmd.args(["serve", "--data-dir"])
@@ -85,14 +85,14 @@ impl Server {
             .collect()
     }
 
-    fn put_prefs(&self, q: &str) {
+    pub fn put_prefs(&self, q: &str) {
         ureq::put(&format!("{}/:/prefs?{q}", self.base))
             .header("X-Plex-Token", &self.token)
             .send_empty()
             .expect("PUT /:/prefs");
     }
 
-    fn stop(mut self) {
+    pub fn stop(mut self) {
         let pid = self.child.id().to_string();
         run(command("kill").args(["-TERM", &pid]));
         let end = Instant::now() + Duration::from_secs(20);
@@ -590,6 +590,44 @@ fn keep_leaves_plex_running_until_destroy() {
     let out = lab.plexburst(&["destroy"]);
     assert_eq!(out.status.code(), Some(0), "{}", text(&out));
     assert_no_server(&lab);
+}
+
+/// Preferences.xml's attributes in the lab's data dir.
+fn prefs_file(lab: &Lab) -> std::collections::BTreeMap<String, String> {
+    let xml = std::fs::read_to_string(
+        lab.data_dir()
+            .join("Library/Application Support/Plex Media Server/Preferences.xml"),
+    )
+    .unwrap();
+    plexburst::plex::xml::attrs(&xml).unwrap()
+}
+
+#[test]
+fn failed_run_with_keep_leaves_plex_up_with_the_users_settings() {
+    let lab = Lab::new(LabOpts {
+        emulator_args: ["--analysis-rate", "20", "--fault", "stall:analysis:4"]
+            .map(String::from)
+            .to_vec(),
+        monitor: vec!["stall_window = \"3s\"".into()],
+        ..Default::default()
+    });
+    let s = Server::start(&lab);
+    s.put_prefs("GenerateBIFBehavior=scheduled&ScannerLowPriority=1");
+    s.stop();
+    let before = prefs_file(&lab);
+    let out = lab.plexburst(&["run", "--keep"]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    assert!(text(&out).contains("stalled"), "{}", text(&out));
+    // Plex stays up as asked, with the user's settings back (the emulator writes the file on
+    // every change); a resume would turn the background tasks off again first.
+    let pid = lab.server_pid().expect("a pid file");
+    assert!(pid_alive(pid), "--keep must leave Plex running");
+    assert_eq!(prefs_file(&lab), before, "{}", text(&out));
+    assert_eq!(lab.phase("configure")["status"], "pending");
+    let out = lab.plexburst(&["destroy"]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    assert_no_server(&lab);
+    assert_eq!(prefs_file(&lab), before);
 }
 
 #[test]

@@ -495,6 +495,39 @@ pub fn pid_alive(pid: impl Into<i64>) -> bool {
     }
 }
 
+/// Every process below `root` in the process tree (children, their children...), as (pid, name).
+pub fn descendants(root: u32) -> Vec<(u32, String)> {
+    let mut parents = std::collections::HashMap::<u32, Vec<(u32, String)>>::new();
+    for entry in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
+        let Ok(pid) = entry.file_name().to_string_lossy().parse::<u32>() else {
+            continue;
+        };
+        let Ok(stat) = std::fs::read_to_string(entry.path().join("stat")) else {
+            continue;
+        };
+        // "pid (comm) state ppid ...": the name may contain spaces, so split at the last ')'.
+        let (Some(open), Some(close)) = (stat.find('('), stat.rfind(')')) else {
+            continue;
+        };
+        let comm = stat[open + 1..close].to_string();
+        let mut rest = stat[close + 1..].split_whitespace();
+        let (Some(_state), Some(Ok(ppid))) = (rest.next(), rest.next().map(str::parse::<u32>))
+        else {
+            continue;
+        };
+        parents.entry(ppid).or_default().push((pid, comm));
+    }
+    let mut found = Vec::new();
+    let mut queue = vec![root];
+    while let Some(p) = queue.pop() {
+        for (child, comm) in parents.get(&p).into_iter().flatten() {
+            queue.push(*child);
+            found.push((*child, comm.clone()));
+        }
+    }
+    found
+}
+
 /// Pids of processes whose command line contains `needle`.
 pub fn pids_with_cmdline(needle: &str) -> Vec<i32> {
     let mut out = Vec::new();

@@ -7,6 +7,7 @@ mod e2e;
 mod export_gate;
 mod harness;
 mod layers;
+mod leftovers;
 
 mod plex_api;
 mod preflight;

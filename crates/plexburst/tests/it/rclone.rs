@@ -45,8 +45,13 @@ impl S3Server {
 
     /// Serve an existing directory: each of its subdirectories is a bucket.
     pub fn over(root: &Path) -> S3Server {
+        S3Server::over_with_secret(root, &format!("SK{}", uuid::Uuid::new_v4().simple()))
+    }
+
+    /// As `over`, with this secret key.
+    pub fn over_with_secret(root: &Path, secret_key: &str) -> S3Server {
         let access_key = format!("AK{}", &uuid::Uuid::new_v4().simple().to_string()[..12]);
-        let secret_key = format!("SK{}", uuid::Uuid::new_v4().simple());
+        let secret_key = secret_key.to_string();
         let port = free_port();
         let child = spawn_serve(root, port, &access_key, &secret_key);
         let server = S3Server {
@@ -633,6 +638,36 @@ impl RcloneLab {
         let s3 = S3Server::over(lab.dir.path());
         let conf = lab.path("user-rclone.conf");
         std::fs::write(&conf, s3.user_conf("s3lib")).unwrap();
+        let storage = format!(
+            "remote = \"s3lib\"\nrclone_conf = \"{}\"\n{extra_storage_toml}",
+            conf.display()
+        );
+        RcloneLab::with_storage(lab, s3, &storage)
+    }
+
+    /// As `new`, but the storage is given by endpoint and key id, and the S3 secret (`secret`)
+    /// reaches plexburst only through the environment variable `secret_env`: no file on this
+    /// machine holds it, so one found in a file was written by the run.
+    pub fn with_endpoint(
+        opts: LabOpts,
+        extra_storage_toml: &str,
+        secret_env: &str,
+        secret: &str,
+    ) -> RcloneLab {
+        let lab = Lab::new(opts);
+        std::fs::create_dir_all(lab.path("exports")).unwrap();
+        let s3 = S3Server::over_with_secret(lab.dir.path(), secret);
+        let storage = format!(
+            "endpoint = \"{}\"\naccess_key_id = \"{}\"\nsecret_access_key_env = \"{secret_env}\"\n{extra_storage_toml}",
+            s3.endpoint(),
+            s3.access_key
+        );
+        RcloneLab::with_storage(lab, s3, &storage)
+    }
+
+    /// The lab's config with its `[storage]` replaced by an rclone one (`remote` lines given)
+    /// mounting bucket `media`, and the sections pointed under the mount point.
+    fn with_storage(lab: Lab, s3: S3Server, remote_toml: &str) -> RcloneLab {
         let media = lab.path("media").display().to_string();
         let mount_point = lab.path("mnt/media").display().to_string();
         let toml = std::fs::read_to_string(lab.config_path()).unwrap();
@@ -642,8 +677,7 @@ impl RcloneLab {
             "the harness config changed shape:\n{toml}"
         );
         let new = format!(
-            "[storage]\nkind = \"rclone\"\nremote = \"s3lib\"\nrclone_conf = \"{}\"\nbucket = \"media\"\nmount_point = \"{mount_point}\"\nrc_port = {}\n{extra_storage_toml}\n",
-            conf.display(),
+            "[storage]\nkind = \"rclone\"\nbucket = \"media\"\nmount_point = \"{mount_point}\"\nrc_port = {}\n{remote_toml}\n",
             free_port()
         );
         let toml = toml

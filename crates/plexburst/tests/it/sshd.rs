@@ -202,37 +202,11 @@ impl Sshd {
 
 /// Pids of the `sshd` processes below `root` (the per-connection monitors and session processes).
 fn sshd_descendants(root: u32) -> Vec<u32> {
-    let mut parents = std::collections::HashMap::<u32, Vec<(u32, String)>>::new();
-    for entry in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
-        let Ok(pid) = entry.file_name().to_string_lossy().parse::<u32>() else {
-            continue;
-        };
-        let Ok(stat) = std::fs::read_to_string(entry.path().join("stat")) else {
-            continue;
-        };
-        // "pid (comm) state ppid ...": the name may contain spaces, so split at the last ')'.
-        let (Some(open), Some(close)) = (stat.find('('), stat.rfind(')')) else {
-            continue;
-        };
-        let comm = stat[open + 1..close].to_string();
-        let mut rest = stat[close + 1..].split_whitespace();
-        let (Some(_state), Some(Ok(ppid))) = (rest.next(), rest.next().map(str::parse::<u32>))
-        else {
-            continue;
-        };
-        parents.entry(ppid).or_default().push((pid, comm));
-    }
-    let mut found = Vec::new();
-    let mut queue = vec![root];
-    while let Some(p) = queue.pop() {
-        for (child, comm) in parents.get(&p).into_iter().flatten() {
-            queue.push(*child);
-            if comm == "sshd" {
-                found.push(*child);
-            }
-        }
-    }
-    found
+    crate::harness::descendants(root)
+        .into_iter()
+        .filter(|(_, comm)| comm == "sshd")
+        .map(|(pid, _)| pid)
+        .collect()
 }
 
 impl Drop for Sshd {

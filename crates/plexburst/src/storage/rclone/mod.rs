@@ -21,8 +21,9 @@
 //!
 //! This file holds `Rclone` and the paths it keeps on the target; `spec` the resolved spec and the
 //! user's rclone.conf, `mount` mounting and prewarming, `health` the guard, remount and unmount,
-//! `upload` the export to the bucket.
+//! `upload` the export to the bucket, `clean` the config, cache and scratch files and their removal.
 
+mod clean;
 mod health;
 mod mount;
 mod spec;

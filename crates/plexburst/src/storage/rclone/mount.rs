@@ -38,15 +38,7 @@ impl Rclone {
             ),
         }
         self.check_fuse_conf(r)?;
-        let (text, secrets) = self.conf_text()?;
-        r.run(&Cmd::new(format!(
-            "mkdir -p {} && chmod 700 {}",
-            quote(&self.dir()),
-            quote(&self.dir())
-        )))?;
-        r.put_file(&self.conf_path(), text.as_bytes(), 0o600)
-            .map_err(|e| anyhow::anyhow!(crate::remote::redact(&e.to_string(), &secrets)))
-            .with_context(|| format!("pushing the rclone config to {}", self.conf_path()))?;
+        self.push_config(r)?;
         // One cheap request proves credentials, endpoint and bucket before anything is mounted.
         let check = format!(
             "{} lsf --max-depth 1 --low-level-retries 2 --retries 1 {} >/dev/null",
