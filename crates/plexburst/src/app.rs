@@ -68,9 +68,21 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
                 build_plan(&config, options)
             })
         }
-        Command::Destroy => {
+        Command::Destroy { sweep, zones, yes } => {
             let config = load_config(&cli.config)?;
-            pipeline::destroy(&state_dir, build_plan(&config, &RunOptions::default()))
+            let plan = build_plan(&config, &RunOptions::default());
+            let zones = if zones.is_empty() {
+                pipeline::provision::scaleway(&plan)
+                    .map(|sc| sc.zones.clone())
+                    .unwrap_or_default()
+            } else {
+                zones.clone()
+            };
+            let destroyed = pipeline::destroy(&state_dir, plan);
+            if *sweep {
+                pipeline::provision::sweep(&zones, *yes)?;
+            }
+            destroyed
         }
         Command::Status { json, watch } => status(&state_dir, *json, *watch),
         Command::Login => login(&cli.config),

@@ -78,7 +78,18 @@ pub enum Command {
     },
     /// Stop everything a run left behind (Plex, mounts), put back the Plex settings it changed,
     /// remove its files from the target (but what stays on purpose), and close its state.
-    Destroy,
+    Destroy {
+        /// Also find every resource tagged `plexburst` at Scaleway (servers and their volumes, IPs,
+        /// the deadlines' IAM objects), whatever run made it, list them and delete them.
+        #[arg(long)]
+        sweep: bool,
+        /// The zones to sweep (repeatable; default: the config's zones, else the credentials').
+        #[arg(long = "zone", value_name = "ZONE")]
+        zones: Vec<String>,
+        /// Delete what the sweep lists without asking.
+        #[arg(long)]
+        yes: bool,
+    },
     /// Print the last lines of the Plex server's log on the target.
     Logs {
         /// How many lines.

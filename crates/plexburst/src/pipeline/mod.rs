@@ -207,7 +207,16 @@ pub fn destroy(state_dir: &Path, fallback: Plan) -> anyhow::Result<()> {
         )?);
     }
     let storage = Storage::from_plan(&plan.storage);
-    let mut cleaned = cleanup::destroy(remote.as_ref(), &plan, &storage, state.as_mut());
+    // A rented target that no longer exists (or never did) has nothing on it to clean.
+    let gone = provision::scaleway(&plan).is_some()
+        && state
+            .as_ref()
+            .is_none_or(|s| s.instance.is_none() && s.iam.is_empty());
+    let mut cleaned = if gone {
+        Ok(())
+    } else {
+        cleanup::destroy(remote.as_ref(), &plan, &storage, state.as_mut())
+    };
     if let Some(st) = state.as_mut()
         && (st.instance.is_some() || !st.iam.is_empty())
     {

@@ -697,3 +697,90 @@ fn delete_server(
         std::thread::sleep(POLL);
     }
 }
+
+/// `plexburst destroy --sweep`: every server tagged `plexburst` in `zones` (with its volumes),
+/// every IP so tagged, and the deadlines' IAM applications and policies (named `plexburst-…`,
+/// tagged `plexburst`): listed, then deleted once the user says yes (or `--yes`).
+pub fn sweep(zones: &[String], yes: bool) -> anyhow::Result<()> {
+    use std::io::{BufRead, IsTerminal, Write};
+    let (creds, api) = connect_api()?;
+    let zones: Vec<String> = if zones.is_empty() {
+        vec![creds.zone.clone()]
+    } else {
+        zones.to_vec()
+    };
+    let tag = crate::cloud::scaleway::TAG;
+    let mut found: Vec<(String, String)> = Vec::new();
+    let mut servers = Vec::new();
+    let mut ips = Vec::new();
+    for zone in &zones {
+        for s in api
+            .servers_tagged(zone, tag)
+            .map_err(|e| anyhow::anyhow!(explain(&e)))?
+        {
+            found.push((
+                format!(
+                    "server {} ({}, {zone}, {})",
+                    s.id, s.commercial_type, s.state
+                ),
+                zone.clone(),
+            ));
+            servers.push((zone.clone(), s));
+        }
+        for (id, addr) in api
+            .ips_tagged(zone, tag)
+            .map_err(|e| anyhow::anyhow!(explain(&e)))?
+        {
+            found.push((format!("ip {addr} ({zone})"), zone.clone()));
+            ips.push((zone.clone(), id));
+        }
+    }
+    let iam = api
+        .iam_tagged(tag)
+        .map_err(|e| anyhow::anyhow!(explain(&e)))?;
+    for (kind, id, name) in &iam {
+        found.push((format!("IAM {kind} {id} ({name})"), String::new()));
+    }
+    if found.is_empty() {
+        eprintln!(
+            "sweep: nothing tagged {tag} in {}, and no plexburst IAM objects",
+            zones.join(", ")
+        );
+        return Ok(());
+    }
+    eprintln!("sweep: found, tagged {tag}:");
+    for (what, _) in &found {
+        eprintln!("  {what}");
+    }
+    if !yes {
+        if !std::io::stdin().is_terminal() {
+            return Err(BadInput("the sweep deletes what it listed only when you say so: pass --yes, or run it on a terminal".into()).into());
+        }
+        eprint!("delete all of it? [y/N] ");
+        std::io::stderr().flush()?;
+        let mut line = String::new();
+        std::io::stdin().lock().read_line(&mut line)?;
+        if !matches!(line.trim(), "y" | "Y" | "yes") {
+            eprintln!("sweep: nothing deleted");
+            return Ok(());
+        }
+    }
+    for (zone, s) in servers {
+        let mut volumes = s.volumes.clone();
+        delete_server(&api, &zone, &s.id, &mut volumes)?;
+        for (vid, vtype) in &volumes {
+            api.delete_volume(&zone, vid, vtype)
+                .map_err(|e| anyhow::anyhow!(explain(&e)))?;
+        }
+    }
+    for (zone, id) in ips {
+        api.delete_ip(&zone, &id)
+            .map_err(|e| anyhow::anyhow!(explain(&e)))?;
+    }
+    for (kind, id, _) in iam {
+        api.delete_iam(&kind, &id)
+            .map_err(|e| anyhow::anyhow!(explain(&e)))?;
+    }
+    eprintln!("sweep: deleted {} resources", found.len());
+    Ok(())
+}

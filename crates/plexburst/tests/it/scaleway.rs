@@ -355,3 +355,84 @@ fn the_instance_deletes_itself_at_its_deadline_with_plexburst_dead() {
     assert!(out.status.success(), "{}", text(&out));
     assert_eq!(emu.left(), 0, "left at Scaleway: {:#}", emu.resources());
 }
+
+/// Run the lab until its scan is under way on the instance; returns the running plexburst.
+fn run_until_scan(emu: &ScwEmu, lab: &crate::harness::Lab) -> std::process::Child {
+    let mut run = lab.cmd(&["run", "--skip-analysis"]);
+    scw_env(emu, &mut run);
+    let child = crate::harness::spawn(&mut run);
+    crate::harness::wait_for(
+        "the scan on the instance",
+        std::time::Duration::from_secs(300),
+        || {
+            std::fs::read(lab.state_dir().join("state.json"))
+                .ok()
+                .and_then(|b| serde_json::from_slice::<serde_json::Value>(&b).ok())
+                .is_some_and(|s| s["current_phase"] == "scan")
+        },
+    );
+    child
+}
+
+#[test]
+fn sigint_mid_scan_deletes_the_instance_before_exiting() {
+    let emu = ScwEmu::start(&[]);
+    let rl = scaleway_lab(
+        &emu,
+        LabOpts {
+            emulator_args: vec!["--scan-rate".into(), "1".into()],
+            ..Default::default()
+        },
+    );
+    let lab = &rl.lab;
+    let child = run_until_scan(&emu, lab);
+    crate::harness::run(command("kill").args(["-INT", &child.id().to_string()]));
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(out.status.code(), Some(130), "{}", text(&out));
+    assert_eq!(emu.left(), 0, "left at Scaleway: {:#}", emu.resources());
+    assert!(emu.containers().is_empty());
+    let logs = lab.journal().with_file_name("target-logs");
+    assert!(
+        logs.join("cloud-init-output.log").exists(),
+        "the instance's logs were kept before it was deleted"
+    );
+    assert_eq!(lab.state()["status"], "interrupted");
+}
+
+#[test]
+fn a_lost_state_dir_is_covered_by_destroy_sweep() {
+    let emu = ScwEmu::start(&[]);
+    let rl = scaleway_lab(
+        &emu,
+        LabOpts {
+            emulator_args: vec!["--scan-rate".into(), "1".into()],
+            ..Default::default()
+        },
+    );
+    let lab = &rl.lab;
+    let mut child = run_until_scan(&emu, lab);
+    child.kill().unwrap();
+    let _ = child.wait();
+    std::fs::remove_dir_all(lab.state_dir()).unwrap();
+    assert!(emu.left() > 0);
+    let mut no = lab.cmd(&["destroy", "--sweep"]);
+    scw_env(&emu, &mut no);
+    let out = crate::harness::run(&mut no);
+    assert_eq!(
+        out.status.code(),
+        Some(2),
+        "asks before deleting: {}",
+        text(&out)
+    );
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("  server "),
+        "lists what it found: {}",
+        text(&out)
+    );
+    let mut yes = lab.cmd(&["destroy", "--sweep", "--yes"]);
+    scw_env(&emu, &mut yes);
+    let out = crate::harness::run(&mut yes);
+    assert!(out.status.success(), "{}", text(&out));
+    assert_eq!(emu.left(), 0, "left at Scaleway: {:#}", emu.resources());
+    assert!(emu.containers().is_empty());
+}

@@ -645,6 +645,38 @@ impl Api {
         gone_ok(self.call("DELETE", &path, Body::None))
     }
 
+    /// The IAM applications and policies carrying `tag`: (kind, id, name).
+    pub fn iam_tagged(&self, tag: &str) -> Result<Vec<(String, String, String)>, ApiError> {
+        let mut out = Vec::new();
+        for (kind, path, key) in [
+            ("policy", "/iam/v1alpha1/policies?page_size=100", "policies"),
+            (
+                "application",
+                "/iam/v1alpha1/applications?page_size=100",
+                "applications",
+            ),
+        ] {
+            let r = match self.call("GET", path, Body::None) {
+                Ok(r) => r,
+                Err(e) if e.status() == Some(403) => continue,
+                Err(e) => return Err(e),
+            };
+            for o in r.body[key].as_array().cloned().unwrap_or_default() {
+                let tagged = o["tags"]
+                    .as_array()
+                    .is_some_and(|t| t.iter().any(|x| x.as_str() == Some(tag)));
+                if tagged {
+                    out.push((
+                        kind.to_string(),
+                        o["id"].as_str().unwrap_or_default().to_string(),
+                        o["name"].as_str().unwrap_or_default().to_string(),
+                    ));
+                }
+            }
+        }
+        Ok(out)
+    }
+
     /// Whether this key may read IAM applications (a key that may not cannot make the deadline's).
     pub fn can_read_iam(&self) -> Result<bool, ApiError> {
         match self.call("GET", "/iam/v1alpha1/applications?page_size=1", Body::None) {
