@@ -2,7 +2,8 @@
 //!
 //! On a terminal a line is `HH:MM:SS message` in local time, the level shown only when it is not
 //! INFO: the message is what a person reads. Anywhere else (a pipe, CI, a service's journal) and
-//! in the run's log file, lines carry the full UTC timestamp and the level, for later reading.
+//! in the run's log file, lines carry the full UTC timestamp and the level, for later reading; the
+//! run's log file is at debug level whatever `-v` says.
 
 use std::fmt;
 use std::fs::File;
@@ -94,11 +95,17 @@ pub fn init(verbose: u8) {
             .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default))
     };
     let sink = SINK.get_or_init(FileSink::default).clone();
+    // The run's log file has the whole run at debug level (secrets are masked where commands
+    // are logged): an instance's own logs die with it, this one stays.
     let file = tracing_subscriber::fmt::layer()
         .with_writer(sink)
         .with_ansi(false)
         .with_target(false)
-        .with_filter(filter());
+        .with_filter(tracing_subscriber::EnvFilter::new(if verbose >= 2 {
+            "plexburst=trace"
+        } else {
+            "plexburst=debug"
+        }));
     let terminal = std::io::stderr().is_terminal();
     let stderr_short = terminal.then(|| {
         tracing_subscriber::fmt::layer()

@@ -394,6 +394,44 @@ fn arm_deadline(
     ))
 }
 
+/// Create the server, exactly once. A create whose answer is lost or refused with a retryable
+/// error may or may not have made it: the run's tag says which. Only when no server carries the
+/// tag is the create sent again, so a retry never makes a second server.
+fn create_once(
+    api: &Api,
+    zone: &str,
+    req: &NewServer,
+    run_id: &str,
+) -> Result<crate::cloud::scaleway::api::Server, ApiError> {
+    let mut wait = Duration::from_secs(1);
+    let mut attempt = 1;
+    loop {
+        match api.create_server(zone, req) {
+            Ok(s) => return Ok(s),
+            Err(e) if e.is_retryable() && attempt < 5 => {
+                if let Some(s) = api
+                    .servers_tagged(zone, &run_tag(run_id))?
+                    .into_iter()
+                    .next()
+                {
+                    tracing::info!(
+                        "the create's answer was lost ({e}); the server {} exists",
+                        s.id
+                    );
+                    return Ok(s);
+                }
+                tracing::warn!(
+                    "creating the server failed ({e}); no server carries the run's tag, so trying again"
+                );
+                std::thread::sleep(wait);
+                wait *= 2;
+                attempt += 1;
+            }
+            Err(e) => return Err(e),
+        }
+    }
+}
+
 /// Try each zone and type in order until one server is created and powered on.
 #[allow(clippy::too_many_arguments)]
 fn create_and_start(
@@ -473,7 +511,7 @@ fn create_and_start(
                 created_at: Some(crate::state::now()),
             });
             ctx.save()?;
-            let server = match api.create_server(&zone, &req) {
+            let server = match create_once(api, &zone, &req, &ctx.state.run_id) {
                 Ok(s) => s,
                 Err(e) if e.is_quota() => {
                     return Err(
@@ -487,15 +525,7 @@ fn create_and_start(
                     continue;
                 }
                 Err(e) => {
-                    // The answer may be lost while the server exists: find it by its tag.
-                    let found = api.servers_tagged(&zone, &run_tag(&ctx.state.run_id)).ok();
-                    match found.and_then(|v| v.into_iter().next()) {
-                        Some(s) => s,
-                        None => {
-                            return Err(anyhow::anyhow!(explain(&e)))
-                                .context("cannot create the server");
-                        }
-                    }
+                    return Err(anyhow::anyhow!(explain(&e))).context("cannot create the server");
                 }
             };
             if let Some(i) = ctx.state.instance.as_mut() {

@@ -436,3 +436,166 @@ fn a_lost_state_dir_is_covered_by_destroy_sweep() {
     assert_eq!(emu.left(), 0, "left at Scaleway: {:#}", emu.resources());
     assert!(emu.containers().is_empty());
 }
+
+#[test]
+fn the_user_data_script_is_clean_under_shellcheck() {
+    let dirs = vec!["/srv/plex".to_string(), "/srv/plex/.plexburst".to_string()];
+    for runtime in ["docker", "command"] {
+        let script = plexburst::cloud::scaleway::userdata::script(
+            &plexburst::cloud::scaleway::userdata::UserData {
+                public_key: "ssh-ed25519 AAAA test",
+                runtime,
+                image: "plexinc/pms-docker:latest",
+                dirs: &dirs,
+                deadline: std::time::Duration::from_secs(96 * 3600),
+            },
+        );
+        let f = tempfile::NamedTempFile::new().unwrap();
+        std::fs::write(f.path(), script).unwrap();
+        let out = crate::harness::run(command("shellcheck").args(["-s", "sh"]).arg(f.path()));
+        assert!(
+            out.status.success(),
+            "shellcheck ({runtime}): {}",
+            text(&out)
+        );
+    }
+}
+
+#[test]
+fn api_errors_on_about_a_fifth_of_the_calls_are_retried_and_the_run_completes() {
+    let emu = ScwEmu::start(&["rate-limit:0.1", "server-error:0.1"]);
+    let rl = scaleway_lab(&emu, LabOpts::default());
+    let lab = &rl.lab;
+    let mut run = lab.cmd(&["run", "--skip-analysis"]);
+    scw_env(&emu, &mut run);
+    let out = crate::harness::run(&mut run);
+    assert!(out.status.success(), "{}", text(&out));
+    let requests: serde_json::Value = serde_json::from_str(
+        &ureq::get(&format!("{}/_emulator/requests", emu.url))
+            .call()
+            .unwrap()
+            .body_mut()
+            .read_to_string()
+            .unwrap(),
+    )
+    .unwrap();
+    let failed = requests["requests"]
+        .as_array()
+        .map(|a| {
+            a.iter()
+                .filter(|r| r["status"].as_u64().is_some_and(|s| s == 429 || s >= 500))
+                .count()
+        })
+        .unwrap_or(0);
+    assert!(failed > 0, "the faults fired: {requests:#}");
+    let creates = requests["requests"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|r| {
+            r["method"] == "POST"
+                && r["path"].as_str().is_some_and(|p| p.ends_with("/servers"))
+                && r["status"] == 201
+        })
+        .count();
+    assert_eq!(creates, 1, "exactly one server was made");
+    assert_eq!(emu.left(), 0, "left at Scaleway: {:#}", emu.resources());
+}
+
+#[test]
+fn the_budget_stops_the_work_exports_what_exists_and_deletes_the_instance() {
+    let emu = ScwEmu::start(&[]);
+    let rl = scaleway_lab(
+        &emu,
+        LabOpts {
+            emulator_args: vec!["--scan-rate".into(), "1".into()],
+            ..Default::default()
+        },
+    );
+    let lab = &rl.lab;
+    // DEV1-S costs under a cent an hour: this budget is spent within the first seconds.
+    let toml = std::fs::read_to_string(lab.config_path())
+        .unwrap()
+        .replace("ssh_port =", "budget_eur = 0.00001\nssh_port =");
+    std::fs::write(lab.config_path(), toml).unwrap();
+    let mut run = lab.cmd(&["run", "--skip-analysis"]);
+    scw_env(&emu, &mut run);
+    let out = crate::harness::run(&mut run);
+    assert!(out.status.success(), "{}", text(&out));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("done with warnings"), "{stderr}");
+    assert!(stderr.contains("the budget is spent"), "{stderr}");
+    let state = lab.state();
+    assert!(
+        state["export"]["archive"].as_str().is_some(),
+        "exported: {state:#}"
+    );
+    assert_eq!(emu.left(), 0, "left at Scaleway: {:#}", emu.resources());
+    let report = std::fs::read_to_string(lab.journal().with_file_name("report.md")).unwrap();
+    assert!(
+        report.contains("- cost: ") && report.contains("EUR"),
+        "{report}"
+    );
+}
+
+/// An API key of an IAM application allowed Instances in the project and nothing else.
+fn instances_only_key(emu: &ScwEmu) -> String {
+    let post = |path: &str, body: serde_json::Value| -> serde_json::Value {
+        let text = ureq::post(&format!("{}{path}", emu.url))
+            .header("X-Auth-Token", SECRET)
+            .header("Content-Type", "application/json")
+            .send(body.to_string())
+            .unwrap()
+            .body_mut()
+            .read_to_string()
+            .unwrap();
+        serde_json::from_str(&text).unwrap()
+    };
+    let app = post(
+        "/iam/v1alpha1/applications",
+        serde_json::json!({"name": "user-key", "organization_id": ORGANIZATION}),
+    );
+    let app_id = app["id"].as_str().unwrap();
+    post(
+        "/iam/v1alpha1/policies",
+        serde_json::json!({"name": "user-key", "organization_id": ORGANIZATION, "application_id": app_id,
+            "rules": [{"permission_set_names": ["InstancesFullAccess"], "project_ids": [PROJECT]}]}),
+    );
+    let key = post(
+        "/iam/v1alpha1/api-keys",
+        serde_json::json!({"application_id": app_id, "default_project_id": PROJECT}),
+    );
+    key["secret_key"].as_str().unwrap().to_string()
+}
+
+#[test]
+fn a_key_without_iam_rights_needs_the_weak_deadline_accepted() {
+    let emu = ScwEmu::start(&[]);
+    let rl = scaleway_lab(&emu, LabOpts::default());
+    let lab = &rl.lab;
+    let key = instances_only_key(&emu);
+    let mut plan = lab.cmd(&["plan"]);
+    scw_env(&emu, &mut plan);
+    plan.env("SCW_SECRET_KEY", &key);
+    let out = crate::harness::run(&mut plan);
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("target.allow_weak_deadline = true"),
+        "{}",
+        text(&out)
+    );
+    let toml = std::fs::read_to_string(lab.config_path())
+        .unwrap()
+        .replace("ssh_port =", "allow_weak_deadline = true\nssh_port =");
+    std::fs::write(lab.config_path(), toml).unwrap();
+    let mut plan = lab.cmd(&["plan"]);
+    scw_env(&emu, &mut plan);
+    plan.env("SCW_SECRET_KEY", &key);
+    let out = crate::harness::run(&mut plan);
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("only an in-guest shutdown"),
+        "{}",
+        text(&out)
+    );
+}

@@ -61,7 +61,7 @@ impl ApiError {
         matches!(self.kind(), "denied_authentication" | "permissions_denied")
             || self.status() == Some(401)
     }
-    fn is_retryable(&self) -> bool {
+    pub fn is_retryable(&self) -> bool {
         match self {
             ApiError::Unreachable { .. } => true,
             ApiError::Http { status, kind, .. } => {
