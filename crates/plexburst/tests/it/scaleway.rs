@@ -599,3 +599,135 @@ fn a_key_without_iam_rights_needs_the_weak_deadline_accepted() {
         text(&out)
     );
 }
+
+/// The phases of a run on an instance, in order.
+const PHASES: [&str; 10] = [
+    "provision",
+    "prepare",
+    "preflight",
+    "start-plex",
+    "configure",
+    "scan",
+    "analyze",
+    "restore",
+    "export",
+    "teardown",
+];
+
+/// The current phase in the lab's state file, if it reads.
+fn current_phase(lab: &crate::harness::Lab) -> Option<String> {
+    let b = std::fs::read(lab.state_dir().join("state.json")).ok()?;
+    let v: serde_json::Value = serde_json::from_slice(&b).ok()?;
+    v["current_phase"].as_str().map(String::from)
+}
+
+/// Start a run and signal plexburst while the state says it is in `phase` (frozen with SIGSTOP
+/// between the look and the signal, so it cannot move on). `signal` is `TERM` (then the run
+/// must stop cleanly by itself) or `KILL` (then `destroy` must clean up). Returns the observed
+/// outcome; a phase that went by before it was caught is tried again with a new run.
+fn signal_in(emu: &ScwEmu, lab: &crate::harness::Lab, phase: &str, signal: &str) -> String {
+    use std::time::{Duration, Instant};
+    let args: &[&str] = if phase == "analyze" {
+        &["run"]
+    } else {
+        &["run", "--skip-analysis"]
+    };
+    for _ in 0..3 {
+        let _ = std::fs::remove_dir_all(lab.state_dir());
+        let mut run = lab.cmd(args);
+        scw_env(emu, &mut run);
+        let mut child = crate::harness::spawn(&mut run);
+        let pid = child.id().to_string();
+        let deadline = Instant::now() + Duration::from_secs(300);
+        while current_phase(lab).as_deref() != Some(phase) {
+            if let Ok(Some(_)) = child.try_wait() {
+                let out = child.wait_with_output().unwrap();
+                panic!("the run ended before phase {phase}:\n{}", text(&out));
+            }
+            assert!(Instant::now() < deadline, "phase {phase} never came");
+            std::thread::sleep(Duration::from_millis(5)); // polling the state file
+        }
+        crate::harness::run(command("kill").args(["-STOP", &pid]));
+        let caught = current_phase(lab).as_deref() == Some(phase);
+        crate::harness::run(command("kill").args([&format!("-{signal}"), &pid]));
+        crate::harness::run(command("kill").args(["-CONT", &pid]));
+        let out = child.wait_with_output().unwrap();
+        let observed = if signal == "KILL" {
+            let mut destroy = lab.cmd(&["destroy"]);
+            scw_env(emu, &mut destroy);
+            let d = crate::harness::run(&mut destroy);
+            assert!(
+                d.status.success(),
+                "destroy after SIGKILL in {phase}: {}",
+                text(&d)
+            );
+            "killed; destroy cleaned up".to_string()
+        } else {
+            match out.status.code() {
+                Some(130) => "stopped cleanly (exit 130)".to_string(),
+                Some(0) => "completed (the signal came in its last step)".to_string(),
+                other => panic!("SIGTERM in {phase}: exit {other:?}:\n{}", text(&out)),
+            }
+        };
+        if caught {
+            return observed;
+        }
+        // Went by: clean up what it left and try again.
+        let mut destroy = lab.cmd(&["destroy"]);
+        scw_env(emu, &mut destroy);
+        crate::harness::run(&mut destroy);
+    }
+    panic!("three runs went through phase {phase} before they could be signalled in it");
+}
+
+/// The signal matrix on a rented instance: in every phase, the signal, then zero resources left
+/// at Scaleway and no instance container. Prints the table (and the figures go in docs/).
+fn matrix(signal: &str) {
+    let emu = ScwEmu::start(&[]);
+    let rl = scaleway_lab(
+        &emu,
+        LabOpts {
+            // Slow enough that the scan and the analysis can be caught.
+            emulator_args: vec![
+                "--scan-rate".into(),
+                "8".into(),
+                "--analysis-rate".into(),
+                "4".into(),
+            ],
+            ..Default::default()
+        },
+    );
+    let lab = &rl.lab;
+    let mut table = format!(
+        "| SIG{signal} in | observed | resources left | containers left |\n|---|---|---|---|\n"
+    );
+    for phase in PHASES {
+        let observed = signal_in(&emu, lab, phase, signal);
+        let left = emu.left();
+        let containers = emu.containers().len();
+        table.push_str(&format!(
+            "| {phase} | {observed} | {left} | {containers} |\n"
+        ));
+        assert_eq!(
+            left,
+            0,
+            "SIG{signal} in {phase}: left at Scaleway: {:#}",
+            emu.resources()
+        );
+        assert_eq!(
+            containers, 0,
+            "SIG{signal} in {phase}: an instance container is left"
+        );
+    }
+    println!("{table}");
+}
+
+#[test]
+fn sigterm_in_every_phase_stops_cleanly_and_leaves_nothing_billed() {
+    matrix("TERM");
+}
+
+#[test]
+fn sigkill_in_every_phase_then_destroy_leaves_nothing_billed() {
+    matrix("KILL");
+}
