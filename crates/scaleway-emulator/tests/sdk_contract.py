@@ -381,6 +381,9 @@ def main():
     assert key.secret_key and key.access_key.startswith("SCW")
     call(iam.get_application, application_id=app)
     call(iam.get_policy, policy_id=policy.id)
+    # The lists plexburst reads (whether its key may manage IAM; the sweep's tagged objects).
+    assert any(a.id == app for a in call(iam.list_applications, page_size=100).applications)
+    assert any(p.id == policy.id for p in call(iam.list_policies, page_size=100).policies)
     assert call(iam.get_api_key, access_key=key.access_key).secret_key is None
     scoped = Client(
         access_key=key.access_key,

@@ -10,7 +10,8 @@ use std::process::{Child, Stdio};
 use crate::harness::{LabOpts, command, emulator_bin, free_port, text};
 use crate::rclone::RcloneLab;
 
-const SECRET: &str = "scw-secret-Plnt3d-0b5e";
+/// A distinctive secret key, shaped as real ones are (a UUID: the official SDK checks).
+const SECRET: &str = "5ec2e7a1-b1a5-4e0d-9c1e-7e57c0ffee01";
 const PROJECT: &str = "11111111-2222-3333-4444-555555555555";
 /// The emulator's default organization, owner of the projects it serves.
 const ORGANIZATION: &str = "5ca1e000-0000-4000-8000-000000000000";
@@ -28,18 +29,27 @@ pub struct ScwEmu {
 
 impl ScwEmu {
     pub fn start(faults: &[&str]) -> ScwEmu {
+        ScwEmu::start_with(faults, true)
+    }
+
+    /// With `instances` false, power-on boots nothing (an API-only emulator).
+    pub fn start_with(faults: &[&str], instances: bool) -> ScwEmu {
         let ssh_port = free_port();
-        let image = instance_standin::ensure_image().expect("the instance image builds");
         let mut c = command(workspace_bin("scaleway-emulator"));
         c.args(["serve", "--listen", "127.0.0.1:0", "--secret-key", SECRET])
             .args(["--project-id", PROJECT])
-            .arg("--instance-hook")
-            .arg(instance_standin::hook())
-            .env("PB_INSTANCE_SSH_PORT", ssh_port.to_string())
-            .env("PB_INSTANCE_IMAGE", image)
-            .env("PB_INSTANCE_BIND_EMULATOR", emulator_bin())
             .stdout(Stdio::piped())
             .stderr(Stdio::null());
+        if instances {
+            let image = instance_standin::ensure_image().expect("the instance image builds");
+            c.arg("--instance-hook")
+                .arg(instance_standin::hook())
+                .env("PB_INSTANCE_SSH_PORT", ssh_port.to_string())
+                .env("PB_INSTANCE_IMAGE", image)
+                .env("PB_INSTANCE_BIND_EMULATOR", emulator_bin());
+        } else {
+            c.args(["--boot-delay", "1500ms"]);
+        }
         for f in faults {
             c.args(["--fault", f]);
         }
@@ -69,6 +79,41 @@ impl ScwEmu {
             .read_to_string()
             .unwrap();
         serde_json::from_str(&body).unwrap()
+    }
+
+    /// Every (method, path) the emulator was sent, ids replaced by `{id}`.
+    pub fn request_templates(&self) -> std::collections::BTreeSet<String> {
+        let text = ureq::get(&format!("{}/_emulator/requests", self.url))
+            .call()
+            .unwrap()
+            .body_mut()
+            .read_to_string()
+            .unwrap();
+        let v: serde_json::Value = serde_json::from_str(&text).unwrap();
+        v["requests"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|r| {
+                let path: Vec<String> = r["path"]
+                    .as_str()
+                    .unwrap()
+                    .split('/')
+                    .map(|seg| {
+                        // A uuid, or an IAM access key (SCW + 17 upper-case letters and digits).
+                        let uuid =
+                            seg.len() == 36 && seg.chars().filter(|c| *c == '-').count() == 4;
+                        let access = seg.len() == 20 && seg.starts_with("SCW");
+                        if uuid || access {
+                            "{id}".to_string()
+                        } else {
+                            seg.to_string()
+                        }
+                    })
+                    .collect();
+                format!("{} {}", r["method"].as_str().unwrap(), path.join("/"))
+            })
+            .collect()
     }
 
     /// The instance hook's calls, for a failure message.
@@ -208,6 +253,33 @@ fn a_run_on_a_rented_instance_completes_and_leaves_nothing_billed() {
     let st = std::fs::read_to_string(lab.state_dir().join("state.json")).unwrap();
     assert!(!st.contains(SECRET));
     assert!(!stderr.contains(SECRET));
+
+    // Every request plexburst sent is one the official SDK also sends (its contract script
+    // against an emulator of its own), so the emulator's answers to them are SDK-checked.
+    let ours = emu.request_templates();
+    let sdk_emu = ScwEmu::start_with(&[], false);
+    let script = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../scaleway-emulator/tests/sdk_contract.py"
+    );
+    let sdk = crate::harness::run(command("python3").args([
+        script,
+        &sdk_emu.url,
+        SECRET,
+        PROJECT,
+        ORGANIZATION,
+    ]));
+    assert!(
+        sdk.status.success(),
+        "the SDK contract script: {}",
+        text(&sdk)
+    );
+    let theirs = sdk_emu.request_templates();
+    let only_ours: Vec<&String> = ours.difference(&theirs).collect();
+    assert!(
+        only_ours.is_empty(),
+        "requests plexburst sends that the SDK never does: {only_ours:#?}\nthe SDK's: {theirs:#?}"
+    );
 }
 
 #[test]
