@@ -694,7 +694,7 @@ fn current_phase(lab: &crate::harness::Lab) -> Option<String> {
 }
 
 /// Start a run and signal plexburst while the state says it is in `phase` (frozen with SIGSTOP
-/// between the look and the signal, so it cannot move on). `signal` is `TERM` (then the run
+/// between the look and the signal, so it cannot move on). `signal` is `INT` or `TERM` (then the run
 /// must stop cleanly by itself) or `KILL` (then `destroy` must clean up). Returns the observed
 /// outcome; a phase that went by before it was caught is tried again with a new run.
 fn signal_in(emu: &ScwEmu, lab: &crate::harness::Lab, phase: &str, signal: &str) -> String {
@@ -738,7 +738,7 @@ fn signal_in(emu: &ScwEmu, lab: &crate::harness::Lab, phase: &str, signal: &str)
             match out.status.code() {
                 Some(130) => "stopped cleanly (exit 130)".to_string(),
                 Some(0) => "completed (the signal came in its last step)".to_string(),
-                other => panic!("SIGTERM in {phase}: exit {other:?}:\n{}", text(&out)),
+                other => panic!("SIG{signal} in {phase}: exit {other:?}:\n{}", text(&out)),
             }
         };
         if caught {
@@ -802,4 +802,57 @@ fn sigterm_in_every_phase_stops_cleanly_and_leaves_nothing_billed() {
 #[test]
 fn sigkill_in_every_phase_then_destroy_leaves_nothing_billed() {
     matrix("KILL");
+}
+
+#[test]
+fn sigint_in_every_phase_stops_cleanly_and_leaves_nothing_billed() {
+    matrix("INT");
+}
+
+#[test]
+fn a_quota_error_is_explained_not_retried_and_nothing_is_left() {
+    let emu = ScwEmu::start(&["quota:DEV1-S"]);
+    let rl = scaleway_lab(&emu, LabOpts::default());
+    let lab = &rl.lab;
+    let mut run = lab.cmd(&["run"]);
+    scw_env(&emu, &mut run);
+    let out = crate::harness::run(&mut run);
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("quota") && stderr.contains("raise it in the Scaleway console"),
+        "{stderr}"
+    );
+    let creates = emu
+        .request_templates()
+        .iter()
+        .filter(|r| r.as_str() == "POST /instance/v1/zones/fr-par-1/servers")
+        .count();
+    assert_eq!(creates, 1, "the create was not retried");
+    assert_eq!(emu.left(), 0, "left at Scaleway: {:#}", emu.resources());
+}
+
+#[test]
+fn profiles_lists_live_prices_and_stock() {
+    let emu = ScwEmu::start_with(&["shortage:GP1-S"], false);
+    let mut c = command(crate::harness::plexburst_bin());
+    c.args(["profiles", "--zone", "fr-par-1"]);
+    scw_env(&emu, &mut c);
+    let out = crate::harness::run(c.env_remove("SCW_CONFIG_PATH"));
+    assert!(out.status.success(), "{}", text(&out));
+    let shown = String::from_utf8_lossy(&out.stdout);
+    for (profile, t) in [
+        ("lite", "DEV1-S"),
+        ("standard", "DEV1-M"),
+        ("power", "GP1-S"),
+        ("superpower", "GP1-M"),
+    ] {
+        let line = shown
+            .lines()
+            .find(|l| l.starts_with(profile) && l.contains(t))
+            .unwrap_or_else(|| panic!("no {profile} {t} line: {shown}"));
+        assert!(line.contains('.'), "a price: {line}");
+    }
+    let power = shown.lines().find(|l| l.starts_with("power")).unwrap();
+    assert!(power.ends_with("shortage"), "{power}");
 }
