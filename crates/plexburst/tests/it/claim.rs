@@ -4,7 +4,6 @@
 //! left 5 minutes (emulated clock) is never handed to a server; the account token reaches
 //! nothing but plex.tv.
 
-use std::io::BufRead;
 use std::os::unix::fs::PermissionsExt;
 use std::process::{Child, Stdio};
 use std::time::{Duration, Instant};
@@ -24,28 +23,18 @@ struct PlexTvEmu {
 
 impl PlexTvEmu {
     fn start(extra: &[&str]) -> PlexTvEmu {
-        let mut child = command(emulator_bin())
-            .args([
-                "plextv",
-                "--listen",
-                "127.0.0.1:0",
-                "--account-token",
-                ACCOUNT,
-            ])
-            .args(extra)
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("start plex-emulator plextv");
-        let mut line = String::new();
-        std::io::BufReader::new(child.stdout.take().unwrap())
-            .read_line(&mut line)
-            .unwrap();
-        let url = line
-            .trim()
-            .strip_prefix("listening on ")
-            .unwrap_or_else(|| panic!("unexpected first line {line:?}"))
-            .to_string();
+        let (child, url) = crate::harness::spawn_listening(
+            command(emulator_bin())
+                .args([
+                    "plextv",
+                    "--listen",
+                    "127.0.0.1:0",
+                    "--account-token",
+                    ACCOUNT,
+                ])
+                .args(extra)
+                .stderr(Stdio::null()),
+        );
         PlexTvEmu { child, url }
     }
 

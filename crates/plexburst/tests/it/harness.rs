@@ -576,6 +576,26 @@ pub fn run(cmd: &mut Command) -> Output {
         .unwrap_or_else(|e| panic!("cannot run {cmd:?}: {e}"))
 }
 
+/// Start a server that prints `listening on URL` as its first stdout line (the emulators do);
+/// returns it and the URL.
+pub fn spawn_listening(cmd: &mut Command) -> (Child, String) {
+    use std::io::BufRead;
+    let mut child = cmd
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("cannot start {cmd:?}: {e}"));
+    let mut line = String::new();
+    std::io::BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    let url = line
+        .trim()
+        .strip_prefix("listening on ")
+        .unwrap_or_else(|| panic!("{cmd:?} printed {line:?} first"))
+        .to_string();
+    (child, url)
+}
+
 /// Start a command in the background (for the SIGINT test).
 pub fn spawn(cmd: &mut Command) -> Child {
     cmd.stdout(Stdio::piped())

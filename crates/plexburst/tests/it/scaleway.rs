@@ -3,7 +3,6 @@
 //! user data plexburst sent (the instance stand-in, `scripts/instance/`), with the Plex emulator
 //! inside and the library in `rclone serve s3`, mounted in the instance with FUSE.
 
-use std::io::BufRead;
 use std::path::PathBuf;
 use std::process::{Child, Stdio};
 
@@ -38,7 +37,6 @@ impl ScwEmu {
         let mut c = command(workspace_bin("scaleway-emulator"));
         c.args(["serve", "--listen", "127.0.0.1:0", "--secret-key", SECRET])
             .args(["--project-id", PROJECT])
-            .stdout(Stdio::piped())
             .stderr(Stdio::null());
         if instances {
             let image = instance_standin::ensure_image().expect("the instance image builds");
@@ -53,16 +51,7 @@ impl ScwEmu {
         for f in faults {
             c.args(["--fault", f]);
         }
-        let mut child = c.spawn().expect("scaleway-emulator starts");
-        let mut line = String::new();
-        std::io::BufReader::new(child.stdout.take().unwrap())
-            .read_line(&mut line)
-            .unwrap();
-        let url = line
-            .trim()
-            .strip_prefix("listening on ")
-            .unwrap_or_else(|| panic!("unexpected first line {line:?}"))
-            .to_string();
+        let (child, url) = crate::harness::spawn_listening(&mut c);
         ScwEmu {
             child,
             url,
@@ -316,19 +305,7 @@ fn sigkill_mid_run_then_destroy_deletes_the_instance() {
         },
     );
     let lab = &rl.lab;
-    let mut run = lab.cmd(&["run", "--skip-analysis"]);
-    scw_env(&emu, &mut run);
-    let mut child = crate::harness::spawn(&mut run);
-    crate::harness::wait_for(
-        "the scan on the instance",
-        std::time::Duration::from_secs(300),
-        || {
-            std::fs::read(lab.state_dir().join("state.json"))
-                .ok()
-                .and_then(|b| serde_json::from_slice::<serde_json::Value>(&b).ok())
-                .is_some_and(|s| s["current_phase"] == "scan")
-        },
-    );
+    let mut child = run_until_scan(&emu, lab);
     child.kill().unwrap();
     let _ = child.wait();
     assert!(emu.left() > 0, "the killed run left its instance");
@@ -387,19 +364,7 @@ fn the_instance_deletes_itself_at_its_deadline_with_plexburst_dead() {
         .unwrap()
         .replace("ssh_port =", "max_lifetime = \"1m\"\nssh_port =");
     std::fs::write(lab.config_path(), toml).unwrap();
-    let mut run = lab.cmd(&["run", "--skip-analysis"]);
-    scw_env(&emu, &mut run);
-    let mut child = crate::harness::spawn(&mut run);
-    crate::harness::wait_for(
-        "the scan on the instance",
-        std::time::Duration::from_secs(300),
-        || {
-            std::fs::read(lab.state_dir().join("state.json"))
-                .ok()
-                .and_then(|b| serde_json::from_slice::<serde_json::Value>(&b).ok())
-                .is_some_and(|s| s["current_phase"] == "scan")
-        },
-    );
+    let mut child = run_until_scan(&emu, lab);
     let provision = lab.phase("provision");
     assert!(
         provision["detail"]
@@ -436,12 +401,7 @@ fn run_until_scan(emu: &ScwEmu, lab: &crate::harness::Lab) -> std::process::Chil
     crate::harness::wait_for(
         "the scan on the instance",
         std::time::Duration::from_secs(300),
-        || {
-            std::fs::read(lab.state_dir().join("state.json"))
-                .ok()
-                .and_then(|b| serde_json::from_slice::<serde_json::Value>(&b).ok())
-                .is_some_and(|s| s["current_phase"] == "scan")
-        },
+        || current_phase(lab).as_deref() == Some("scan"),
     );
     child
 }
