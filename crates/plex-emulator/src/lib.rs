@@ -31,115 +31,11 @@ pub use state::ServeOptions;
 /// only modules of lower layers, so the imports stay a DAG as the crate grows.
 #[cfg(test)]
 mod layers {
-    use std::collections::BTreeMap;
     use std::path::Path;
-
-    /// Layer number of each module, from the numbered lines of the README section
-    /// (`N. \`a\`, \`b\` — what they are`).
-    fn readme_layers(readme: &str) -> BTreeMap<String, usize> {
-        let section = readme
-            .split("## Module layers")
-            .nth(1)
-            .expect("README has a \"Module layers\" section");
-        let section = section.split("\n## ").next().unwrap_or_default();
-        let mut layers = BTreeMap::new();
-        for line in section.lines() {
-            let Some((num, rest)) = line.split_once(". ") else {
-                continue;
-            };
-            let Ok(n) = num.parse::<usize>() else {
-                continue;
-            };
-            let names = rest.split(" — ").next().unwrap_or_default();
-            for name in names.split(',') {
-                layers.insert(name.trim().trim_matches('`').to_string(), n);
-            }
-        }
-        layers
-    }
-
-    fn ident(s: &str) -> String {
-        s.chars()
-            .take_while(|c| c.is_alphanumeric() || *c == '_')
-            .collect()
-    }
-
-    /// The first segment of every `crate::` path in the code (line comments dropped), each name
-    /// of a `crate::{a, b::c}` group included, even when rustfmt spreads it over lines.
-    fn crate_refs(src: &str) -> Vec<String> {
-        let code: Vec<&str> = src
-            .lines()
-            .map(|l| l.split("//").next().unwrap_or_default())
-            .collect();
-        let code = code.join("\n");
-        let mut out = Vec::new();
-        let mut rest = code.as_str();
-        while let Some(i) = rest.find("crate::") {
-            rest = &rest[i + "crate::".len()..];
-            if let Some(group) = rest.strip_prefix('{') {
-                let end = group.find('}').unwrap_or(group.len());
-                out.extend(group[..end].split(',').map(|s| ident(s.trim())));
-            } else {
-                out.push(ident(rest));
-            }
-        }
-        out.retain(|s| !s.is_empty());
-        out
-    }
-
-    #[test]
-    fn crate_refs_finds_paths_and_groups_but_not_comments() {
-        let src = "use crate::db::open;\n// crate::http is only mentioned\nuse crate::{\n    state::State,\n    task,\n};\nlet v = crate::prefs::VERSION;";
-        assert_eq!(crate_refs(src), ["db", "state", "task", "prefs"]);
-    }
 
     #[test]
     fn every_module_imports_only_lower_layers() {
-        let dir = Path::new(env!("CARGO_MANIFEST_DIR"));
-        let readme = std::fs::read_to_string(dir.join("README.md")).expect("README.md");
-        let layers = readme_layers(&readme);
-        let mut problems = Vec::new();
-        let mut files = Vec::new();
-        for entry in std::fs::read_dir(dir.join("src")).expect("src/") {
-            let path = entry.expect("src/ entry").path();
-            if path.is_dir() {
-                problems.push(format!(
-                    "{}: nested modules are not checked yet",
-                    path.display()
-                ));
-                continue;
-            }
-            let module = path.file_stem().unwrap_or_default().to_string_lossy();
-            // The root declares every module; main.rs is the binary crate (`plex_emulator::`).
-            if module == "lib" || module == "main" {
-                continue;
-            }
-            files.push(module.to_string());
-            let Some(&mine) = layers.get(module.as_ref()) else {
-                problems.push(format!("{module} is in no layer"));
-                continue;
-            };
-            let src = std::fs::read_to_string(&path).expect("module source");
-            for r in crate_refs(&src) {
-                match layers.get(&r) {
-                    _ if r == module => {}
-                    None => {
-                        problems.push(format!("{module} names crate::{r}, not a layered module"))
-                    }
-                    Some(&theirs) if theirs >= mine => problems.push(format!(
-                        "{module} (layer {mine}) imports {r} (layer {theirs})"
-                    )),
-                    Some(_) => {}
-                }
-            }
-        }
-        for name in layers.keys() {
-            if !files.contains(name) {
-                problems.push(format!(
-                    "the README lists {name}, which has no src/{name}.rs"
-                ));
-            }
-        }
+        let problems = readme_layers::problems(Path::new(env!("CARGO_MANIFEST_DIR")));
         assert!(
             problems.is_empty(),
             "README \"Module layers\" does not hold:\n{}",
