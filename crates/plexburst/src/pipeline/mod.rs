@@ -176,6 +176,26 @@ pub fn resume(
     ctx.state.status = RunStatus::Running;
     ctx.state.error = None;
     ctx.state.options = ctx.plan.options.clone();
+    // A rented instance deleted after the failure took its data dir with it: the resume rents a
+    // new one and starts the job over on it.
+    if provision::scaleway(&ctx.plan).is_some()
+        && ctx.state.instance.is_none()
+        && ctx
+            .state
+            .phase("provision")
+            .is_some_and(|p| p.status == PhaseStatus::Done)
+    {
+        tracing::info!(
+            "the run's instance was deleted when it stopped; resuming on a new one, from the start"
+        );
+        for p in ctx.state.phases.iter_mut() {
+            p.status = PhaseStatus::Pending;
+        }
+        ctx.state.sections.clear();
+        ctx.state.saved_prefs = None;
+        ctx.state.plex_started = false;
+        ctx.state.storage_mounted = false;
+    }
     ctx.save()?;
     tracing::info!("resuming run {}", ctx.state.run_id);
     execute(&mut ctx)

@@ -182,6 +182,10 @@ pub fn run(ctx: &mut Ctx) -> anyhow::Result<Outcome> {
         .map(|t| t.replace(RUN_ID, &ctx.state.run_id))
         .collect();
 
+    // A new server has a new host key: the run's known_hosts holds only its own instance's.
+    if ctx.state.instance.is_none() {
+        let _ = std::fs::remove_file(run_dir.join("ssh/known_hosts"));
+    }
     // The deadline's key first: a key that may not make it stops the run before anything bills.
     let deadline_key = if ctx.state.instance.is_none() {
         make_deadline_key(ctx, &api, &creds, &sc, &project)?

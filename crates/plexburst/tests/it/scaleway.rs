@@ -816,3 +816,33 @@ fn profiles_lists_live_prices_and_stock() {
     let power = shown.lines().find(|l| l.starts_with("power")).unwrap();
     assert!(power.ends_with("shortage"), "{power}");
 }
+
+#[test]
+fn resume_after_sigterm_rents_a_new_instance_and_completes() {
+    let emu = ScwEmu::start(&[]);
+    let rl = scaleway_lab(
+        &emu,
+        LabOpts {
+            emulator_args: vec!["--scan-rate".into(), "4".into()],
+            ..Default::default()
+        },
+    );
+    let lab = &rl.lab;
+    let child = run_until_scan(&emu, lab);
+    crate::harness::run(command("kill").args(["-TERM", &child.id().to_string()]));
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(out.status.code(), Some(130), "{}", text(&out));
+    assert_eq!(emu.left(), 0, "the stopped run deleted its instance");
+    let mut resume = lab.cmd(&["resume"]);
+    scw_env(&emu, &mut resume);
+    let out = crate::harness::run(&mut resume);
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("resuming on a new one"),
+        "{}",
+        text(&out)
+    );
+    assert_eq!(lab.state()["status"], "done");
+    assert_eq!(emu.booted().len(), 2, "a second instance was rented");
+    assert_eq!(emu.left(), 0, "left at Scaleway: {:#}", emu.resources());
+}
