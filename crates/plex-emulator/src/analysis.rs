@@ -165,8 +165,9 @@ pub fn run(
     }
     let total = items.len() as u64;
     st.log(&format!(
-        "Analysis: {} on section {section}: {total} items",
-        task.name()
+        "Analysis: {} on section {section}: {total} items, {} workers",
+        task.name(),
+        worker_threads(st)
     ));
     let fault = st.faults.armed(Phase::Analysis, &st.dd.config);
     let stall_after = match fault {
@@ -268,6 +269,8 @@ fn spawn_scanner(st: &State, task: Task, stall_after: Option<u64>) -> anyhow::Re
         task.name().into(),
         "--cost-ms".into(),
         st.opts.analysis_cost.as_millis().to_string(),
+        "--threads".into(),
+        worker_threads(st).to_string(),
     ];
     if let Some(r) = rate(task, st) {
         args.extend(["--rate".into(), r.to_string()]);
@@ -426,20 +429,79 @@ fn write_media_file(st: &State, hash: &str, rel: &str, bytes: &[u8]) {
     let _ = std::fs::write(p, bytes);
 }
 
-/// The analysis mode of the child: read `part\tfile` lines, hash the whole file plus `cost_ms` of extra
-/// hashing, print `ok\tpart\tdigest`. Exits when its parent dies (its parent id changes).
+/// The name of each analysis worker thread in the scanner child (`/proc/PID/task/*/comm`, at most
+/// 15 bytes), so a test or an operator can count the workers running.
+pub const WORKER_THREAD: &str = "analysis-worker";
+
+/// How many items the scanner child analyses at once: `LongRunningJobThreads` ("how many threads
+/// can be used for long-running jobs, such as Sonic Analysis (Default is half the total
+/// threads)", plex.md §3), where 0, the default, means half this machine's cores (at least one).
+pub fn worker_threads(st: &State) -> u32 {
+    let set = st
+        .prefs()
+        .get("LongRunningJobThreads")
+        .and_then(|v| v.parse::<u32>().ok())
+        .unwrap_or(0);
+    if set > 0 {
+        set
+    } else {
+        default_worker_threads()
+    }
+}
+
+/// Half the machine's cores, at least one: Plex's default for `LongRunningJobThreads`.
+pub fn default_worker_threads() -> u32 {
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get() as u32);
+    (cores / 2).max(1)
+}
+
+/// The analysis mode of the child: `--threads` workers each read `part\tfile` lines, hash the
+/// whole file plus `cost_ms` of extra hashing, and print `ok\tpart\tdigest`. Exits when its parent
+/// dies (its parent id changes).
 pub fn scanner_main(a: &ScannerArgs) -> anyhow::Result<()> {
-    let parent = std::os::unix::process::parent_id();
-    let orphaned = move || std::os::unix::process::parent_id() != parent;
-    let stdin = std::io::stdin();
-    let mut out = std::io::stdout().lock();
+    let started = std::sync::atomic::AtomicU64::new(0);
+    let finished = std::sync::atomic::AtomicU64::new(0);
     let t0 = Instant::now();
-    let mut n = 0u64;
-    for line in stdin.lock().lines() {
-        let line = line?;
-        let Some((part, file)) = line.split_once('\t') else {
+    let parent = std::os::unix::process::parent_id();
+    std::thread::scope(|s| {
+        let workers: Vec<_> = (0..a.threads.max(1))
+            .map(|_| {
+                std::thread::Builder::new()
+                    .name(WORKER_THREAD.into())
+                    .spawn_scoped(s, || analysis_worker(a, parent, t0, &started, &finished))
+            })
+            .collect::<Result<_, _>>()?;
+        for w in workers {
+            w.join()
+                .map_err(|_| anyhow::anyhow!("an analysis worker panicked"))??;
+        }
+        Ok(())
+    })
+}
+
+/// One worker of the child: takes the next line of stdin until there is none (or the parent is
+/// gone). `started` counts items taken (for `--stall-after`), `finished` items done (for
+/// `--rate`), over all workers.
+fn analysis_worker(
+    a: &ScannerArgs,
+    parent: u32,
+    t0: Instant,
+    started: &std::sync::atomic::AtomicU64,
+    finished: &std::sync::atomic::AtomicU64,
+) -> anyhow::Result<()> {
+    use std::sync::atomic::Ordering;
+    let orphaned = || std::os::unix::process::parent_id() != parent;
+    let mut line = String::new();
+    loop {
+        line.clear();
+        // `Stdin::read_line` takes the stdin lock for the whole line, so workers never share one.
+        if std::io::stdin().read_line(&mut line)? == 0 {
+            return Ok(());
+        }
+        let Some((part, file)) = line.trim_end_matches('\n').split_once('\t') else {
             continue;
         };
+        let n = started.fetch_add(1, Ordering::SeqCst);
         if a.stall_after.is_some_and(|s| n >= s) {
             while !orphaned() {
                 std::thread::sleep(Duration::from_millis(100));
@@ -469,16 +531,18 @@ pub fn scanner_main(a: &ScannerArgs) -> anyhow::Result<()> {
             }
         }
         h.update(&block[..32]);
-        n += 1;
         let status = if res.is_ok() { "ok" } else { "err" };
+        let mut out = std::io::stdout().lock();
         if writeln!(out, "{status}\t{part}\t{}", hex::encode(h.finalize()))
             .and_then(|_| out.flush())
             .is_err()
         {
             return Ok(());
         }
+        drop(out);
+        let done = finished.fetch_add(1, Ordering::SeqCst) + 1;
         if let Some(r) = a.rate {
-            let due = Duration::from_secs_f64(n as f64 / r.max(0.001));
+            let due = Duration::from_secs_f64(done as f64 / r.max(0.001));
             if due > t0.elapsed() {
                 std::thread::sleep(due - t0.elapsed());
             }
@@ -487,7 +551,6 @@ pub fn scanner_main(a: &ScannerArgs) -> anyhow::Result<()> {
             return Ok(());
         }
     }
-    Ok(())
 }
 
 /// The sections (among `only`, or all when empty) whose type the task applies to.

@@ -25,9 +25,13 @@ pub struct ScannerArgs {
     /// CPU burnt per item on top of hashing the file.
     #[arg(long, default_value_t = 5)]
     pub cost_ms: u64,
-    /// Items per second at most.
+    /// Items per second at most, over all workers.
     #[arg(long)]
     pub rate: Option<f64>,
+    /// Analysis mode: how many items are analysed at once, each on its own thread
+    /// (`LongRunningJobThreads`, plex.md §3).
+    #[arg(long, default_value_t = 1)]
+    pub threads: u32,
     /// Stop working (no CPU, no output) after this many items, until the parent goes away.
     #[arg(long)]
     pub stall_after: Option<u64>,

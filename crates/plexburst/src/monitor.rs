@@ -33,6 +33,8 @@ pub enum Job {
         section_id: i64,
         section_type: i64,
         name: String,
+        /// Sonic workers (`LongRunningJobThreads`) for a music section.
+        threads: u32,
     },
 }
 
@@ -77,10 +79,11 @@ impl Job {
             Job::Analysis {
                 section_id,
                 section_type,
+                threads,
                 ..
             } => {
                 let prefs = client.prefs()?;
-                let on = crate::plex::prefs::analysis_for(*section_type, &prefs);
+                let on = crate::plex::prefs::analysis_for(*section_type, *threads, &prefs);
                 if !on.is_empty() {
                     client.set_prefs(&on)?;
                 }

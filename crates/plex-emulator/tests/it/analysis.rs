@@ -303,3 +303,51 @@ fn every_scanned_or_analysed_row_gets_a_fresh_change_stamp() {
         "each analysed track must be stamped above the pre-analysis maximum"
     );
 }
+
+/// The analysis worker threads (`/proc/PID/task/*/comm` = `analysis-worker`) of the server's
+/// scanner child, if it has one.
+fn scanner_workers(server: u32) -> Option<usize> {
+    let (pid, _, _) = scanner_processes()
+        .into_iter()
+        .find(|(_, ppid, _)| *ppid == server)?;
+    let tasks = std::fs::read_dir(format!("/proc/{pid}/task")).ok()?;
+    Some(
+        tasks
+            .flatten()
+            .filter(|t| {
+                std::fs::read_to_string(t.path().join("comm"))
+                    .is_ok_and(|c| c.trim_end() == "analysis-worker")
+            })
+            .count(),
+    )
+}
+
+/// Start Sonic on 40 tracks and wait for the scanner child to show `workers` workers at work.
+fn sonic_with_workers(threads_pref: Option<&str>, workers: usize) {
+    let lib = gen_library(&["--tracks", "40", "--albums", "4"]);
+    let e = claimed(&["--analysis-cost", "150ms"]);
+    if let Some(v) = threads_pref {
+        e.set_prefs(&format!("LongRunningJobThreads={v}"));
+    }
+    e.add_section("Music", "artist", &lib.path("Music"));
+    e.scan_all();
+    e.ok("POST", "/butler/MusicAnalysis");
+    let server = e.pid();
+    wait_until(
+        20,
+        &format!("a scanner child with {workers} analysis workers"),
+        || scanner_workers(server) == Some(workers),
+    );
+    wait_until(60, "every track analysed", || sonic(&e) == 40);
+}
+
+#[test]
+fn long_running_job_threads_sets_how_many_items_are_analysed_at_once() {
+    sonic_with_workers(Some("3"), 3);
+}
+
+#[test]
+fn long_running_job_threads_zero_means_half_the_cores() {
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    sonic_with_workers(None, (cores / 2).max(1));
+}

@@ -142,6 +142,7 @@ struct RawPlex {
     startup_timeout: Option<String>,
     stop_grace: Option<String>,
     plextv_url: Option<String>,
+    analysis_threads: Option<i64>,
 }
 
 fn default_runtime() -> String {
@@ -287,6 +288,8 @@ pub struct PlexConfig {
     pub stop_grace: Duration,
     /// Where plex.tv is (the account, the claim token); tests point it at an emulator.
     pub plextv_url: String,
+    /// `LongRunningJobThreads` during analysis; `None`: the target's vCPU count.
+    pub analysis_threads: Option<u32>,
 }
 
 impl PlexConfig {
@@ -466,6 +469,9 @@ port = 32400
 # scan_force = true
 # startup_timeout = "5m"
 # stop_grace = "60s"
+# Sonic analysis workers (Plex's hidden pref LongRunningJobThreads, whose default is half the
+# cores) during the analyze phase; put back afterwards. Default: the target's vCPU count.
+# analysis_threads = 8
 
 [timeouts]
 scan = "1h"

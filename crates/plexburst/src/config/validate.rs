@@ -602,6 +602,10 @@ fn check_section(
 }
 
 /// `[plex]`: the runtime, the data folder, the port and the environment.
+/// The most analysis workers `plex.analysis_threads` accepts: more than any rentable machine's
+/// vCPUs, so a larger number is a typo.
+const MAX_ANALYSIS_THREADS: i64 = 1024;
+
 fn check_plex(px: RawPlex, p: &mut Problems) -> PlexConfig {
     let data_dir = match &px.data_dir {
         Some(d) if is_abs(d) => d.trim_end_matches('/').to_string(),
@@ -722,10 +726,24 @@ fn check_plex(px: RawPlex, p: &mut Problems) -> PlexConfig {
             u
         }
     };
+    let analysis_threads = match px.analysis_threads {
+        None => None,
+        Some(n) if (1..=MAX_ANALYSIS_THREADS).contains(&n) => Some(n as u32),
+        Some(n) => {
+            p.push(
+                "plex.analysis_threads",
+                format!(
+                    "is {n}; use 1 to {MAX_ANALYSIS_THREADS} Sonic workers, or remove it to use the target's vCPU count"
+                ),
+            );
+            None
+        }
+    };
     PlexConfig {
         runtime,
         data_dir,
         port,
+        analysis_threads,
         env: px.env,
         scan_force: px.scan_force,
         plextv_url,

@@ -32,10 +32,16 @@ pub fn run(ctx: &mut Ctx) -> anyhow::Result<Outcome> {
         if plan.analysis.is_empty() {
             continue;
         }
+        let threads = match ctx.plan.plex.analysis_threads {
+            Some(n) => n,
+            None => crate::host::nproc(ctx.remote.as_ref())
+                .context("cannot count the target's vCPUs for the analysis workers")?,
+        };
         let job = Job::Analysis {
             section_id: s.id,
             section_type: s.section_type,
             name: s.name.clone(),
+            threads,
         };
         // Incremental DB sampling: this full count is the base the watch goes on from.
         let mut sampler = Sampler::new(ctx.plan.plex.db_path.clone());

@@ -109,6 +109,9 @@ pub struct PlexPlan {
     pub claim: String,
     /// plex.tv: the account token is checked and a claim token fetched there.
     pub plextv_url: String,
+    /// `LongRunningJobThreads` while a music section is analysed (Sonic workers, plex.md §3);
+    /// `None`: the target's vCPU count, read with `nproc` when the analysis starts.
+    pub analysis_threads: Option<u32>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -286,16 +289,23 @@ fn required_tools(runtime: &Runtime, storage: &StorageSpec) -> Vec<String> {
 }
 
 /// What the analysis of a section of this type does, in order (empty: nothing to analyse).
-fn analysis_steps(kind: SectionType, storage: &StorageSpec) -> Vec<String> {
+fn analysis_steps(kind: SectionType, storage: &StorageSpec, threads: Option<u32>) -> Vec<String> {
     let warm = match storage {
         StorageSpec::Rclone(_) => Some(
             "read the first 64 KiB of each of its files through the mount (missing and unreadable files reported)",
         ),
         StorageSpec::Path { .. } => None,
     };
+    let workers = match threads {
+        Some(n) => format!("{n} (plex.analysis_threads)"),
+        None => "the target's vCPU count (nproc)".to_string(),
+    };
+    let music_on = format!(
+        "set LongRunningJobThreads (Sonic workers; Plex's default is half the cores) to {workers} and turn on MusicAnalysisBehavior; the restore phase puts LongRunningJobThreads back"
+    );
     let (on, trigger, watch) = match kind {
         SectionType::Music => (
-            "turn on MusicAnalysisBehavior",
+            music_on.as_str(),
             "POST /butler/MusicAnalysis",
             "watch Sonic-analysed tracks and Plex's CPU until done, stalled or timed out",
         ),
@@ -507,7 +517,7 @@ pub fn build(config: &Config, options: &RunOptions, home: &str) -> Plan {
             analysis: if options.skip_analysis {
                 Vec::new()
             } else {
-                analysis_steps(s.kind, &storage)
+                analysis_steps(s.kind, &storage, plex.analysis_threads)
             },
             timeout: s.timeout,
             extensions: s.extensions.clone(),
@@ -536,6 +546,7 @@ pub fn build(config: &Config, options: &RunOptions, home: &str) -> Plan {
                 crate::plextv::TOKEN_ENV
             ),
             plextv_url: plex.plextv_url.clone(),
+            analysis_threads: plex.analysis_threads,
         },
         sections,
         monitor: MonitorPlan {
@@ -627,7 +638,7 @@ fn phases(
             ),
         ),
         ("analyze", analyze),
-        ("restore", "put back the prefs saved in configure".into()),
+        ("restore", "put back the prefs saved in configure: every one plexburst turned off or on, LongRunningJobThreads included".into()),
         (
             "export",
             format!(

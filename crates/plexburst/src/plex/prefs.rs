@@ -21,7 +21,10 @@
 //! | `GenerateIndexFilesDuringAnalysis` | `false` | makes analysis also write BIF index files (another full read) |
 //! | `ScannerLowPriority` | `false` | nothing else runs on the box; a low-priority scanner only slows the scan |
 //!
-//! What `analysis_for` turns on: music (8) `MusicAnalysisBehavior=asap` — Sonic analysis; the pipeline
+//! What `analysis_for` turns on: music (8) `LongRunningJobThreads` = the plan's worker count (the
+//! target's vCPUs unless `plex.analysis_threads` says otherwise; Plex's default 0 is half the cores,
+//! plex.md §3, so a rented machine would idle half its CPUs) and `MusicAnalysisBehavior=asap` —
+//! Sonic analysis; the pipeline
 //! then starts butler task [`butler_task_for`] = `MusicAnalysis`, since the behaviour alone did not
 //! analyse existing tracks in the field (plex.md §3.4). Photo (13): no preference is known to gate
 //! photo thumbnails (plex.md has none); they come from `PUT /library/sections/{id}/analyze`, so nothing
@@ -51,9 +54,17 @@ const OFF_BOOLS: &[&str] = &[
 pub const SECTION_MUSIC: i64 = 8;
 pub const SECTION_PHOTO: i64 = 13;
 
+/// How many Sonic analyses Plex runs at once: "how many threads can be used for long-running
+/// jobs, such as Sonic Analysis (Default is half the total threads)" (plex.md §3, hidden int,
+/// default 0).
+pub const ANALYSIS_THREADS: &str = "LongRunningJobThreads";
+
 /// Whether plexburst ever changes this pref (and so restores it at the end).
 pub fn managed(p: &Pref) -> bool {
-    is_behavior(p) || is_butler_bool(p) || OFF_BOOLS.contains(&p.id.as_str())
+    is_behavior(p)
+        || is_butler_bool(p)
+        || OFF_BOOLS.contains(&p.id.as_str())
+        || p.id == ANALYSIS_THREADS
 }
 
 /// Every background task off; see the module docs for each id and why.
@@ -75,17 +86,21 @@ pub fn background_off(current: &[Pref]) -> Vec<(String, String)> {
 }
 
 /// The prefs to set before analysing a section of `section_type` (1 movie, 2 show, 8 music,
-/// 13 photo): only what that section needs.
-pub fn analysis_for(section_type: i64, current: &[Pref]) -> Vec<(String, String)> {
-    let wanted: &[(&str, &str)] = match section_type {
-        SECTION_MUSIC => &[("MusicAnalysisBehavior", ASAP)],
-        _ => &[],
+/// 13 photo): only what that section needs. Music also gets `threads` Sonic workers
+/// ([`ANALYSIS_THREADS`]), where Plex would use half the cores.
+pub fn analysis_for(section_type: i64, threads: u32, current: &[Pref]) -> Vec<(String, String)> {
+    let wanted: Vec<(&str, String)> = match section_type {
+        SECTION_MUSIC => vec![
+            (ANALYSIS_THREADS, threads.to_string()),
+            ("MusicAnalysisBehavior", ASAP.to_string()),
+        ],
+        _ => Vec::new(),
     };
     wanted
-        .iter()
+        .into_iter()
         .filter_map(|(id, v)| {
-            let p = current.iter().find(|p| p.id == *id)?;
-            changed(p, v.to_string())
+            let p = current.iter().find(|p| p.id == id)?;
+            changed(p, v)
         })
         .collect()
 }
@@ -325,14 +340,17 @@ mod tests {
     fn analysis_for_music_enables_sonic_only() {
         let mut prefs = real();
         apply(&mut prefs, &background_off(&real()));
-        let on = analysis_for(SECTION_MUSIC, &prefs);
+        let on = analysis_for(SECTION_MUSIC, 4, &prefs);
         assert_eq!(
             on,
-            vec![("MusicAnalysisBehavior".to_string(), "asap".to_string())]
+            vec![
+                ("LongRunningJobThreads".to_string(), "4".to_string()),
+                ("MusicAnalysisBehavior".to_string(), "asap".to_string())
+            ]
         );
         assert_eq!(butler_task_for(SECTION_MUSIC), Some("MusicAnalysis"));
         for t in [1, 2, SECTION_PHOTO] {
-            assert!(analysis_for(t, &prefs).is_empty(), "type {t}");
+            assert!(analysis_for(t, 4, &prefs).is_empty(), "type {t}");
             assert_eq!(butler_task_for(t), None);
         }
     }
@@ -342,9 +360,9 @@ mod tests {
         // A server without Plex Pass may not list MusicAnalysisBehavior (plex.md §3.2).
         let prefs: Vec<Pref> = real()
             .into_iter()
-            .filter(|p| p.id != "MusicAnalysisBehavior")
+            .filter(|p| p.id != "MusicAnalysisBehavior" && p.id != ANALYSIS_THREADS)
             .collect();
-        assert!(analysis_for(SECTION_MUSIC, &prefs).is_empty());
+        assert!(analysis_for(SECTION_MUSIC, 4, &prefs).is_empty());
     }
 
     #[test]
@@ -352,7 +370,7 @@ mod tests {
         let saved = real();
         let mut now = saved.clone();
         apply(&mut now, &background_off(&saved));
-        let on = analysis_for(SECTION_MUSIC, &now);
+        let on = analysis_for(SECTION_MUSIC, 4, &now);
         apply(&mut now, &on);
         // Plex itself changed an unmanaged pref meanwhile: restore must not undo it.
         apply(
@@ -363,6 +381,7 @@ mod tests {
         let back = restore(&saved, &now);
         assert_eq!(get(&back, "autoEmptyTrash"), Some("true"));
         assert_eq!(get(&back, "MusicAnalysisBehavior"), Some("scheduled"));
+        assert_eq!(get(&back, ANALYSIS_THREADS), Some("0"));
         assert_eq!(get(&back, "LastAutomaticMappedPort"), None);
         apply(&mut now, &back);
         for s in &saved {
@@ -418,7 +437,7 @@ mod tests {
         // The run changed the managed prefs; Plex wrote them as it does.
         let mut during = saved.clone();
         apply(&mut during, &background_off(&saved));
-        let on = analysis_for(SECTION_MUSIC, &during);
+        let on = analysis_for(SECTION_MUSIC, 4, &during);
         apply(&mut during, &on);
         let now = file_of(&during);
         assert_eq!(now["autoEmptyTrash"], "0");

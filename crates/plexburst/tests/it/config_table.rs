@@ -203,6 +203,14 @@ fn cases() -> Vec<(&'static str, String, &'static str)> {
             "plex.port is 0",
         ),
         (
+            "no analysis workers",
+            r(
+                "data_dir = \"/var/lib/plexburst/plex\"",
+                "data_dir = \"/var/lib/plexburst/plex\"\nanalysis_threads = 0",
+            ),
+            "plex.analysis_threads is 0; use 1 to 1024 Sonic workers",
+        ),
+        (
             "claim in config",
             r(
                 "data_dir = \"/var/lib/plexburst/plex\"",
@@ -344,6 +352,30 @@ fn all_problems_are_reported_at_once() {
     for want in ["sections[1].type", "timeouts.scan", "plex.runtime"] {
         assert!(stderr.contains(want), "{want} missing: {stderr}");
     }
+}
+
+#[test]
+fn analysis_threads_from_the_config_is_in_the_plan() {
+    let dir = tempfile::tempdir().unwrap();
+    let toml = GOOD.replace(
+        "data_dir = \"/var/lib/plexburst/plex\"",
+        "data_dir = \"/var/lib/plexburst/plex\"\nanalysis_threads = 12",
+    );
+    let out = plan_of(dir.path(), "p.toml", &toml, &["--json"]);
+    assert!(out.status.success(), "{}", text(&out));
+    let plan: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(plan["plex"]["analysis_threads"], 12);
+    let music = plan["sections"][0]["analysis"][0].as_str().unwrap();
+    assert!(
+        music.contains("LongRunningJobThreads") && music.contains("to 12 (plex.analysis_threads)"),
+        "{music}"
+    );
+    let text_plan = plan_of(dir.path(), "p.toml", &toml, &[]);
+    assert!(
+        String::from_utf8_lossy(&text_plan.stdout).contains("to 12 (plex.analysis_threads)"),
+        "{}",
+        text(&text_plan)
+    );
 }
 
 #[test]

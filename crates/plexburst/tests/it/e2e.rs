@@ -223,7 +223,7 @@ fn assert_no_server(lab: &Lab) {
 fn seed_prefs(lab: &Lab) -> std::collections::BTreeMap<String, String> {
     let s = Server::start(lab);
     s.put_prefs(
-        "ButlerTaskDeepMediaAnalysis=true&autoEmptyTrash=true&MusicAnalysisBehavior=scheduled",
+        "ButlerTaskDeepMediaAnalysis=true&autoEmptyTrash=true&MusicAnalysisBehavior=scheduled&LongRunningJobThreads=7",
     );
     let before = s.prefs();
     s.stop();
@@ -249,12 +249,39 @@ fn assert_prefs_restored(
     assert!(diff.is_empty(), "prefs not restored:\n{}", diff.join("\n"));
 }
 
+/// The emulator's own log: plexburst set `LongRunningJobThreads` to this machine's vCPU count
+/// before the Sonic analysis, and the analysis ran with that many workers.
+fn assert_sonic_ran_on_every_vcpu(lab: &Lab) {
+    let vcpus = std::thread::available_parallelism().unwrap().get();
+    let log = std::fs::read_to_string(
+        lab.data_dir()
+            .join("Library/Application Support/Plex Media Server/Logs/Plex Media Server.log"),
+    )
+    .unwrap();
+    let set = format!("LongRunningJobThreads={vcpus}");
+    assert!(
+        log.lines()
+            .any(|l| l.contains("Prefs set:") && l.contains(&set)),
+        "no `{set}` in the emulator's log:\n{log}"
+    );
+    let sonic: Vec<&str> = log
+        .lines()
+        .filter(|l| l.contains("Analysis: sonic on section") && l.contains("items,"))
+        .collect();
+    assert!(!sonic.is_empty(), "no Sonic analysis in the log:\n{log}");
+    for l in sonic {
+        assert!(l.ends_with(&format!(", {vcpus} workers")), "{l}");
+    }
+}
+
 #[test]
 fn local_run_scans_analyses_restores_and_exports() {
     let lab = Lab::new(LabOpts::default());
     let before = seed_prefs(&lab);
+    assert_eq!(before["LongRunningJobThreads"], "7");
     let out = lab.plexburst(&["run"]);
     assert_complete_run(&lab, &out);
+    assert_sonic_ran_on_every_vcpu(&lab);
     assert_prefs_restored(&before, &prefs_now(&lab));
     let status = lab.plexburst(&["status", "--json"]);
     let status: serde_json::Value = serde_json::from_slice(&status.stdout).unwrap();

@@ -245,10 +245,13 @@ fn full_cycle_against_the_emulator() {
     assert_eq!(counts(&mut sampler, 13).unwrap().thumbnailed, 0);
 
     // Sonic for the music section only, then thumbnails for the photos.
-    let on = prefs::analysis_for(8, &client.prefs().unwrap());
+    let on = prefs::analysis_for(8, 2, &client.prefs().unwrap());
     assert_eq!(
         on,
-        vec![("MusicAnalysisBehavior".to_string(), "asap".to_string())]
+        vec![
+            ("LongRunningJobThreads".to_string(), "2".to_string()),
+            ("MusicAnalysisBehavior".to_string(), "asap".to_string())
+        ]
     );
     client.set_prefs(&on).unwrap();
     client
