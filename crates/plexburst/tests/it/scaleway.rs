@@ -180,6 +180,25 @@ fn scaleway_lab(emu: &ScwEmu, opts: LabOpts) -> RcloneLab {
     rl
 }
 
+/// A lab whose Plex scans `rate` files a second (the library has 22), so a phase can be caught.
+fn slow_lab(emu: &ScwEmu, rate: &str) -> RcloneLab {
+    scaleway_lab(
+        emu,
+        LabOpts {
+            emulator_args: vec!["--scan-rate".into(), rate.into()],
+            ..Default::default()
+        },
+    )
+}
+
+/// Add `line` to the lab's `[target]` (before its `ssh_port`).
+fn target_line(lab: &crate::harness::Lab, line: &str) {
+    let toml = std::fs::read_to_string(lab.config_path())
+        .unwrap()
+        .replace("ssh_port =", &format!("{line}\nssh_port ="));
+    std::fs::write(lab.config_path(), toml).unwrap();
+}
+
 fn scw_env(emu: &ScwEmu, c: &mut std::process::Command) {
     c.env("SCW_SECRET_KEY", SECRET)
         .env("SCW_ACCESS_KEY", "SCWPLEXBURSTTEST000")
@@ -297,13 +316,7 @@ fn out_of_stock_at_power_on_falls_back_and_deletes_the_first_server() {
 #[test]
 fn sigkill_mid_run_then_destroy_deletes_the_instance() {
     let emu = ScwEmu::start(&[]);
-    let rl = scaleway_lab(
-        &emu,
-        LabOpts {
-            emulator_args: vec!["--scan-rate".into(), "2".into()],
-            ..Default::default()
-        },
-    );
+    let rl = slow_lab(&emu, "2");
     let lab = &rl.lab;
     let mut child = run_until_scan(&emu, lab);
     child.kill().unwrap();
@@ -351,19 +364,10 @@ fn bad_credentials_are_reported_by_plan_before_anything_is_created() {
 #[test]
 fn the_instance_deletes_itself_at_its_deadline_with_plexburst_dead() {
     let emu = ScwEmu::start(&[]);
-    let rl = scaleway_lab(
-        &emu,
-        LabOpts {
-            // 22 files at 0.2 files/s: the scan outlasts the 1-minute deadline.
-            emulator_args: vec!["--scan-rate".into(), "0.2".into()],
-            ..Default::default()
-        },
-    );
+    // 22 files at 0.2 files/s: the scan outlasts the 1-minute deadline.
+    let rl = slow_lab(&emu, "0.2");
     let lab = &rl.lab;
-    let toml = std::fs::read_to_string(lab.config_path())
-        .unwrap()
-        .replace("ssh_port =", "max_lifetime = \"1m\"\nssh_port =");
-    std::fs::write(lab.config_path(), toml).unwrap();
+    target_line(lab, "max_lifetime = \"1m\"");
     let mut child = run_until_scan(&emu, lab);
     let provision = lab.phase("provision");
     assert!(
@@ -409,13 +413,7 @@ fn run_until_scan(emu: &ScwEmu, lab: &crate::harness::Lab) -> std::process::Chil
 #[test]
 fn sigint_mid_scan_deletes_the_instance_before_exiting() {
     let emu = ScwEmu::start(&[]);
-    let rl = scaleway_lab(
-        &emu,
-        LabOpts {
-            emulator_args: vec!["--scan-rate".into(), "1".into()],
-            ..Default::default()
-        },
-    );
+    let rl = slow_lab(&emu, "1");
     let lab = &rl.lab;
     let child = run_until_scan(&emu, lab);
     crate::harness::run(command("kill").args(["-INT", &child.id().to_string()]));
@@ -434,13 +432,7 @@ fn sigint_mid_scan_deletes_the_instance_before_exiting() {
 #[test]
 fn a_lost_state_dir_is_covered_by_destroy_sweep() {
     let emu = ScwEmu::start(&[]);
-    let rl = scaleway_lab(
-        &emu,
-        LabOpts {
-            emulator_args: vec!["--scan-rate".into(), "1".into()],
-            ..Default::default()
-        },
-    );
+    let rl = slow_lab(&emu, "1");
     let lab = &rl.lab;
     let mut child = run_until_scan(&emu, lab);
     child.kill().unwrap();
@@ -537,19 +529,10 @@ fn api_errors_on_about_a_fifth_of_the_calls_are_retried_and_the_run_completes() 
 #[test]
 fn the_budget_stops_the_work_exports_what_exists_and_deletes_the_instance() {
     let emu = ScwEmu::start(&[]);
-    let rl = scaleway_lab(
-        &emu,
-        LabOpts {
-            emulator_args: vec!["--scan-rate".into(), "1".into()],
-            ..Default::default()
-        },
-    );
+    let rl = slow_lab(&emu, "1");
     let lab = &rl.lab;
     // DEV1-S costs under a cent an hour: this budget is spent within the first seconds.
-    let toml = std::fs::read_to_string(lab.config_path())
-        .unwrap()
-        .replace("ssh_port =", "budget_eur = 0.00001\nssh_port =");
-    std::fs::write(lab.config_path(), toml).unwrap();
+    target_line(lab, "budget_eur = 0.00001");
     let mut run = lab.cmd(&["run", "--skip-analysis"]);
     scw_env(&emu, &mut run);
     let out = crate::harness::run(&mut run);
@@ -616,10 +599,7 @@ fn a_key_without_iam_rights_needs_the_weak_deadline_accepted() {
         "{}",
         text(&out)
     );
-    let toml = std::fs::read_to_string(lab.config_path())
-        .unwrap()
-        .replace("ssh_port =", "allow_weak_deadline = true\nssh_port =");
-    std::fs::write(lab.config_path(), toml).unwrap();
+    target_line(lab, "allow_weak_deadline = true");
     let mut plan = lab.cmd(&["plan"]);
     scw_env(&emu, &mut plan);
     plan.env("SCW_SECRET_KEY", &key);
@@ -820,13 +800,7 @@ fn profiles_lists_live_prices_and_stock() {
 #[test]
 fn resume_after_sigterm_rents_a_new_instance_and_completes() {
     let emu = ScwEmu::start(&[]);
-    let rl = scaleway_lab(
-        &emu,
-        LabOpts {
-            emulator_args: vec!["--scan-rate".into(), "4".into()],
-            ..Default::default()
-        },
-    );
+    let rl = slow_lab(&emu, "4");
     let lab = &rl.lab;
     let child = run_until_scan(&emu, lab);
     crate::harness::run(command("kill").args(["-TERM", &child.id().to_string()]));
