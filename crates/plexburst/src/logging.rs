@@ -12,6 +12,7 @@ use std::path::Path;
 use std::sync::{Arc, Mutex};
 
 use tracing::{Event, Level, Subscriber};
+use tracing_subscriber::Layer as _;
 use tracing_subscriber::fmt::format::{FormatEvent, FormatFields, Writer};
 use tracing_subscriber::fmt::{FmtContext, MakeWriter};
 use tracing_subscriber::layer::SubscriberExt;
@@ -144,8 +145,6 @@ pub fn to_file(path: &Path) -> anyhow::Result<()> {
     }
     Ok(())
 }
-
-use tracing_subscriber::Layer as _;
 
 #[cfg(test)]
 mod tests {

@@ -188,8 +188,6 @@ pub struct Instance {
     pub provider: String,
     pub zone: String,
     pub commercial_type: String,
-    /// EUR per hour, from the provider's catalogue at provisioning.
-    pub hourly_price: f64,
     pub server_id: Option<String>,
     /// (id, type) of every volume the server had: deleted after the server.
     pub volumes: Vec<(String, String)>,
@@ -200,7 +198,6 @@ pub struct Instance {
     pub known_hosts: String,
     /// The host key was recorded at first contact; checking is strict from then on.
     pub host_key_pinned: bool,
-    pub created_at: Option<String>,
 }
 
 /// One server the run paid for: its price and how long it existed.

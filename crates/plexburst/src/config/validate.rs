@@ -110,26 +110,68 @@ fn required<T>(table: Option<T>, field: &str, msg: &str, p: &mut Problems) -> Op
     table
 }
 
+/// The `[target]` keys of an existing SSH host, with whether each is set.
+fn ssh_fields(t: &RawTarget) -> [(&'static str, bool); 5] {
+    [
+        ("target.host", t.host.is_some()),
+        ("target.port", t.port.is_some()),
+        ("target.user", t.user.is_some()),
+        ("target.identity", t.identity.is_some()),
+        ("target.ssh_options", !t.ssh_options.is_empty()),
+    ]
+}
+
+/// The `[target]` keys of a rented instance, with whether each is set.
+fn scaleway_fields(t: &RawTarget) -> [(&'static str, bool); 13] {
+    [
+        ("target.zone", t.zone.is_some()),
+        ("target.zones", !t.zones.is_empty()),
+        ("target.type", t.commercial_type.is_some()),
+        ("target.fallback_types", !t.fallback_types.is_empty()),
+        ("target.image", t.image.is_some()),
+        ("target.root_volume_gb", t.root_volume_gb.is_some()),
+        ("target.root_volume_type", t.root_volume_type.is_some()),
+        ("target.ssh_port", t.ssh_port.is_some()),
+        ("target.max_lifetime", t.max_lifetime.is_some()),
+        ("target.boot_timeout", t.boot_timeout.is_some()),
+        ("target.budget_eur", t.budget_eur.is_some()),
+        ("target.max_runtime", t.max_runtime.is_some()),
+        ("target.allow_weak_deadline", t.allow_weak_deadline),
+    ]
+}
+
+/// A problem for each key set that this kind of target does not use (a key silently ignored
+/// would be a setting the user thinks is in force).
+fn reject(p: &mut Problems, fields: &[(&str, bool)], msg: &str) {
+    for (field, set) in fields {
+        if *set {
+            p.push(field, msg);
+        }
+    }
+}
+
 /// `[target]` but `work_dir`, whose default needs `[plex]`: the connection and the profile.
 fn check_target(t: &RawTarget, p: &mut Problems) -> (TargetKind, String) {
     let kind = match t.kind.as_str() {
         "local" => {
-            for (field, set) in [
-                ("target.host", t.host.is_some()),
-                ("target.port", t.port.is_some()),
-                ("target.user", t.user.is_some()),
-                ("target.identity", t.identity.is_some()),
-            ] {
-                if set {
-                    p.push(
-                        field,
-                        "is only used with target.kind = \"ssh\"; remove it or set kind = \"ssh\"",
-                    );
-                }
-            }
+            reject(
+                p,
+                &ssh_fields(t),
+                "is only used with target.kind = \"ssh\"; remove it or set kind = \"ssh\"",
+            );
+            reject(
+                p,
+                &scaleway_fields(t),
+                "is only used with target.kind = \"scaleway\"; remove it or set kind = \"scaleway\"",
+            );
             TargetKind::Local
         }
         "ssh" => {
+            reject(
+                p,
+                &scaleway_fields(t),
+                "is only used with target.kind = \"scaleway\"; remove it or set kind = \"scaleway\"",
+            );
             let host = t.host.clone().unwrap_or_default();
             if host.trim().is_empty() {
                 p.push(
@@ -201,19 +243,11 @@ fn check_target(t: &RawTarget, p: &mut Problems) -> (TargetKind, String) {
 /// `[target]` with `kind = "scaleway"`: the machine to rent. Names are checked for shape here;
 /// whether the zone, type and image exist is asked of the API by `plan`.
 fn check_scaleway(t: &RawTarget, p: &mut Problems) -> ScalewayConfig {
-    for (field, set) in [
-        ("target.host", t.host.is_some()),
-        ("target.port", t.port.is_some()),
-        ("target.user", t.user.is_some()),
-        ("target.identity", t.identity.is_some()),
-    ] {
-        if set {
-            p.push(
-                field,
-                "is not used with target.kind = \"scaleway\" (plexburst makes a key for each run and connects as root); remove it",
-            );
-        }
-    }
+    reject(
+        p,
+        &ssh_fields(t),
+        "is not used with target.kind = \"scaleway\" (plexburst makes a key for each run and connects as root); remove it",
+    );
     let mut zones = t.zones.clone();
     if let Some(z) = &t.zone {
         if !zones.is_empty() {

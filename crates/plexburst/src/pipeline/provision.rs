@@ -298,9 +298,17 @@ pub fn run(ctx: &mut Ctx) -> anyhow::Result<Outcome> {
         None => "deadline armed at the first boot".into(),
     };
     let i = ctx.state.instance.as_ref().expect("set above");
+    // The price is the rented server's record: one place for it, the cost's.
+    let price = ctx
+        .state
+        .rented
+        .iter()
+        .find(|r| r.server_id == id)
+        .map(|r| r.hourly_price)
+        .unwrap_or_default();
     Ok(Outcome::Done(Some(format!(
         "server {} ({}, {}, {:.4} EUR/h) at {}:{}, cloud-init done; {deadline}",
-        id, i.commercial_type, i.zone, i.hourly_price, address, i.ssh_port
+        id, i.commercial_type, i.zone, price, address, i.ssh_port
     ))))
 }
 
@@ -504,7 +512,6 @@ fn create_and_start(
                 provider: "scaleway".into(),
                 zone: zone.clone(),
                 commercial_type: t.clone(),
-                hourly_price: st.hourly_price,
                 server_id: None,
                 volumes: Vec::new(),
                 address: None,
@@ -512,7 +519,6 @@ fn create_and_start(
                 key_path: run_dir.join("ssh/id_ed25519").display().to_string(),
                 known_hosts: run_dir.join("ssh/known_hosts").display().to_string(),
                 host_key_pinned: false,
-                created_at: Some(crate::state::now()),
             });
             ctx.save()?;
             let server = match create_once(api, &zone, &req, &ctx.state.run_id) {

@@ -48,6 +48,32 @@ fn cases() -> Vec<(&'static str, String, &'static str)> {
     };
     vec![
         (
+            "a scaleway key on a local target",
+            r("kind = \"local\"", "kind = \"local\"\nzone = \"fr-par-1\""),
+            "target.zone is only used with target.kind = \"scaleway\"",
+        ),
+        (
+            "an ssh key on a scaleway target",
+            r(
+                "kind = \"local\"",
+                "kind = \"scaleway\"\nhost = \"10.0.0.5\"",
+            ),
+            "target.host is not used with target.kind = \"scaleway\"",
+        ),
+        (
+            "a scaleway target without export_path",
+            r("kind = \"local\"", "kind = \"scaleway\""),
+            "storage.export_path is needed with target.kind = \"scaleway\"",
+        ),
+        (
+            "a bad zone name",
+            r(
+                "kind = \"local\"",
+                "kind = \"scaleway\"\nzones = [\"paris\"]",
+            ),
+            "target.zones[0] \"paris\" is not a zone name",
+        ),
+        (
             "section type",
             r("type = \"movie\"", "type = \"film\""),
             "sections[1].type \"film\" is not one of movie, show, music, photo",

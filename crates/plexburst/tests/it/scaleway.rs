@@ -3,6 +3,7 @@
 //! user data plexburst sent (the instance stand-in, `scripts/instance/`), with the Plex emulator
 //! inside and the library in `rclone serve s3`, mounted in the instance with FUSE.
 
+use std::os::unix::fs::PermissionsExt;
 use std::path::PathBuf;
 use std::process::{Child, Stdio};
 
@@ -261,6 +262,27 @@ fn a_run_on_a_rented_instance_completes_and_leaves_nothing_billed() {
     let st = std::fs::read_to_string(lab.state_dir().join("state.json")).unwrap();
     assert!(!st.contains(SECRET));
     assert!(!stderr.contains(SECRET));
+
+    // The run's own key: private half 0600, in no log, journal or state.
+    let run_dir = lab.journal().parent().unwrap().to_path_buf();
+    let key = run_dir.join("ssh/id_ed25519");
+    let mode = std::fs::metadata(&key).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o600, "the run's private key is private");
+    let private = std::fs::read_to_string(&key).unwrap();
+    // The third base64 line holds private bytes (the first ones are a header shared by all keys).
+    let body: String = private.lines().nth(3).unwrap().to_string();
+    for f in [
+        run_dir.join("plexburst.log"),
+        lab.journal(),
+        lab.state_dir().join("state.json"),
+    ] {
+        let text = std::fs::read_to_string(&f).unwrap();
+        assert!(
+            !text.contains(&body),
+            "the private key is in {}",
+            f.display()
+        );
+    }
 
     // Every request plexburst sent is one the official SDK also sends (its contract script
     // against an emulator of its own), so the emulator's answers to them are SDK-checked.

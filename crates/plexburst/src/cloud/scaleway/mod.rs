@@ -73,9 +73,3 @@ pub struct ScalewayPlan {
     #[serde(default)]
     pub allow_weak_deadline: bool,
 }
-
-/// What an instance at `hourly_price` EUR costs after `elapsed` (billed per hour of uptime,
-/// scaleway.md §4; shown pro rata, so the figure moves during the hour).
-pub fn cost(hourly_price: f64, elapsed: std::time::Duration) -> f64 {
-    hourly_price * elapsed.as_secs_f64() / 3600.0
-}
