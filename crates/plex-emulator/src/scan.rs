@@ -214,12 +214,34 @@ pub fn scan_section(
             unavailable.push(root.clone());
             continue;
         }
+        // An incremental scan (force=0) of a location scanned before revisits the folders it
+        // knows and nothing else (plex.md §7: "only revisits known paths; after S3
+        // restructuring use force=1"): a folder that is new or moved stays unseen.
+        let scanned_before: bool = c.query_row(
+            "SELECT scanned_at IS NOT NULL FROM section_locations WHERE id=?",
+            [loc_id],
+            |r| r.get(0),
+        )?;
+        let incremental = !force && scanned_before;
+        let mut skipped = 0u64;
         walk(
             &start,
             sec.kind,
+            &mut |dir| {
+                let rel = dir.strip_prefix(root).unwrap_or(dir).to_string_lossy();
+                let known = !incremental || ctx.dirs.contains_key(rel.as_ref());
+                skipped += u64::from(!known);
+                known
+            },
             &mut |dir| listed_dirs.push((*loc_id, root.clone(), dir.to_path_buf())),
             &mut |f| files.push((*loc_id, root.clone(), f)),
         );
+        if skipped > 0 {
+            st.log(&format!(
+                "Scanner: incremental scan of {} did not enter {skipped} folders it does not know (force=1 does)",
+                root.display()
+            ));
+        }
     }
     let total = files.len() as u64;
     st.log(&format!("Scanner: section {} listed {total} files", sec.id));
@@ -309,7 +331,16 @@ pub fn scan_section(
     })
 }
 
-fn walk(dir: &Path, kind: Kind, on_dir: &mut dyn FnMut(&Path), on_file: &mut dyn FnMut(PathBuf)) {
+fn walk(
+    dir: &Path,
+    kind: Kind,
+    enter: &mut dyn FnMut(&Path) -> bool,
+    on_dir: &mut dyn FnMut(&Path),
+    on_file: &mut dyn FnMut(PathBuf),
+) {
+    if !enter(dir) {
+        return;
+    }
     on_dir(dir);
     let Ok(rd) = std::fs::read_dir(dir) else {
         return;
@@ -332,7 +363,7 @@ fn walk(dir: &Path, kind: Kind, on_dir: &mut dyn FnMut(&Path), on_file: &mut dyn
             })
             .unwrap_or(false);
         if is_dir {
-            walk(&path, kind, on_dir, on_file);
+            walk(&path, kind, enter, on_dir, on_file);
         } else if media_ext {
             on_file(path);
         }

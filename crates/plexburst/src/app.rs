@@ -104,9 +104,104 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
 fn plan_of(path: &Path, args: &RunArgs) -> anyhow::Result<Plan> {
     let config = load_config(path)?;
     check_only_section(&config, path, args)?;
-    let plan = build_plan(&config, &options_of(args));
+    let plan = build_plan(&config, &options_of(args)?);
     check_local(&plan)?;
+    check_local_seed(&plan)?;
     Ok(plan)
+}
+
+/// `--seed`: where it is and what it is. A file on this machine is looked at (it must be a
+/// SQLite DB or a zstd archive); one elsewhere is known by its name.
+fn seed_of(a: &RunArgs) -> anyhow::Result<Option<crate::plan::SeedOption>> {
+    use crate::seed::{SeedKind, SeedSource};
+    let Some(raw) = &a.seed else {
+        return Ok(None);
+    };
+    let source = SeedSource::parse(raw)?;
+    let kind = match &source {
+        SeedSource::Local { path } => {
+            let mut head = [0u8; 16];
+            let n = std::fs::File::open(path)
+                .and_then(|mut f| std::io::Read::read(&mut f, &mut head))
+                .map_err(|e| {
+                    BadInput(format!(
+                        "--seed {path}: cannot read it ({e}); give an existing archive or DB (a file on the target: target:/path)"
+                    ))
+                })?;
+            SeedKind::sniff(&head[..n]).ok_or_else(|| {
+                BadInput(format!(
+                    "--seed {path} is neither a plexburst archive (.tar.zst) nor a SQLite DB; give the archive `plexburst run` exported or your home server's com.plexapp.plugins.library.db"
+                ))
+            })?
+        }
+        other => SeedKind::from_name(other.file_name()).ok_or_else(|| {
+            BadInput(format!(
+                "--seed {raw}: cannot tell what it is from its name; a seed on the target or in the bucket must end in .tar.zst (a plexburst archive) or .db (a library DB)"
+            ))
+        })?,
+    };
+    Ok(Some(crate::plan::SeedOption { source, kind }))
+}
+
+/// A seed on this machine is checked here, before anything starts or is rented: one that
+/// `.recover` cannot repair stops the run now (exit 2).
+fn check_local_seed(plan: &Plan) -> anyhow::Result<()> {
+    let Some(sp) = &plan.seed else {
+        return Ok(());
+    };
+    let crate::seed::SeedSource::Local { path } = &sp.source else {
+        return Ok(());
+    };
+    use crate::remote::Remote;
+    let local = crate::remote::local::Local::new();
+    let scratch = tempfile::tempdir().context("cannot create a scratch directory")?;
+    let dir = scratch.path().to_string_lossy().into_owned();
+    let db = match sp.kind {
+        crate::seed::SeedKind::Db => path.clone(),
+        crate::seed::SeedKind::Archive => {
+            let out = local.run(&crate::remote::Cmd::new(crate::seed::extract_db_script(
+                path, &dir,
+            )))?;
+            out.stdout_str().trim().to_string()
+        }
+    };
+    let found = crate::seed::check(&local, &db)?;
+    if found.ok() {
+        tracing::info!("seed {path}: checked on this machine, sound");
+        return Ok(());
+    }
+    let copy = format!("{dir}/try.db");
+    local.run(&crate::remote::Cmd::new(format!(
+        "cp -f {} {}",
+        crate::remote::quote(&db),
+        crate::remote::quote(&copy)
+    )))?;
+    let after = match crate::seed::recover(
+        &local,
+        "sqlite3",
+        &copy,
+        &format!("{copy}.original"),
+        &found.damaged_tables(),
+    ) {
+        Ok((_, after)) => after,
+        Err(e) => crate::seed::CheckResult {
+            problems: vec![format!("{e:#}")],
+            ..Default::default()
+        },
+    };
+    if !after.ok() {
+        return Err(BadInput(format!(
+            "--seed {path}: the database is damaged ({}) and cannot be repaired (.recover, then table by table: {}); take another copy from your home server (stop Plex first) or an older plexburst archive",
+            found.problems.join("; "),
+            after.problems.join("; ")
+        ))
+        .into());
+    }
+    tracing::warn!(
+        "seed {path}: damaged ({}); the run rebuilds it on the target, keeping the original",
+        found.problems.join("; ")
+    );
+    Ok(())
 }
 
 /// `plan`'s read-only preflight: on a target that exists and storage that is already there, the
@@ -172,8 +267,8 @@ fn build_plan(config: &Config, options: &RunOptions) -> Plan {
     crate::plan::build(config, options, &std::env::var("HOME").unwrap_or_default())
 }
 
-fn options_of(a: &RunArgs) -> RunOptions {
-    RunOptions {
+fn options_of(a: &RunArgs) -> anyhow::Result<RunOptions> {
+    Ok(RunOptions {
         only_section: a.only_section.clone(),
         skip_analysis: a.skip_analysis,
         deep_scan: a.deep_scan,
@@ -182,7 +277,9 @@ fn options_of(a: &RunArgs) -> RunOptions {
         strict: a.strict,
         keep_logs: a.keep_logs,
         keep_cache: a.keep_cache,
-    }
+        seed: seed_of(a)?,
+        allow_missing: a.allow_missing,
+    })
 }
 
 /// `--only-section` names must be sections of the config (bad input otherwise).

@@ -134,4 +134,14 @@ pub struct RunArgs {
     /// too; a failed or interrupted run always keeps them.
     #[arg(long)]
     pub keep_logs: bool,
+    /// Start from your home server's library: a plexburst archive (`.tar.zst`) or a
+    /// `com.plexapp.plugins.library.db`, on this machine (a path), on the target
+    /// (`target:/path`) or in the bucket (`bucket:bucket/key`). The scan is then incremental
+    /// (force=0) unless --deep-scan, and only what is not analysed yet is analysed.
+    #[arg(long, value_name = "ARCHIVE|DB")]
+    pub seed: Option<String>,
+    /// Scan a seeded library even when more of its sampled paths are missing on the storage than
+    /// `seed.missing_limit` (folders really gone or moved; check `[remap]` first).
+    #[arg(long)]
+    pub allow_missing: bool,
 }

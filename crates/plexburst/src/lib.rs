@@ -18,6 +18,7 @@ pub mod progress;
 pub mod remote;
 pub mod report;
 pub mod runtime;
+pub mod seed;
 pub mod session;
 pub mod state;
 pub mod storage;

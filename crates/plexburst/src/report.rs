@@ -36,6 +36,8 @@ pub struct Report {
     pub released: Vec<String>,
     /// Per section: the media files the preflight found against the items the scan made.
     pub files_and_items: Vec<FilesAndItems>,
+    /// A seeded run: the seed as checked, remapped and sampled, and what the run changed.
+    pub seed: Option<crate::seed::SeedRecord>,
 }
 
 #[derive(Debug, Serialize)]
@@ -166,6 +168,7 @@ impl Report {
             error: s.error.clone(),
             warnings: s.warnings.clone(),
             files_and_items: files_and_items(s),
+            seed: s.seed.clone(),
             status_text: status_word(s),
             cost: (!s.rented.is_empty()).then(|| cost_line(s, jiff::Timestamp::now())),
             released: s.released.clone(),
@@ -203,6 +206,9 @@ impl Report {
             for w in &self.warnings {
                 m.push_str(&format!("- {w}\n"));
             }
+        }
+        if let Some(sd) = &self.seed {
+            m.push_str(&seed_markdown(sd));
         }
         if !self.files_and_items.is_empty() {
             m.push_str("\n## Files found and items made\n\n| section | media files | size | items after the scan |\n|---|---|---|---|\n");
@@ -287,6 +293,61 @@ impl Report {
 /// What a run leaves on its target, for people (the end of a run, `destroy`, the report): what
 /// stays on purpose with sizes, then either that nothing else remains or what does, and any Plex
 /// setting that could not be put back.
+/// The seed, its repair and remap, the path sample, and per section what the run changed.
+fn seed_markdown(sd: &crate::seed::SeedRecord) -> String {
+    let mut m = format!("\n## Seed\n\n- from: {}\n", sd.source);
+    m.push_str(&format!(
+        "- check: {} tables by quick_check, {} by reading every row (ICU objects); {}\n",
+        sd.check.quick_checked,
+        sd.check.read_checked,
+        if sd.check.ok() {
+            "sound".to_string()
+        } else {
+            format!("damaged: {}", sd.check.problems.join("; "))
+        }
+    ));
+    if let Some(k) = &sd.recovered_from {
+        m.push_str(&format!(
+            "- repaired with .recover; the original is kept as {k}\n"
+        ));
+    }
+    if !sd.remap.is_empty() {
+        let rows: Vec<String> = sd.remap.iter().map(|(k, v)| format!("{k}: {v}")).collect();
+        m.push_str(&format!("- remap, rows changed: {}\n", rows.join(", ")));
+    }
+    if let Some(b) = &sd.remap_backup {
+        m.push_str(&format!("- the DB before the remap: {b}\n"));
+    }
+    if let Some(smp) = &sd.sample {
+        m.push_str(&format!("- paths on the storage: {}\n", smp.summary()));
+    }
+    if !sd.delta.is_empty() {
+        m.push_str("\n| section | items seeded | items now | added | removed | Sonic seeded | Sonic now | newly analysed |\n|---|---|---|---|---|---|---|---|\n");
+        for d in &sd.delta {
+            m.push_str(&format!(
+                "| {} | {} | {} | {} | {} | {} | {} | {} |\n",
+                d.name,
+                d.seeded_items,
+                d.items,
+                d.added,
+                d.removed,
+                d.seeded_sonic,
+                d.sonic,
+                d.newly_analysed
+            ));
+        }
+    } else if !sd.sections.is_empty() {
+        m.push_str("\n| section | items seeded | tracks | Sonic-analysed |\n|---|---|---|---|\n");
+        for s in &sd.sections {
+            m.push_str(&format!(
+                "| {} | {} | {} | {} |\n",
+                s.name, s.items, s.tracks, s.sonic
+            ));
+        }
+    }
+    m
+}
+
 pub fn render_left(left: &LeftOnTarget, target: &str) -> String {
     let size = |b: Option<u64>| {
         b.map(crate::units::format_bytes)

@@ -179,6 +179,9 @@ pub struct State {
     /// The monitor's latest progress line, for `status`.
     #[serde(default)]
     pub progress: Option<Progress>,
+    /// A seeded run: what the seed held and what the run did to it.
+    #[serde(default)]
+    pub seed: Option<crate::seed::SeedRecord>,
 }
 
 /// A machine rented for the run, journaled before anything waits on it, so `destroy` finds it
@@ -291,6 +294,7 @@ impl State {
             rented: Vec::new(),
             released: Vec::new(),
             progress: None,
+            seed: None,
             saved_prefs_file: None,
             left_on_target: None,
         }

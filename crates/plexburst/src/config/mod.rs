@@ -56,6 +56,18 @@ struct RawConfig {
     export: Option<RawExport>,
     #[serde(default)]
     sections: Vec<RawSection>,
+    /// Old path prefix -> new one, applied to a seeded DB's media paths.
+    #[serde(default)]
+    remap: BTreeMap<String, String>,
+    #[serde(default)]
+    seed: RawSeed,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawSeed {
+    sample: Option<i64>,
+    missing_limit: Option<f64>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -137,8 +149,8 @@ struct RawPlex {
     env: BTreeMap<String, String>,
     #[serde(default)]
     docker_args: Vec<String>,
-    #[serde(default = "default_true")]
-    scan_force: bool,
+    scan_force: Option<bool>,
+    sqlite: Option<String>,
     startup_timeout: Option<String>,
     stop_grace: Option<String>,
     plextv_url: Option<String>,
@@ -147,9 +159,6 @@ struct RawPlex {
 
 fn default_runtime() -> String {
     "docker".into()
-}
-fn default_true() -> bool {
-    true
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -206,6 +215,18 @@ pub struct Config {
     pub monitor: MonitorConfig,
     pub export: ExportConfig,
     pub sections: Vec<SectionConfig>,
+    /// `[remap]`: (old prefix, new prefix), longest old prefix first.
+    pub remap: Vec<(String, String)>,
+    pub seed: SeedConfig,
+}
+
+/// `[seed]`: how a seeded run checks the DB's paths against the storage before scanning.
+#[derive(Debug, Clone, Serialize)]
+pub struct SeedConfig {
+    /// How many of the DB's file paths are looked up on the storage.
+    pub sample: u32,
+    /// Share of the sample that may be missing before the run stops (a wrong `[remap]`).
+    pub missing_limit: f64,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -281,7 +302,11 @@ pub struct PlexConfig {
     pub data_dir: String,
     pub port: u16,
     pub env: BTreeMap<String, String>,
-    pub scan_force: bool,
+    /// `None`: force=1, but force=0 on a seeded run (`--deep-scan` forces it).
+    pub scan_force: Option<bool>,
+    /// The SQLite shell that writes to the DB for runtime = "command" (a real Plex DB needs
+    /// Plex's own build: ICU collations and FTS tokenizers); docker uses the image's `Plex SQLite`.
+    pub sqlite: String,
     #[serde(with = "secs")]
     pub startup_timeout: Duration,
     #[serde(with = "secs")]
@@ -465,8 +490,12 @@ port = 32400
 # Extra environment (PLEX_UID/PLEX_GID default to 1000, TZ to UTC). Never put PLEX_CLAIM here:
 # export it in the environment, plexburst passes it on without writing it anywhere.
 # env = { TZ = "Europe/Paris" }
-# One global scan with force=1; set false for a delta run on a seeded data folder.
+# One global scan with force=1 (a seeded run, `run --seed`, scans with force=0 unless this is
+# true or --deep-scan is given).
 # scan_force = true
+# For runtime = "command": the SQLite shell that repairs and remaps a seeded DB. A real Plex DB
+# needs Plex's own build (ICU collations): "/usr/lib/plexmediaserver/Plex SQLite".
+# sqlite = "sqlite3"
 # startup_timeout = "5m"
 # stop_grace = "60s"
 # Sonic analysis workers (Plex's hidden pref LongRunningJobThreads, whose default is half the
@@ -496,6 +525,13 @@ destination = "/var/backups/plexburst"
 # With storage.kind = "rclone" and storage.export_path, the archive is streamed to the bucket
 # (tar | zstd | rclone rcat); staged = true writes it here first and uploads it with retries.
 # staged = false
+
+# A seeded run (`plexburst run --seed ARCHIVE|DB`) starts from your home server's library.
+# [remap]                                     # folders that moved: old prefix = new prefix
+# "/mnt/nas/music" = "/srv/media/Music"
+# [seed]
+# sample = 1000                               # DB paths looked up on the storage before the scan
+# missing_limit = 0.1                         # stop when more of them are missing (a wrong remap)
 
 [[sections]]
 name = "Music"

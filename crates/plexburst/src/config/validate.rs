@@ -5,7 +5,7 @@
 //! (its default comes from `plex.data_dir`), `[timeouts]`, `[monitor]`, `[export]`,
 //! `[[sections]]`, then the checks that span tables.
 
-use std::collections::HashSet;
+use std::collections::{BTreeMap, HashSet};
 use std::time::Duration;
 
 use super::{
@@ -72,6 +72,8 @@ pub(super) fn validate(raw: RawConfig) -> Result<Config, ConfigError> {
     let monitor = check_monitor(&raw.monitor, &mut p);
     let export = check_export(raw.export, storage.as_ref(), &mut p);
     let sections = check_sections(raw.sections, storage.as_ref(), &timeouts, &mut p);
+    let remap = check_remap(raw.remap, &mut p);
+    let seed = check_seed(&raw.seed, &mut p);
     if let Some(px) = &plex {
         check_export_outside_data(&export.destination, px, &mut p);
     }
@@ -99,7 +101,74 @@ pub(super) fn validate(raw: RawConfig) -> Result<Config, ConfigError> {
         monitor,
         export,
         sections,
+        remap,
+        seed,
     })
+}
+
+/// `[remap]`: absolute prefixes, no trailing slash, each old prefix once; longest first, so a
+/// nested old prefix is rewritten by its own rule and not by its parent's.
+fn check_remap(raw: BTreeMap<String, String>, p: &mut Problems) -> Vec<(String, String)> {
+    let mut out = Vec::new();
+    for (old, new) in raw {
+        let field = format!("remap.{old:?}");
+        let norm = |s: &str| {
+            if s.len() > 1 {
+                s.trim_end_matches('/').to_string()
+            } else {
+                s.to_string()
+            }
+        };
+        let (o, n) = (norm(&old), norm(&new));
+        if !o.starts_with('/') || !n.starts_with('/') {
+            p.push(
+                &field,
+                format!("maps {old:?} to {new:?}; both must be absolute paths as Plex sees them, e.g. \"/mnt/nas/music\" = \"/srv/media/Music\""),
+            );
+        } else if o == "/" {
+            p.push(&field, "cannot remap \"/\"; name the folder that moved");
+        } else if o == n {
+            p.push(&field, "maps a prefix to itself; remove the line");
+        } else if out.iter().any(|(x, _): &(String, String)| *x == o) {
+            p.push(
+                &field,
+                "is given twice (with and without a trailing slash); keep one",
+            );
+        } else {
+            out.push((o, n));
+        }
+    }
+    out.sort_by(|a, b| b.0.len().cmp(&a.0.len()).then(a.0.cmp(&b.0)));
+    out
+}
+
+fn check_seed(raw: &super::RawSeed, p: &mut Problems) -> super::SeedConfig {
+    let sample = match raw.sample {
+        None => 1000,
+        Some(n) if (1..=1_000_000).contains(&n) => n as u32,
+        Some(n) => {
+            p.push(
+                "seed.sample",
+                format!("is {n}; use 1 to 1000000 paths (default 1000)"),
+            );
+            1000
+        }
+    };
+    let missing_limit = match raw.missing_limit {
+        None => 0.1,
+        Some(g) if (0.0..=1.0).contains(&g) => g,
+        Some(g) => {
+            p.push(
+                "seed.missing_limit",
+                format!("is {g}; give the share of sampled paths that may be missing, from 0 to 1, e.g. 0.1"),
+            );
+            0.1
+        }
+    };
+    super::SeedConfig {
+        sample,
+        missing_limit,
+    }
 }
 
 /// A table the config must have: `None` (and the problem `msg`) when it is absent.
@@ -686,6 +755,12 @@ fn check_plex(px: RawPlex, p: &mut Problems) -> PlexConfig {
                     "is only used with runtime = \"command\"; remove it or change plex.runtime",
                 );
             }
+            if px.sqlite.is_some() {
+                p.push(
+                    "plex.sqlite",
+                    "is only used with runtime = \"command\" (docker runs the image's own `Plex SQLite`); remove it",
+                );
+            }
             let image = px
                 .image
                 .clone()
@@ -780,6 +855,11 @@ fn check_plex(px: RawPlex, p: &mut Problems) -> PlexConfig {
         analysis_threads,
         env: px.env,
         scan_force: px.scan_force,
+        sqlite: px
+            .sqlite
+            .clone()
+            .filter(|s| !s.trim().is_empty())
+            .unwrap_or_else(|| "sqlite3".into()),
         plextv_url,
         startup_timeout: p.duration(
             "plex.startup_timeout",

@@ -119,6 +119,7 @@ pub fn at_teardown(ctx: &mut Ctx) -> anyhow::Result<()> {
             .clean(ctx.remote.as_ref(), ctx.plan.options.keep_cache)
             .context("removing the storage's cache and scratch files")?;
         remove_export_scratch(ctx.remote.as_ref(), &ctx.plan, &ctx.state)?;
+        remove_seed_copy(ctx.remote.as_ref(), &ctx.plan)?;
         remove_empty_work_dir(ctx.remote.as_ref(), &ctx.plan);
     }
     report_left(
@@ -184,6 +185,9 @@ pub fn destroy(
     }
     // The secret goes even when the rest could not: a mount left running does not need it.
     if let Err(e) = storage.remove_secrets(remote) {
+        errors.push(e);
+    }
+    if let Err(e) = remove_seed_copy(remote, plan) {
         errors.push(e);
     }
     remove_empty_work_dir(remote, plan);
@@ -346,6 +350,25 @@ fn remove_empty_work_dir(remote: &dyn Remote, plan: &Plan) {
         "rmdir {} 2>/dev/null; true",
         quote(&plan.target.work_dir)
     )));
+}
+
+/// The copy of the seed the run put in its work dir (a seed given as `target:` is the user's).
+pub fn remove_seed_copy(remote: &dyn Remote, plan: &Plan) -> anyhow::Result<()> {
+    let Some(sp) = &plan.seed else {
+        return Ok(());
+    };
+    if matches!(sp.source, crate::seed::SeedSource::Target { .. }) {
+        return Ok(());
+    }
+    let dir = sp.staged.rsplit_once('/').map(|(d, _)| d).unwrap_or(".");
+    remote
+        .run(&Cmd::new(format!(
+            "rm -f {}; rmdir {} 2>/dev/null; true",
+            quote(&sp.staged),
+            quote(dir)
+        )))
+        .context("removing the seed's copy from the work dir")?;
+    Ok(())
 }
 
 /// The working files a killed export of this run left in the destination (its list, snapshots,

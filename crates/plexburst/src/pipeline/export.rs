@@ -44,6 +44,40 @@ fn trash_gate(ctx: &Ctx, now: &DbSample) -> anyhow::Result<Option<String>> {
         tracing::warn!("Plex's trash grew during the run ({list}); exporting anyway, as allowed");
         return Ok(Some(format!("trash grew during the run, allowed: {list}")));
     }
+    // A delta run removes what left the bucket: a trash that grew only by files that are really
+    // gone (looked up now, on a healthy storage) is that, not a glitch of the mount.
+    if let Some(rec) = &ctx.state.seed {
+        let present = ctx
+            .remote
+            .run(
+                &crate::remote::Cmd::new(crate::seed::trashed_but_present_script(
+                    &ctx.plan.plex.db_path,
+                    rec.installed_at,
+                ))
+                .timeout(std::time::Duration::from_secs(3600)),
+            )
+            .context("cannot look up the trashed items' files")?
+            .stdout_str();
+        let present: Vec<&str> = present.lines().filter(|l| !l.is_empty()).collect();
+        if present.is_empty() {
+            tracing::info!(
+                "Plex's trash grew ({list}); every trashed item's file is gone from the storage: removals of this delta run"
+            );
+            return Ok(Some(format!(
+                "removed (files gone from the storage): {list}"
+            )));
+        }
+        bail!(
+            "refusing to export: Plex trashed {} items during this run whose files are still on the storage (e.g. {}): the mount failed them during the scan. Check the storage, then `plexburst resume` (or allow it with `plexburst resume --allow-deleted`)",
+            present.len(),
+            present
+                .iter()
+                .take(3)
+                .copied()
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
+    }
     bail!(
         "refusing to export: items went to Plex's trash during this run ({list}). A scan on a degraded or incomplete mount makes Plex mark every item it cannot read as deleted, so exporting now would ship a damaged library. Check the storage and the files; if the deletions are real, allow them with `export.allow_deleted = true` in the config or `plexburst resume --allow-deleted` (`plexburst run --allow-deleted` for a new run)"
     )
@@ -55,6 +89,24 @@ pub fn run(ctx: &mut Ctx) -> anyhow::Result<Outcome> {
         .context("cannot read Plex's DB for the manifest")?;
     // Before anything is stopped or archived: a refused export leaves the run resumable as is.
     let allowed = trash_gate(ctx, &counts)?;
+    if let Some(rec) = ctx.state.seed.clone() {
+        let delta = crate::seed::delta(ctx.remote.as_ref(), &ctx.plan.plex.db_path, &rec.sections)?;
+        for d in &delta {
+            tracing::info!(
+                "{}: {} added, {} removed, {} newly Sonic-analysed ({} -> {} items)",
+                d.name,
+                d.added,
+                d.removed,
+                d.newly_analysed,
+                d.seeded_items,
+                d.items
+            );
+        }
+        if let Some(r) = ctx.state.seed.as_mut() {
+            r.delta = delta;
+        }
+        ctx.save()?;
+    }
     ctx.stop_plex("the export needs it stopped so the DB is consistent")
         .context("stopping Plex before the export")?;
     ctx.save()?;

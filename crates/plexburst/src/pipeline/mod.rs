@@ -13,6 +13,7 @@ mod prepare;
 pub mod provision;
 mod restore;
 mod scan;
+mod seed;
 mod start_plex;
 mod teardown;
 
@@ -282,6 +283,7 @@ fn run_phase(ctx: &mut Ctx, name: &str) -> anyhow::Result<Outcome> {
         "provision" => provision::run(ctx),
         "prepare" => prepare::run(ctx),
         "preflight" => preflight::run(ctx),
+        "seed" => seed::run(ctx),
         "start-plex" => start_plex::run(ctx),
         "configure" => configure::run(ctx),
         "scan" => scan::run(ctx),

@@ -52,6 +52,19 @@ pub struct RunOptions {
     /// the same library); by default it goes with the rest of plexburst's files.
     #[serde(default)]
     pub keep_cache: bool,
+    /// Start from this database or plexburst archive (`run --seed`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub seed: Option<SeedOption>,
+    /// Scan a seeded DB even when more of its sampled paths are missing than `seed.missing_limit`.
+    #[serde(default)]
+    pub allow_missing: bool,
+}
+
+/// `--seed`: where, and what it turned out to be (read by `app`, which can look at the file).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SeedOption {
+    pub source: crate::seed::SeedSource,
+    pub kind: crate::seed::SeedKind,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -66,7 +79,26 @@ pub struct Plan {
     pub sections: Vec<SectionPlan>,
     pub monitor: MonitorPlan,
     pub export: ExportPlan,
+    /// A seeded run: the phase `seed` restores it into the data dir before Plex starts.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub seed: Option<SeedPlan>,
     pub phases: Vec<PhasePlan>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SeedPlan {
+    pub source: crate::seed::SeedSource,
+    pub kind: crate::seed::SeedKind,
+    /// Where the seed file is on the target once staged.
+    pub staged: String,
+    /// The SQLite shell line that writes the DB (it gets the DB path as its last argument and
+    /// the SQL on stdin): the image's `Plex SQLite` on docker, `plex.sqlite` on command.
+    pub sqlite: String,
+    /// (old prefix, new prefix), longest old prefix first.
+    pub remap: Vec<(String, String)>,
+    pub sample: u32,
+    pub missing_limit: f64,
+    pub allow_missing: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -208,6 +240,7 @@ impl Plan {
             &self.target,
             &self.storage,
             &self.export,
+            self.seed.as_ref(),
         );
     }
 
@@ -523,10 +556,22 @@ pub fn build(config: &Config, options: &RunOptions, home: &str) -> Plan {
             extensions: s.extensions.clone(),
         })
         .collect();
-    let scan_force = plex.scan_force || options.deep_scan;
+    // A seeded DB knows the library: an incremental scan (force=0) unless asked otherwise.
+    let scan_force = options.deep_scan || plex.scan_force.unwrap_or(options.seed.is_none());
     let export = export_plan(config, options, &storage);
     let tools = required_tools(&runtime, &storage);
-    let phases = phases(options, scan_force, &target, &storage, &export);
+    let seed = options
+        .seed
+        .as_ref()
+        .map(|s| seed_plan(config, options, s, &runtime, &target));
+    let phases = phases(
+        options,
+        scan_force,
+        &target,
+        &storage,
+        &export,
+        seed.as_ref(),
+    );
     Plan {
         version: PLAN_VERSION,
         tools,
@@ -562,7 +607,50 @@ pub fn build(config: &Config, options: &RunOptions, home: &str) -> Plan {
         storage,
         target,
         options: options.clone(),
+        seed,
         phases,
+    }
+}
+
+/// The DB writer: a one-off container of the Plex image running its `Plex SQLite` (plex.md §5)
+/// on the data dir, or the command runtime's `plex.sqlite`.
+pub const PLEX_SQLITE: &str = "/usr/lib/plexmediaserver/Plex SQLite";
+
+fn seed_plan(
+    config: &Config,
+    options: &RunOptions,
+    s: &SeedOption,
+    runtime: &Runtime,
+    target: &TargetPlan,
+) -> SeedPlan {
+    let staged = match &s.source {
+        crate::seed::SeedSource::Target { path } => path.clone(),
+        other => format!(
+            "{}/seed/{}",
+            target.work_dir.trim_end_matches('/'),
+            other.file_name()
+        ),
+    };
+    let sqlite = match runtime {
+        Runtime::Docker(d) => {
+            let dir = crate::remote::quote(&config.plex.data_dir);
+            format!(
+                "docker run --rm -i --network none --entrypoint {} -v {dir}:{dir} {}",
+                crate::remote::quote(PLEX_SQLITE),
+                crate::remote::quote(&d.image)
+            )
+        }
+        Runtime::Command(_) => config.plex.sqlite.clone(),
+    };
+    SeedPlan {
+        source: s.source.clone(),
+        kind: s.kind,
+        staged,
+        sqlite,
+        remap: config.remap.clone(),
+        sample: config.seed.sample,
+        missing_limit: config.seed.missing_limit,
+        allow_missing: options.allow_missing,
     }
 }
 
@@ -572,6 +660,7 @@ fn phases(
     target: &TargetPlan,
     storage: &StorageSpec,
     export: &ExportPlan,
+    seed: Option<&SeedPlan>,
 ) -> Vec<PhasePlan> {
     let prepare = match storage {
         StorageSpec::Path { path } => format!(
@@ -614,6 +703,36 @@ fn phases(
         _ => None,
     };
     let rented = provision.is_some();
+    let seed = seed.map(|sp| {
+        let remap = if sp.remap.is_empty() {
+            "no [remap]".to_string()
+        } else {
+            format!(
+                "back the DB up, then rewrite the media paths in one transaction with `{}`: {}",
+                sp.sqlite,
+                sp.remap
+                    .iter()
+                    .map(|(o, n)| format!("{o} -> {n}"))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            )
+        };
+        (
+            "seed",
+            format!(
+                "put {} at {} and restore it into the empty data dir ({}); check every table without ICU objects (quick_check, or reading every row), rebuild a damaged one into a new file keeping the original (.recover, else table by table), stop if it cannot be rebuilt; count its sections, tracks and Sonic-analysed tracks; {remap}; check every section's locations against the config; look {} of its paths up on the storage, by top folder, and stop when more than {:.0} % are missing{}",
+                sp.source.describe(),
+                sp.staged,
+                match sp.kind {
+                    crate::seed::SeedKind::Archive => "DBs, Metadata/, Media/; not Preferences.xml: the run's Plex has its own identity",
+                    crate::seed::SeedKind::Db => "the library DB",
+                },
+                sp.sample,
+                100.0 * sp.missing_limit,
+                if sp.allow_missing { " (--allow-missing: warn only)" } else { "" }
+            ),
+        )
+    });
     provision
         .into_iter()
         .chain([
@@ -622,6 +741,9 @@ fn phases(
             "preflight",
             "check that every section path is a folder holding files of its type (a missing one is named with its nearest sibling); count each section's media files and bytes, the scan's total".into(),
         ),
+    ])
+    .chain(seed)
+    .chain([
         (
             "start-plex",
             "start Plex (with a claim token fetched that moment when it needs one), wait for /identity, read the token from Preferences.xml, check Plex Pass when analysis is asked".into(),

@@ -8,7 +8,9 @@ use std::path::{Path, PathBuf};
 /// plexburst's layers, bottom first. Keep in step with ARCHITECTURE.md ("Layers").
 const PLEXBURST: &[&[&str]] = &[
     &["error", "units", "progress", "remote", "logging"],
-    &["host", "runtime", "plex", "archive", "plextv", "cloud"],
+    &[
+        "host", "runtime", "plex", "archive", "plextv", "cloud", "seed",
+    ],
     &["storage", "survey"],
     &["export"],
     &["config"],

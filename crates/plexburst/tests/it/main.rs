@@ -14,5 +14,6 @@ mod preflight;
 mod rclone;
 mod remote;
 mod scaleway;
+mod seed;
 mod sshd;
 mod terminal;
