@@ -195,6 +195,8 @@ for name, fetch in listings.items():
         "classes": sorted({type(i).__name__ for i in items}),
         "pages": session.pages[before:],
     }
+# MusicSection.albums() asks its own endpoint.
+out["albumsEndpoint"] = keys(music.albums())
 tracks = music.searchTracks()
 out["trackParents"] = {
     str(t.ratingKey): [t.parentTitle, t.grandparentTitle, t.media[0].parts[0].file] for t in tracks

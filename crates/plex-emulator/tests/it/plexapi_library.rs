@@ -282,6 +282,12 @@ fn python_plexapi_runs_the_library_workflow_against_a_claimed_server() {
         "paging really happened"
     );
 
+    assert_eq!(
+        int_list(&got["albumsEndpoint"]),
+        int_list(&got["lists"]["albums"]["keys"]),
+        "MusicSection.albums() (…/albums) lists what searchAlbums() lists"
+    );
+
     // Tracks carry their album and artist and the part's file, as the DB has them.
     let db: BTreeMap<String, Vec<String>> = rows(
         &e,
