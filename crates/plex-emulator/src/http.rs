@@ -755,7 +755,8 @@ fn item_nodes(
     let mut q = c.prepare(&format!(
         "SELECT md.id, md.title, md.parent_id, md.\"index\", md.year, md.duration, md.added_at, md.updated_at, \
          md.deleted_at, md.extra_data, mi.id, mi.container, mi.media_analysis_version, mp.id, mp.file, mp.size, \
-         md.metadata_type, md.library_section_id, md.guid, p.title, p.\"index\", p.parent_id, g.title \
+         md.metadata_type, md.library_section_id, md.guid, p.title, p.\"index\", p.parent_id, g.title, \
+         mi.duration, mi.bitrate, mi.width, mi.height, mi.audio_codec, mi.video_codec \
          FROM metadata_items md LEFT JOIN media_items mi ON mi.metadata_item_id=md.id \
          LEFT JOIN media_parts mp ON mp.media_item_id=mi.id \
          LEFT JOIN metadata_items p ON p.id=md.parent_id LEFT JOIN metadata_items g ON g.id=p.parent_id \
@@ -824,19 +825,32 @@ fn item_nodes(
                 .a("id", r.get::<_, Option<i64>>(13)?.unwrap_or(0))
                 .a("file", r.get::<_, Option<String>>(14)?.unwrap_or_default())
                 .a("size", r.get::<_, Option<i64>>(15)?.unwrap_or(0));
-            it = it.child(
-                Node::new("Media")
-                    .a("id", media)
-                    .a(
-                        "container",
-                        r.get::<_, Option<String>>(11)?.unwrap_or_default(),
-                    )
-                    .a(
-                        "mediaAnalysisVersion",
-                        r.get::<_, Option<i64>>(12)?.unwrap_or(0),
-                    )
-                    .child(part),
-            );
+            let container = r.get::<_, Option<String>>(11)?.unwrap_or_default();
+            let part = part.a("container", container.clone());
+            let mut m = Node::new("Media")
+                .a("id", media)
+                .a("container", container)
+                .a(
+                    "mediaAnalysisVersion",
+                    r.get::<_, Option<i64>>(12)?.unwrap_or(0),
+                );
+            // What the scan recorded (plexapi `Media` reads these); absent when unknown.
+            for (i, k) in [
+                (23, "duration"),
+                (24, "bitrate"),
+                (25, "width"),
+                (26, "height"),
+            ] {
+                if let Some(v) = r.get::<_, Option<i64>>(i)?.filter(|v| *v > 0) {
+                    m = m.a(k, v);
+                }
+            }
+            for (i, k) in [(27, "audioCodec"), (28, "videoCodec")] {
+                if let Some(v) = r.get::<_, Option<String>>(i)?.filter(|v| !v.is_empty()) {
+                    m = m.a(k, v);
+                }
+            }
+            it = it.child(m.child(part));
         }
         out.push(it);
     }

@@ -201,6 +201,12 @@ tracks = music.searchTracks()
 out["trackParents"] = {
     str(t.ratingKey): [t.parentTitle, t.grandparentTitle, t.media[0].parts[0].file] for t in tracks
 }
+# What plexapi's Media objects hold for tracks and movies.
+out["media"] = {
+    str(i.ratingKey): [str(x) for x in (m.container, m.audioCodec, m.videoCodec, m.duration,
+                                        m.bitrate, m.width, m.height)]
+    for i in tracks + movies.all() for m in i.media
+}
 before = len(session.pages)
 out["maxresults"] = {
     "keys": keys(music.searchTracks(maxresults=10, container_size=3)),

@@ -303,6 +303,43 @@ fn python_plexapi_runs_the_library_workflow_against_a_claimed_server() {
         serde_json::from_value(got["trackParents"].clone()).unwrap();
     assert_eq!(parents, db);
 
+    // Their Media: container, codecs, duration, bitrate and size as the scan recorded them.
+    let none = |v: &str, zero: bool| {
+        if v.is_empty() || (zero && v == "0") {
+            "None".to_string()
+        } else {
+            v.to_string()
+        }
+    };
+    let db: BTreeMap<String, Vec<String>> = rows(
+        &e,
+        "SELECT md.id, mi.container, mi.audio_codec, mi.video_codec, mi.duration, mi.bitrate, \
+         mi.width, mi.height FROM metadata_items md JOIN media_items mi ON mi.metadata_item_id=md.id \
+         WHERE md.metadata_type IN (1, 10)",
+    )
+    .into_iter()
+    .map(|mut r| {
+        let id = r.remove(0);
+        let vals = r
+            .iter()
+            .enumerate()
+            .map(|(i, v)| none(v, i >= 3))
+            .collect();
+        (id, vals)
+    })
+    .collect();
+    let media: BTreeMap<String, Vec<String>> =
+        serde_json::from_value(got["media"].clone()).unwrap();
+    assert_eq!(media.len() as i64, n("tracks") + n("movies"));
+    let gone = got["trash"]["gone"].to_string();
+    for (id, m) in media.iter().filter(|(id, _)| **id != gone) {
+        assert_eq!(Some(m), db.get(id), "item {id}: plexapi's Media vs the DB");
+    }
+    assert!(
+        media.values().any(|m| m[1] != "None") && media.values().any(|m| m[2] != "None"),
+        "audio and video codecs reach plexapi: {media:?}"
+    );
+
     // maxresults stops after 10 tracks, in pages of 3 and a last one of 1.
     let first10: Vec<i64> = int_list(&got["lists"]["tracks"]["keys"])[..10].to_vec();
     assert_eq!(int_list(&got["maxresults"]["keys"]), first10);
