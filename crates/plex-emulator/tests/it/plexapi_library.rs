@@ -110,14 +110,15 @@ fn python_plexapi_runs_the_library_workflow_against_a_claimed_server() {
         "12",
     ]);
     let n = |k: &str| lib.counts[k].as_i64().unwrap();
-    // A scan rate keeps the first scan running long enough for plexapi to see and cancel it.
+    // A scan rate (3 s for the tracks) keeps the first scan running long enough for plexapi to
+    // see and cancel it, even on a loaded machine.
     let mut e = Emu::start(&[
         "--claim",
         "claim-plexapi",
         "--claim-delay",
         "100ms",
         "--scan-rate",
-        "300",
+        "100",
         "--analysis-cost",
         "0ms",
     ]);
