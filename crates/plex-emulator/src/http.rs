@@ -222,6 +222,12 @@ pub fn router(st: Arc<State>) -> Router {
         .without_v07_checks()
         .route("/identity", get(identity))
         .route("/", get(root))
+        .route("/library", get(library))
+        .route("/library/all", get(library_items))
+        .route("/library/metadata/{ids}", get(metadata))
+        .route("/library/metadata/{ids}/analyze", put(analyze_items))
+        .route("/services/browse", get(browse_root))
+        .route("/services/browse/{*b64}", get(browse))
         .route("/library/sections", get(sections).post(create_section))
         .route(
             "/library/sections/{id}",
@@ -234,7 +240,9 @@ pub fn router(st: Arc<State>) -> Router {
         .route("/library/sections/{id}/analyze", put(analyze))
         .route("/library/sections/{id}/emptyTrash", put(empty_trash))
         .route("/library/sections/{id}/timeline", get(timeline))
-        .route("/library/sections/{id}/all", get(items))
+        .route("/library/sections/{id}/all", get(section_items))
+        .route("/library/sections/{id}/albums", get(section_albums))
+        .route("/hubs/search", get(hub_search))
         .route("/activities", get(activities))
         .route("/activities/{uuid}", axum::routing::delete(cancel_activity))
         .route("/:/prefs", get(prefs).put(set_prefs))
@@ -590,14 +598,19 @@ async fn analyze(AxState(st): St, h: HeaderMap, Path(id): Path<String>) -> Respo
         Ok(c) => c,
         Err(r) => return r,
     };
-    // Analyze = media analysis; music is also earmarked for loudness and Sonic, video gets BIF
-    // when enabled (spec text quoted in plex.md §3.4).
-    for task in [Task::MediaAnalysis, Task::Loudness, Task::Sonic, Task::Bif] {
-        if let Err(e) = worker::queue_task(&st, &c, task, &sections) {
-            return internal(e);
-        }
+    match queue_analysis(&st, &c, &sections) {
+        Ok(()) => ok_empty(&h),
+        Err(r) => r,
     }
-    ok_empty(&h)
+}
+
+/// Analyze = media analysis; music is also earmarked for loudness and Sonic, video gets BIF when
+/// enabled (spec text quoted in plex.md §3.4).
+fn queue_analysis(st: &State, c: &rusqlite::Connection, sections: &[i64]) -> Result<(), Response> {
+    for task in [Task::MediaAnalysis, Task::Loudness, Task::Sonic, Task::Bif] {
+        worker::queue_task(st, c, task, sections).map_err(internal)?;
+    }
+    Ok(())
 }
 
 async fn empty_trash(AxState(st): St, h: HeaderMap, Path(id): Path<String>) -> Response {
@@ -663,22 +676,207 @@ fn type_name(t: i64) -> (&'static str, &'static str) {
     }
 }
 
-async fn items(
+/// `X-Plex-Container-Start` / `-Size` from the query or the headers (plexapi sends headers).
+fn paging(p: &[(String, String)], h: &HeaderMap) -> (i64, i64) {
+    let get = |k: &str| {
+        q1(p, k)
+            .or_else(|| h.get(k).and_then(|v| v.to_str().ok()).map(str::to_string))
+            .and_then(|v| v.parse::<i64>().ok())
+    };
+    let start = get("X-Plex-Container-Start").unwrap_or(0).max(0);
+    let size = get("X-Plex-Container-Size")
+        .filter(|s| *s >= 0)
+        .unwrap_or(i64::MAX);
+    (start, size)
+}
+
+/// A `WHERE` clause over `metadata_items md` and its arguments, built from a listing's filters.
+#[derive(Default)]
+struct Filter {
+    cond: Vec<String>,
+    args: Vec<rusqlite::types::Value>,
+}
+
+impl Filter {
+    fn add(&mut self, cond: &str, arg: impl Into<rusqlite::types::Value>) {
+        self.args.push(arg.into());
+        self.cond
+            .push(cond.replace('?', &format!("?{}", self.args.len())));
+    }
+
+    /// `type=` (name or code) and `title=` (a case-insensitive substring, as Plex's title
+    /// filter: "partial string matches are allowed", plexapi `search`), and the
+    /// `musicAnalysisVersion` probe (plex.md §2).
+    fn from_query(p: &[(String, String)], default_type: Option<i64>) -> Filter {
+        let mut f = Filter::default();
+        if let Some(t) = q1(p, "type").and_then(|t| type_code(&t)).or(default_type) {
+            f.add("md.metadata_type=?", t);
+        }
+        if let Some(t) = q1(p, "title").filter(|t| !t.is_empty()) {
+            let esc = t
+                .replace('\\', "\\\\")
+                .replace('%', "\\%")
+                .replace('_', "\\_");
+            f.add("md.title LIKE ? ESCAPE '\\'", format!("%{esc}%"));
+        }
+        if let Some(v) = q1(p, "musicAnalysisVersion") {
+            f.cond.push(if v == "1" {
+                "md.extra_data LIKE '%ms:musicAnalysisVersion%'".into()
+            } else {
+                "(md.extra_data IS NULL OR md.extra_data NOT LIKE '%ms:musicAnalysisVersion%')"
+                    .into()
+            });
+        }
+        f
+    }
+
+    fn sql(&self) -> String {
+        if self.cond.is_empty() {
+            "1".into()
+        } else {
+            self.cond.join(" AND ")
+        }
+    }
+}
+
+/// The matching items in id order from `start`, at most `size`, and how many match in all.
+fn item_nodes(
+    c: &rusqlite::Connection,
+    f: &Filter,
+    start: i64,
+    size: i64,
+) -> anyhow::Result<(i64, Vec<Node>)> {
+    let cond = f.sql();
+    let total: i64 = c.query_row(
+        &format!("SELECT count(*) FROM metadata_items md WHERE {cond}"),
+        rusqlite::params_from_iter(&f.args),
+        |r| r.get(0),
+    )?;
+    let mut q = c.prepare(&format!(
+        "SELECT md.id, md.title, md.parent_id, md.\"index\", md.year, md.duration, md.added_at, md.updated_at, \
+         md.deleted_at, md.extra_data, mi.id, mi.container, mi.media_analysis_version, mp.id, mp.file, mp.size, \
+         md.metadata_type, md.library_section_id, md.guid, p.title, p.\"index\", p.parent_id, g.title, \
+         mi.duration, mi.bitrate, mi.width, mi.height, mi.audio_codec, mi.video_codec \
+         FROM metadata_items md LEFT JOIN media_items mi ON mi.metadata_item_id=md.id \
+         LEFT JOIN media_parts mp ON mp.media_item_id=mi.id \
+         LEFT JOIN metadata_items p ON p.id=md.parent_id LEFT JOIN metadata_items g ON g.id=p.parent_id \
+         WHERE {cond} ORDER BY md.id LIMIT {size} OFFSET {start}"
+    ))?;
+    let mut rows = q.query(rusqlite::params_from_iter(&f.args))?;
+    let mut out = Vec::new();
+    while let Some(r) = rows.next()? {
+        let mid: i64 = r.get(0)?;
+        let (elem, tname) = type_name(r.get(16)?);
+        let mut it = Node::new(elem)
+            .a("ratingKey", mid.to_string())
+            .a("key", format!("/library/metadata/{mid}"))
+            .a("guid", r.get::<_, Option<String>>(18)?.unwrap_or_default())
+            .a("type", tname)
+            .a("title", r.get::<_, Option<String>>(1)?.unwrap_or_default())
+            .a(
+                "librarySectionID",
+                r.get::<_, Option<i64>>(17)?.unwrap_or_default(),
+            )
+            .a("addedAt", r.get::<_, Option<i64>>(6)?.unwrap_or(0))
+            .a("updatedAt", r.get::<_, Option<i64>>(7)?.unwrap_or(0));
+        // Parents as Plex names them on tracks, albums, seasons, episodes and photos.
+        if let Some(pid) = r.get::<_, Option<i64>>(2)? {
+            it = it
+                .a("parentRatingKey", pid.to_string())
+                .a("parentKey", format!("/library/metadata/{pid}"))
+                .a(
+                    "parentTitle",
+                    r.get::<_, Option<String>>(19)?.unwrap_or_default(),
+                );
+            if let Some(i) = r.get::<_, Option<i64>>(20)? {
+                it = it.a("parentIndex", i);
+            }
+            if let Some(gid) = r.get::<_, Option<i64>>(21)? {
+                it = it
+                    .a("grandparentRatingKey", gid.to_string())
+                    .a("grandparentKey", format!("/library/metadata/{gid}"))
+                    .a(
+                        "grandparentTitle",
+                        r.get::<_, Option<String>>(22)?.unwrap_or_default(),
+                    );
+            }
+        }
+        if let Some(i) = r.get::<_, Option<i64>>(3)? {
+            it = it.a("index", i);
+        }
+        if let Some(y) = r.get::<_, Option<i64>>(4)? {
+            it = it.a("year", y);
+        }
+        if let Some(d) = r.get::<_, Option<i64>>(5)?.filter(|d| *d > 0) {
+            it = it.a("duration", d);
+        }
+        if let Some(d) = r.get::<_, Option<i64>>(8)? {
+            it = it.a("deletedAt", d);
+        }
+        let extra: Option<String> = r.get(9)?;
+        if extra
+            .as_deref()
+            .is_some_and(|e| e.contains("ms:musicAnalysisVersion"))
+        {
+            it = it.a("musicAnalysisVersion", 1i64);
+        }
+        if let Some(media) = r.get::<_, Option<i64>>(10)? {
+            let part = Node::new("Part")
+                .a("id", r.get::<_, Option<i64>>(13)?.unwrap_or(0))
+                .a("file", r.get::<_, Option<String>>(14)?.unwrap_or_default())
+                .a("size", r.get::<_, Option<i64>>(15)?.unwrap_or(0));
+            let container = r.get::<_, Option<String>>(11)?.unwrap_or_default();
+            let part = part.a("container", container.clone());
+            let mut m = Node::new("Media")
+                .a("id", media)
+                .a("container", container)
+                .a(
+                    "mediaAnalysisVersion",
+                    r.get::<_, Option<i64>>(12)?.unwrap_or(0),
+                );
+            // What the scan recorded (plexapi `Media` reads these); absent when unknown.
+            for (i, k) in [
+                (23, "duration"),
+                (24, "bitrate"),
+                (25, "width"),
+                (26, "height"),
+            ] {
+                if let Some(v) = r.get::<_, Option<i64>>(i)?.filter(|v| *v > 0) {
+                    m = m.a(k, v);
+                }
+            }
+            for (i, k) in [(27, "audioCodec"), (28, "videoCodec")] {
+                if let Some(v) = r.get::<_, Option<String>>(i)?.filter(|v| !v.is_empty()) {
+                    m = m.a(k, v);
+                }
+            }
+            it = it.child(m.child(part));
+        }
+        out.push(it);
+    }
+    Ok((total, out))
+}
+
+/// A page of items in a `MediaContainer` with `size`, `totalSize` and `offset` (plexapi pages
+/// until `offset + size` reaches `totalSize`).
+fn item_page(c: &rusqlite::Connection, f: &Filter, start: i64, size: i64) -> anyhow::Result<Node> {
+    let (total, items) = item_nodes(c, f, start, size)?;
+    let mut n = Node::new("MediaContainer")
+        .a("size", items.len() as i64)
+        .a("totalSize", total)
+        .a("offset", start);
+    n.children = items;
+    Ok(n)
+}
+
+async fn section_items(
     AxState(st): St,
     h: HeaderMap,
     Path(id): Path<i64>,
     RawQuery(q): RawQuery,
 ) -> Response {
     let p = query_pairs(q.as_deref());
-    let hdr = |k: &str| h.get(k).and_then(|v| v.to_str().ok()).map(str::to_string);
-    let start: i64 = q1(&p, "X-Plex-Container-Start")
-        .or(hdr("X-Plex-Container-Start"))
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(0);
-    let size: i64 = q1(&p, "X-Plex-Container-Size")
-        .or(hdr("X-Plex-Container-Size"))
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(i64::MAX);
+    let (start, size) = paging(&p, &h);
     let c = match db(&st) {
         Ok(c) => c,
         Err(r) => return r,
@@ -693,104 +891,235 @@ async fn items(
     let Some(section_type) = section_type else {
         return err(StatusCode::NOT_FOUND, "Not Found");
     };
+    // Without `type`, the section's top-level type (its `type` attribute).
     let default_type = match section_type {
         2 => 2,
         8 => 8,
         13 => 13,
         _ => 1,
     };
-    let mtype = q1(&p, "type")
-        .and_then(|t| type_code(&t))
-        .unwrap_or(default_type);
-    let mut cond = String::from("md.library_section_id=?1 AND md.metadata_type=?2");
-    if let Some(v) = q1(&p, "musicAnalysisVersion") {
-        if v == "1" {
-            cond.push_str(" AND md.extra_data LIKE '%ms:musicAnalysisVersion%'");
-        } else {
-            cond.push_str(" AND (md.extra_data IS NULL OR md.extra_data NOT LIKE '%ms:musicAnalysisVersion%')");
-        }
+    let mut f = Filter::from_query(&p, Some(default_type));
+    f.add("md.library_section_id=?", id);
+    match item_page(&c, &f, start, size) {
+        Ok(n) => render(&h, n.a("librarySectionID", id)),
+        Err(e) => internal(e),
     }
+}
+
+/// `GET /library/sections/{id}/albums`: the section's albums (plexapi `MusicSection.albums`).
+async fn section_albums(
+    st: St,
+    h: HeaderMap,
+    Path(id): Path<i64>,
+    RawQuery(q): RawQuery,
+) -> Response {
+    let q = match q {
+        Some(q) if !q.is_empty() => format!("{q}&type=9"),
+        _ => "type=9".into(),
+    };
+    section_items(st, h, Path(id), RawQuery(Some(q))).await
+}
+
+/// The hub search's order of types and their names (plexapi `search(mediatype=…)` names).
+const HUB_TYPES: [(i64, &str); 9] = [
+    (1, "movie"),
+    (2, "show"),
+    (3, "season"),
+    (4, "episode"),
+    (8, "artist"),
+    (9, "album"),
+    (10, "track"),
+    (14, "photoalbum"),
+    (13, "photo"),
+];
+
+/// `GET /hubs/search?query=&limit=&sectionId=`: one `Hub` per type with items whose title holds
+/// `query` (case-insensitive), at most `limit` each (`more="1"` when cut). Titles only: no
+/// spell-checking, people, genres or tags (README divergences).
+async fn hub_search(AxState(st): St, h: HeaderMap, RawQuery(q): RawQuery) -> Response {
+    let p = query_pairs(q.as_deref());
+    let Some(query) = q1(&p, "query").filter(|s| !s.is_empty()) else {
+        return err(StatusCode::BAD_REQUEST, "missing query");
+    };
+    let limit = q1(&p, "limit")
+        .and_then(|l| l.parse::<i64>().ok())
+        .filter(|l| *l > 0)
+        .unwrap_or(i64::MAX);
+    let section = q1(&p, "sectionId").and_then(|s| s.parse::<i64>().ok());
+    let c = match db(&st) {
+        Ok(c) => c,
+        Err(r) => return r,
+    };
     let run = || -> anyhow::Result<Node> {
-        let total: i64 = c.query_row(
-            &format!("SELECT count(*) FROM metadata_items md WHERE {cond}"),
-            params![id, mtype],
-            |r| r.get(0),
-        )?;
-        let mut n = Node::new("MediaContainer")
-            .a("size", 0i64)
-            .a("totalSize", total)
-            .a("offset", start)
-            .a("librarySectionID", id);
-        let mut q = c.prepare(&format!(
-            "SELECT md.id, md.title, md.parent_id, md.\"index\", md.year, md.duration, md.added_at, md.updated_at, \
-             md.deleted_at, md.extra_data, mi.id, mi.container, mi.media_analysis_version, mp.id, mp.file, mp.size \
-             FROM metadata_items md LEFT JOIN media_items mi ON mi.metadata_item_id=md.id \
-             LEFT JOIN media_parts mp ON mp.media_item_id=mi.id WHERE {cond} ORDER BY md.id LIMIT ?3 OFFSET ?4"
-        ))?;
-        let mut rows = q.query(params![id, mtype, size, start])?;
-        let mut count = 0i64;
-        while let Some(r) = rows.next()? {
-            let mid: i64 = r.get(0)?;
-            let (elem, tname) = type_name(mtype);
-            let mut it = Node::new(elem)
-                .a("ratingKey", mid.to_string())
-                .a("key", format!("/library/metadata/{mid}"))
-                .a("type", tname)
-                .a("title", r.get::<_, Option<String>>(1)?.unwrap_or_default())
-                .a("librarySectionID", id)
-                .a("addedAt", r.get::<_, Option<i64>>(6)?.unwrap_or(0))
-                .a("updatedAt", r.get::<_, Option<i64>>(7)?.unwrap_or(0));
-            if let Some(pid) = r.get::<_, Option<i64>>(2)? {
-                it = it.a("parentRatingKey", pid.to_string());
+        let mut hubs = Vec::new();
+        for (code, name) in HUB_TYPES {
+            let pairs = vec![
+                ("type".to_string(), code.to_string()),
+                ("title".to_string(), query.clone()),
+            ];
+            let mut f = Filter::from_query(&pairs, None);
+            if let Some(s) = section {
+                f.add("md.library_section_id=?", s);
             }
-            if let Some(i) = r.get::<_, Option<i64>>(3)? {
-                it = it.a("index", i);
+            let (total, items) = item_nodes(&c, &f, 0, limit)?;
+            if items.is_empty() {
+                continue;
             }
-            if let Some(y) = r.get::<_, Option<i64>>(4)? {
-                it = it.a("year", y);
-            }
-            if let Some(d) = r.get::<_, Option<i64>>(5)?.filter(|d| *d > 0) {
-                it = it.a("duration", d);
-            }
-            if let Some(d) = r.get::<_, Option<i64>>(8)? {
-                it = it.a("deletedAt", d);
-            }
-            let extra: Option<String> = r.get(9)?;
-            if extra
-                .as_deref()
-                .is_some_and(|e| e.contains("ms:musicAnalysisVersion"))
-            {
-                it = it.a("musicAnalysisVersion", 1i64);
-            }
-            if let Some(media) = r.get::<_, Option<i64>>(10)? {
-                let part = Node::new("Part")
-                    .a("id", r.get::<_, Option<i64>>(13)?.unwrap_or(0))
-                    .a("file", r.get::<_, Option<String>>(14)?.unwrap_or_default())
-                    .a("size", r.get::<_, Option<i64>>(15)?.unwrap_or(0));
-                it = it.child(
-                    Node::new("Media")
-                        .a("id", media)
-                        .a(
-                            "container",
-                            r.get::<_, Option<String>>(11)?.unwrap_or_default(),
-                        )
-                        .a(
-                            "mediaAnalysisVersion",
-                            r.get::<_, Option<i64>>(12)?.unwrap_or(0),
-                        )
-                        .child(part),
-                );
-            }
-            n = n.child(it);
-            count += 1;
+            let mut hub = Node::new("Hub")
+                .a(
+                    "title",
+                    format!("{}s", name[..1].to_uppercase() + &name[1..]),
+                )
+                .a("type", name)
+                .a("hubIdentifier", name)
+                .a("context", "")
+                .a("size", items.len() as i64)
+                .a("more", total > items.len() as i64)
+                .a("style", "shelf");
+            hub.children = items;
+            hubs.push(hub);
         }
-        n.attrs[0].1 = V::I(count);
+        let mut n = Node::new("MediaContainer").a("size", hubs.len() as i64);
+        n.children = hubs;
         Ok(n)
     };
     match run() {
         Ok(n) => render(&h, n),
         Err(e) => internal(e),
     }
+}
+
+/// `GET /library/all`: the same listing across every section.
+async fn library_items(AxState(st): St, h: HeaderMap, RawQuery(q): RawQuery) -> Response {
+    let p = query_pairs(q.as_deref());
+    let (start, size) = paging(&p, &h);
+    let c = match db(&st) {
+        Ok(c) => c,
+        Err(r) => return r,
+    };
+    match item_page(&c, &Filter::from_query(&p, None), start, size) {
+        Ok(n) => render(&h, n),
+        Err(e) => internal(e),
+    }
+}
+
+/// `{ids}` of `/library/metadata/{ids}`: one id or a comma-separated list (the spec's form).
+fn metadata_ids(ids: &str) -> Option<Vec<i64>> {
+    ids.split(',').map(|s| s.trim().parse().ok()).collect()
+}
+
+/// `GET /library/metadata/{ids}`: those items as listings show them (plexapi reloads a partial
+/// object from here).
+async fn metadata(AxState(st): St, h: HeaderMap, Path(ids): Path<String>) -> Response {
+    let Some(ids) = metadata_ids(&ids) else {
+        return err(StatusCode::NOT_FOUND, "Not Found");
+    };
+    let c = match db(&st) {
+        Ok(c) => c,
+        Err(r) => return r,
+    };
+    let mut f = Filter::default();
+    f.cond.push(format!(
+        "md.id IN ({})",
+        ids.iter()
+            .map(|i| i.to_string())
+            .collect::<Vec<_>>()
+            .join(",")
+    ));
+    match item_page(&c, &f, 0, i64::MAX) {
+        Ok(n) if n.children.is_empty() => err(StatusCode::NOT_FOUND, "Not Found"),
+        Ok(n) => render(&h, n),
+        Err(e) => internal(e),
+    }
+}
+
+/// `PUT /library/metadata/{ids}/analyze`: the analysis `…/analyze` of their sections queues. Tasks
+/// select only items not yet done, so these items are analysed with any others still pending
+/// (README divergences).
+async fn analyze_items(AxState(st): St, h: HeaderMap, Path(ids): Path<String>) -> Response {
+    let Some(ids) = metadata_ids(&ids) else {
+        return err(StatusCode::NOT_FOUND, "Not Found");
+    };
+    let c = match db(&st) {
+        Ok(c) => c,
+        Err(r) => return r,
+    };
+    let sections = || -> anyhow::Result<Vec<i64>> {
+        let mut q = c.prepare(&format!(
+            "SELECT DISTINCT library_section_id FROM metadata_items WHERE id IN ({}) AND library_section_id IS NOT NULL",
+            ids.iter()
+                .map(|i| i.to_string())
+                .collect::<Vec<_>>()
+                .join(",")
+        ))?;
+        Ok(q.query_map([], |r| r.get(0))?.collect::<Result<_, _>>()?)
+    };
+    match sections() {
+        Ok(s) if s.is_empty() => err(StatusCode::NOT_FOUND, "Not Found"),
+        Ok(s) => match queue_analysis(&st, &c, &s) {
+            Ok(()) => ok_empty(&h),
+            Err(r) => r,
+        },
+        Err(e) => internal(e),
+    }
+}
+
+/// `GET /library`: the library root plexapi's `PlexServer.library` loads before anything else.
+async fn library(h: HeaderMap) -> Response {
+    let dir = |key: &str, title: &str| Node::new("Directory").a("key", key).a("title", title);
+    render(
+        &h,
+        Node::new("MediaContainer")
+            .a("size", 3i64)
+            .a("allowSync", false)
+            .a("art", "/:/resources/library-art.png")
+            .a("content", "")
+            .a("identifier", "com.plexapp.plugins.library")
+            .a("mediaTagPrefix", "/system/bundle/media/flags/")
+            .a("mediaTagVersion", crate::db::unix_now())
+            .a("title1", "Plex Library")
+            .a("title2", "")
+            .child(dir("sections", "Library Sections"))
+            .child(dir("recentlyAdded", "Recently Added Content"))
+            .child(dir("onDeck", "On Deck Content")),
+    )
+}
+
+/// `GET /services/browse`: the emulator starts browsing at `/`.
+async fn browse_root(h: HeaderMap, RawQuery(q): RawQuery) -> Response {
+    browse_dir(&h, "/", q.as_deref())
+}
+
+/// `GET /services/browse/{base64 path}?includeFiles=0|1`: the folder's sub-folders as `Path`, and
+/// its files as `File` unless `includeFiles=0`; 404 when the path does not decode or list.
+async fn browse(h: HeaderMap, Path(b64): Path<String>, RawQuery(q): RawQuery) -> Response {
+    match crate::browse::decode_path(&b64) {
+        Some(dir) => browse_dir(&h, &dir, q.as_deref()),
+        None => err(StatusCode::NOT_FOUND, "Not Found"),
+    }
+}
+
+fn browse_dir(h: &HeaderMap, dir: &str, q: Option<&str>) -> Response {
+    let include_files = q1(&query_pairs(q), "includeFiles").as_deref() != Some("0");
+    let Some(entries) = crate::browse::list(dir, include_files) else {
+        return err(StatusCode::NOT_FOUND, "Not Found");
+    };
+    let mut n = Node::new("MediaContainer")
+        .a("size", entries.len() as i64)
+        .a("identifier", "com.plexapp.system")
+        .a("path", dir);
+    for e in entries {
+        n = n.child(
+            Node::new(if e.is_dir { "Path" } else { "File" })
+                .a(
+                    "key",
+                    format!("/services/browse/{}", crate::browse::encode_path(&e.path)),
+                )
+                .a("path", e.path)
+                .a("title", e.title),
+        );
+    }
+    render(h, n)
 }
 
 async fn activities(AxState(st): St, h: HeaderMap) -> Response {

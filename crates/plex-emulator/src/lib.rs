@@ -3,6 +3,7 @@
 //! and injectable faults. See README.md for every behaviour and the fact it rests on.
 
 pub mod analysis;
+pub mod browse;
 pub mod claim;
 pub mod cli;
 pub mod container;

@@ -8,6 +8,7 @@ mod genlib;
 mod harness;
 mod image;
 mod lifecycle;
+mod plexapi_library;
 mod plextv;
 mod prefs;
 mod scan;
