@@ -56,6 +56,9 @@ pub struct PhaseRecord {
     pub stalls: u32,
     pub timeouts: u32,
     pub restarts: u32,
+    /// The analyze phase's prefetcher, as it last stopped.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub prefetch: Option<crate::storage::rclone::PrefetchStatus>,
 }
 
 impl PhaseRecord {
@@ -75,6 +78,7 @@ impl PhaseRecord {
             stalls: 0,
             timeouts: 0,
             restarts: 0,
+            prefetch: None,
         }
     }
 }

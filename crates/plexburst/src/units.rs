@@ -111,6 +111,32 @@ pub mod human_opt {
     }
 }
 
+/// Bytes in an rclone size such as "64M", "1.5G", "512k", "16Mi" or "100" (binary units, as
+/// rclone reads them); `None` when it is not one.
+pub fn parse_size(s: &str) -> Option<u64> {
+    let s = s.trim();
+    let split = s
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .unwrap_or(s.len());
+    let (num, unit) = s.split_at(split);
+    let n: f64 = num.parse().ok()?;
+    let mut u = unit.chars();
+    let shift = match u.next().map(|c| c.to_ascii_lowercase()) {
+        None | Some('b') => 0,
+        Some('k') => 10,
+        Some('m') => 20,
+        Some('g') => 30,
+        Some('t') => 40,
+        Some('p') => 50,
+        Some(_) => return None,
+    };
+    let rest: String = u.collect();
+    if !(rest.is_empty() || (shift > 0 && matches!(rest.as_str(), "i" | "iB" | "ib" | "B" | "b"))) {
+        return None;
+    }
+    Some((n * (1u64 << shift) as f64) as u64)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

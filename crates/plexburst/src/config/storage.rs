@@ -135,6 +135,9 @@ pub struct Tuning {
     pub low_level_retries: Option<u32>,
     pub stat_parallel: Option<u32>,
     pub warm_parallel: Option<u32>,
+    /// 0 turns the prefetcher off.
+    pub prefetch_readers: Option<u32>,
+    pub prefetch_lead_secs: Option<u32>,
     pub s3_chunk_size: Option<String>,
     pub s3_upload_concurrency: Option<u32>,
     pub upload_bwlimit: Option<String>,
@@ -239,31 +242,7 @@ impl RcloneConfig {
     }
 }
 
-/// Bytes in an rclone size such as "64M", "1.5G", "512k", "16Mi" or "100" (binary units, as
-/// rclone reads them); `None` when it is not one.
-pub fn parse_size(s: &str) -> Option<u64> {
-    let s = s.trim();
-    let split = s
-        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
-        .unwrap_or(s.len());
-    let (num, unit) = s.split_at(split);
-    let n: f64 = num.parse().ok()?;
-    let mut u = unit.chars();
-    let shift = match u.next().map(|c| c.to_ascii_lowercase()) {
-        None | Some('b') => 0,
-        Some('k') => 10,
-        Some('m') => 20,
-        Some('g') => 30,
-        Some('t') => 40,
-        Some('p') => 50,
-        Some(_) => return None,
-    };
-    let rest: String = u.collect();
-    if !(rest.is_empty() || (shift > 0 && matches!(rest.as_str(), "i" | "iB" | "ib" | "B" | "b"))) {
-        return None;
-    }
-    Some((n * (1u64 << shift) as f64) as u64)
-}
+pub use crate::units::parse_size;
 
 /// Whether `s` is a duration rclone reads: "off", or number+unit groups such as "5m", "1h30m",
 /// "8760h", "30s", "2d".
@@ -356,6 +335,7 @@ impl Tuning {
             ("stat_parallel", self.stat_parallel),
             ("warm_parallel", self.warm_parallel),
             ("s3_upload_concurrency", self.s3_upload_concurrency),
+            ("prefetch_lead_secs", self.prefetch_lead_secs),
         ];
         for (f, v) in counts {
             if v == Some(0) {

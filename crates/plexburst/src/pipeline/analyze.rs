@@ -78,6 +78,23 @@ pub fn run(ctx: &mut Ctx) -> anyhow::Result<Outcome> {
                 ));
             }
         }
+        let prefetching = match ctx.storage.as_rclone() {
+            Some(rc) if s.section_type == 8 && rc.settings().prefetch_readers > 0 => {
+                rc.prefetch_start(
+                    ctx.remote.as_ref(),
+                    &crate::storage::rclone::PrefetchJob {
+                        db: &ctx.plan.plex.db_path,
+                        section_id: s.id,
+                        readers: rc.settings().prefetch_readers,
+                        lead_secs: rc.settings().prefetch_lead_secs,
+                        max_secs: plan.timeout.as_secs(),
+                    },
+                )
+                .context("cannot start the prefetcher")?;
+                true
+            }
+            _ => false,
+        };
         tracing::info!("{}: starting", job.label());
         job.trigger(ctx)
             .with_context(|| format!("cannot start the {}", job.label()))?;
@@ -90,6 +107,31 @@ pub fn run(ctx: &mut Ctx) -> anyhow::Result<Outcome> {
             None,
             &mut sampler,
         );
+        if let Some(rc) = ctx.storage.as_rclone().filter(|_| prefetching) {
+            match rc.prefetch_stop(ctx.remote.as_ref()) {
+                Ok(st) => {
+                    tracing::info!(
+                        "{}: prefetched {} files ({}), read at {}/s against {}/s analysed, window {}",
+                        s.name,
+                        st.files,
+                        crate::units::format_bytes(st.bytes),
+                        crate::units::format_bytes(st.read_bps),
+                        crate::units::format_bytes(st.consume_bps),
+                        crate::units::format_bytes(st.window_bytes)
+                    );
+                    if st.failed > 0 {
+                        warnings.push(format!(
+                            "{}: the prefetcher could not read {} files through the mount (e.g. {})",
+                            s.name,
+                            st.failed,
+                            st.failed_paths.iter().take(3).cloned().collect::<Vec<_>>().join(", ")
+                        ));
+                    }
+                    ctx.state.phase_mut("analyze").prefetch = Some(st);
+                }
+                Err(e) => tracing::warn!("{}: cannot stop the prefetcher: {e:#}", s.name),
+            }
+        }
         // Whatever happened, the analysis must not keep running in the background afterwards.
         let prefs = ctx.client()?.prefs()?;
         super::configure::background_off(ctx, &prefs)

@@ -349,9 +349,28 @@ fn analysis_steps(kind: SectionType, storage: &StorageSpec, threads: Option<u32>
         ),
         SectionType::Movie | SectionType::Show => return Vec::new(),
     };
-    warm.into_iter()
-        .chain([on, trigger, watch, "turn every background task off again"])
-        .map(String::from)
+    // The prefetcher reads whole files ahead of the Sonic analyser (storage/rclone/prefetch.rs).
+    let prefetch = match storage {
+        StorageSpec::Rclone(rc)
+            if kind == SectionType::Music && rc.settings.prefetch_readers > 0 =>
+        {
+            Some(format!(
+                "start the prefetcher: {} readers keep {} s of analysis (at least two files each, at most half the VFS cache and of the free disk) of unanalysed tracks read whole through the mount, ahead of the analyser",
+                rc.settings.prefetch_readers, rc.settings.prefetch_lead_secs
+            ))
+        }
+        _ => None,
+    };
+    let stop = prefetch
+        .as_ref()
+        .map(|_| "stop the prefetcher; report the files it could not read".to_string());
+    warm.map(String::from)
+        .into_iter()
+        .chain([on.to_string()])
+        .chain(prefetch)
+        .chain([trigger.to_string(), watch.to_string()])
+        .chain(stop)
+        .chain(["turn every background task off again".to_string()])
         .collect()
 }
 

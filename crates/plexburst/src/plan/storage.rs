@@ -47,6 +47,8 @@ pub fn settings(profile: &str, t: &Tuning) -> Settings {
     num(t.low_level_retries, &mut s.low_level_retries);
     num(t.stat_parallel, &mut s.stat_parallel);
     num(t.warm_parallel, &mut s.warm_parallel);
+    num(t.prefetch_readers, &mut s.prefetch_readers);
+    num(t.prefetch_lead_secs, &mut s.prefetch_lead_secs);
     text(&t.s3_chunk_size, &mut s.s3_chunk_size);
     num(t.s3_upload_concurrency, &mut s.s3_upload_concurrency);
     if t.upload_bwlimit.is_some() {

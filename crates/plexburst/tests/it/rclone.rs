@@ -825,6 +825,13 @@ fn local_run_on_an_rclone_mount_scans_everything() {
     let out = rl.lab.plexburst(&["run"]);
     assert_counts_match(&rl, &out);
     assert_archive_in_bucket(&rl, true);
+    // The music section's analysis ran with the prefetcher, which read what it could and left.
+    let prefetch = rl.lab.phase("analyze")["prefetch"].clone();
+    assert_eq!(prefetch["failed"], 0, "{prefetch:#}");
+    assert!(
+        pids_with_cmdline("prefetch.sh").is_empty(),
+        "the prefetcher is gone"
+    );
 }
 
 #[test]
@@ -1093,4 +1100,120 @@ fn streamed_export_of_a_changing_data_folder_is_refused_and_removed_from_the_buc
     let out = lab.plexburst(&["resume"]);
     assert_eq!(out.status.code(), Some(0), "{}", text(&out));
     assert_archive_in_bucket(&rl, false);
+}
+
+/// A DB the prefetcher reads its queue from: one music section whose tracks are `files`, none
+/// analysed yet, in this order.
+fn prefetch_db(dir: &Path, files: &[String]) -> PathBuf {
+    let db = dir.join("queue.db");
+    let mut sql = String::from(
+        "CREATE TABLE metadata_items(id INTEGER PRIMARY KEY, library_section_id INTEGER, metadata_type INTEGER, deleted_at INTEGER, extra_data TEXT);\n\
+         CREATE TABLE media_items(id INTEGER PRIMARY KEY, metadata_item_id INTEGER);\n\
+         CREATE TABLE media_parts(id INTEGER PRIMARY KEY, media_item_id INTEGER, file TEXT, size INTEGER, deleted_at INTEGER);\n",
+    );
+    for (i, f) in files.iter().enumerate() {
+        let id = i + 1;
+        let size = std::fs::metadata(f).map(|m| m.len()).unwrap_or(70_000);
+        sql.push_str(&format!(
+            "INSERT INTO metadata_items VALUES ({id}, 5, 10, NULL, NULL);\nINSERT INTO media_items VALUES ({id}, {id});\nINSERT INTO media_parts VALUES ({id}, {id}, '{}', {size}, NULL);\n",
+            f.replace('\'', "''")
+        ));
+    }
+    let out = run(command("sqlite3").arg(&db).arg(sql));
+    assert!(out.status.success(), "{}", text(&out));
+    db
+}
+
+fn analyse(db: &Path, ids: &str) {
+    let out = run(command("sqlite3").arg(db).arg(format!(
+        "UPDATE metadata_items SET extra_data = '{{\"ms:musicAnalysisVersion\":\"1\"}}' WHERE id IN ({ids})"
+    )));
+    assert!(out.status.success(), "{}", text(&out));
+}
+
+/// Bytes of the file at `tail` (a path ending) held in the mount's VFS cache (allocated: the
+/// cache file is sparse until read).
+fn cached_bytes(m: &Mounted, tail: &str) -> u64 {
+    let out = Local::new()
+        .run(&Cmd::new(format!(
+            "find '{}/vfs' -type f -path '*/{}' -printf '%b\\n' | awk '{{print $1 * 512}}' | head -n 1",
+            m.rclone().cache_dir(),
+            tail
+        )))
+        .unwrap()
+        .stdout_str();
+    out.trim().parse().unwrap_or(0)
+}
+
+/// The prefetcher follows the analyser: with the window bounded by a small VFS cache it reads
+/// only the queue's head, whole files into the cache, moves on as tracks get analysed, reports a
+/// path it cannot read, finishes when nothing is left, and leaves no process behind.
+#[test]
+fn the_prefetcher_reads_whole_files_ahead_of_the_analyser_within_its_window() {
+    let s3 = S3Server::start();
+    // One reader: before any consumption is measured the window is two files (70 KB each).
+    let m = prepared_and_mounted(&s3, "[tuning]\nprefetch_readers = 1\n");
+    let r = Local::new();
+    let mp = m.mount_point();
+    let mut files: Vec<String> = Vec::new();
+    for (artist, album) in [("Nina Simone", "Pastel Blues"), ("Can", "Tago Mago")] {
+        for t in 1..=4 {
+            files.push(format!("{mp}/Music/{artist}/{album}/{t:02} Track.flac"));
+        }
+    }
+    let gone = format!("{mp}/Music/Can/Tago Mago/09 Not In Bucket.flac");
+    files.insert(5, gone.clone());
+    let db = prefetch_db(m.tmp.path(), &files);
+    let rc = m.rclone();
+    rc.prefetch_start(
+        &r,
+        &plexburst::storage::rclone::PrefetchJob {
+            db: db.to_str().unwrap(),
+            section_id: 5,
+            readers: 1,
+            lead_secs: 30,
+            max_secs: 600,
+        },
+    )
+    .unwrap();
+    let status = || rc.prefetch_status(&r).unwrap_or_default();
+    wait_for("the first window", Duration::from_secs(30), || {
+        status().files >= 2
+    });
+    let first = status();
+    assert_eq!(first.files, 2, "only the window's head: {first:?}");
+    assert_eq!(first.window_bytes, 2 * 70_000, "{first:?}");
+    assert!(
+        cached_bytes(&m, "Pastel Blues/01 Track.flac") >= 70_000,
+        "read whole into the cache"
+    );
+    assert_eq!(
+        cached_bytes(&m, "Pastel Blues/03 Track.flac"),
+        0,
+        "not yet: beyond the window"
+    );
+    // The analyser takes two tracks at a time; the window follows, past the missing file.
+    for (ids, files) in [("1,2", 4), ("3,4", 5), ("5,6", 7), ("7,8", 8)] {
+        analyse(&db, ids);
+        wait_for("the window to move", Duration::from_secs(30), || {
+            status().files >= files
+        });
+    }
+    assert_eq!(status().failed, 1);
+    analyse(&db, "9");
+    wait_for("the queue to empty", Duration::from_secs(30), || {
+        status().finished
+    });
+    let done = rc.prefetch_stop(&r).unwrap();
+    assert!(done.finished, "{done:?}");
+    assert_eq!(done.failed, 1, "{done:?}");
+    assert_eq!(done.failed_paths, vec![gone]);
+    assert_eq!(
+        done.files, 8,
+        "every readable track was read once: {done:?}"
+    );
+    assert!(
+        pids_with_cmdline(&rc.prefetch_dir()).is_empty(),
+        "the prefetcher is gone"
+    );
 }

@@ -507,3 +507,59 @@ fn the_real_library_db_is_checked_counted_and_remapped_row_for_row() {
         .arg("SELECT count(*) FROM media_parts WHERE file LIKE '/data/Music/%'"));
     assert_eq!(stdout(&out).trim().parse::<i64>().unwrap(), want_parts);
 }
+
+/// On the docker runtime the remap is written by the image's own `Plex SQLite` (a one-off
+/// container on the data dir), never by the target's stock sqlite3.
+#[test]
+fn a_docker_seeded_run_remaps_through_the_images_plex_sqlite() {
+    let image = emulator_image();
+    let lab = Lab::new(LabOpts {
+        docker_image: Some(image.into()),
+        ..Default::default()
+    });
+    // The container runs the server as uid 1000: it must reach the media and its data dir.
+    run(command("chmod").args(["755", lab.dir.path().to_str().unwrap()]));
+    let first = lab.plexburst(&["run", "--skip-analysis"]);
+    assert!(first.status.success(), "{}", text(&first));
+    let db = lab.path("home.db");
+    std::fs::copy(lab.db_path(), &db).unwrap();
+    std::fs::remove_dir_all(lab.data_dir()).unwrap();
+    std::fs::rename(lab.path("media"), lab.path("media2")).unwrap();
+    std::fs::write(
+        lab.config_path(),
+        format!(
+            "{}\n[remap]\n\"{}\" = \"{}\"\n",
+            config_on(&lab, "media2"),
+            lab.path("media").display(),
+            lab.path("media2").display()
+        ),
+    )
+    .unwrap();
+    let out = lab.plexburst(&["run", "--skip-analysis", "--seed", db.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", text(&out));
+    let seed = seed_record(&lab);
+    let parts = lab.counts.tracks + lab.counts.movies + lab.counts.photos;
+    assert_eq!(
+        seed["remap"]["media_parts.file"].as_i64(),
+        Some(parts),
+        "{seed:#}"
+    );
+    let journal = std::fs::read_to_string(lab.journal()).unwrap();
+    let remap_line = journal
+        .lines()
+        .find(|l| l.contains("pre-remap"))
+        .expect("the remap in the journal");
+    assert!(
+        remap_line.contains("--entrypoint")
+            && remap_line.contains("Plex SQLite")
+            && remap_line.contains(image),
+        "{remap_line}"
+    );
+    assert_eq!(
+        lab.count(&format!(
+            "SELECT count(*) FROM media_parts WHERE file LIKE '{}/%' AND deleted_at IS NULL",
+            lab.path("media2").display()
+        )),
+        parts
+    );
+}

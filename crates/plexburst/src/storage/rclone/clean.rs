@@ -67,6 +67,7 @@ impl Rclone {
             ("rclone probes", self.probes_path()),
             ("rclone pid file", self.pid_path()),
             ("shared bind marker", self.parent_bind_marker()),
+            ("prefetcher files", self.prefetch_dir()),
         ] {
             files.push(TargetFile::new(FileKind::Scratch, what, path));
         }
@@ -85,7 +86,12 @@ impl Rclone {
                 r.describe()
             );
         }
-        let mut gone = vec![self.conf_path(), self.log_path(), self.probes_path()];
+        let mut gone = vec![
+            self.conf_path(),
+            self.log_path(),
+            self.probes_path(),
+            self.prefetch_dir(),
+        ];
         if !keep_cache {
             gone.extend(self.cache_paths());
         }

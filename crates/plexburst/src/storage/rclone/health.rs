@@ -117,6 +117,10 @@ st=$(cat "$d/status")
     }
 
     pub fn unmount(&self, r: &dyn Remote) -> anyhow::Result<()> {
+        // A prefetcher reading through the mount would keep it busy (and outlive it).
+        if let Err(e) = self.prefetch_stop(r) {
+            tracing::warn!("cannot stop the prefetcher: {e:#}");
+        }
         if self.mounted_type(r)?.is_some() || self.pid(r).is_some() {
             self.force_unmount(r)?;
         }

@@ -26,6 +26,7 @@
 mod clean;
 mod health;
 mod mount;
+mod prefetch;
 mod spec;
 mod upload;
 
@@ -34,6 +35,7 @@ use std::sync::{Mutex, OnceLock};
 use anyhow::bail;
 
 pub use mount::{MIN_RCLONE, parse_rclone_version};
+pub use prefetch::{PrefetchJob, PrefetchStatus};
 pub use spec::{
     CACHE_SIZE_AT_MOUNT, ConfSource, GENERATED_REMOTE, RcloneSpec, SECRET_ENVS, Settings,
     extract_remotes, local_problems,

@@ -100,7 +100,7 @@ impl Rclone {
         Ok(())
     }
 
-    fn cache_max(&self, r: &dyn Remote) -> anyhow::Result<String> {
+    pub(super) fn cache_max(&self, r: &dyn Remote) -> anyhow::Result<String> {
         if let Some(s) = &self.spec.settings.cache_max_size {
             return Ok(s.clone());
         }

@@ -38,6 +38,12 @@ pub struct Settings {
     pub stat_parallel: u32,
     /// Parallel readers of warm-before-analysis.
     pub warm_parallel: u32,
+    /// Parallel readers of the prefetcher during analysis (0: no prefetcher).
+    #[serde(default)]
+    pub prefetch_readers: u32,
+    /// Seconds of analysis the prefetcher keeps read ahead.
+    #[serde(default)]
+    pub prefetch_lead_secs: u32,
     /// Multipart chunk of the export upload: 10,000 parts × 64M allows ~625 GiB streamed.
     pub s3_chunk_size: String,
     pub s3_upload_concurrency: u32,
@@ -50,11 +56,11 @@ pub struct Settings {
 impl Settings {
     /// Defaults for a profile name; an unknown name gets `standard` (config.rs validates names).
     pub fn for_profile(profile: &str) -> Settings {
-        let (streams, buffer, ahead, stat, warm, upload) = match profile {
-            "lite" => (4, "8M", "16M", 16, 8, 4),
-            "power" => (16, "16M", "64M", 64, 32, 8),
-            "superpower" => (16, "32M", "128M", 64, 64, 16),
-            _ => (8, "16M", "32M", 32, 16, 8),
+        let (streams, buffer, ahead, stat, warm, upload, prefetch) = match profile {
+            "lite" => (4, "8M", "16M", 16, 8, 4, 2),
+            "power" => (16, "16M", "64M", 64, 32, 8, 8),
+            "superpower" => (16, "32M", "128M", 64, 64, 16, 16),
+            _ => (8, "16M", "32M", 32, 16, 8, 4),
         };
         Settings {
             cache_max_size: None,
@@ -72,6 +78,8 @@ impl Settings {
             low_level_retries: 20,
             stat_parallel: stat,
             warm_parallel: warm,
+            prefetch_readers: prefetch,
+            prefetch_lead_secs: 30,
             s3_chunk_size: "64M".into(),
             s3_upload_concurrency: upload,
             upload_bwlimit: None,
