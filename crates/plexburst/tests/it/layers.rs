@@ -11,7 +11,7 @@ const PLEXBURST: &[&[&str]] = &[
     &["host", "runtime", "plex", "archive", "plextv", "cloud"],
     &["storage", "survey"],
     &["export"],
-    &["config"],
+    &["config", "apply"],
     &["plan"],
     &["state"],
     &["report", "session"],

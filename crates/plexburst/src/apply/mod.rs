@@ -1,0 +1,1081 @@
+//! `plexburst apply`: bring an exported archive home. Verify it against its manifest, stop the
+//! home Plex, move its databases, `Metadata/` and `Media/` aside as the backup, rename the
+//! archive's into place, keep the home's identity, fix ownership, start it, and check through its
+//! API that it serves the manifest's counts; roll back to the backup when it does not.
+//!
+//! Crash safety rests on a journal in `<data dir>/.plexburst-apply/`: `journal.json` (one record,
+//! written atomically, saying which step was reached), `staging/<sha256>/` (the archive extracted
+//! on the home's filesystem, so installing is a rename), `backups/<time>-<sha>/` (the moved-aside
+//! old directories and a copy of `Preferences.xml`) and `trash/`. Every step can be run again, and
+//! the record plus what exists on disk say how to finish forward or roll back: an interrupted
+//! `apply` is completed by running it again, or undone by `apply --rollback`.
+
+pub mod spec;
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+use serde::{Deserialize, Serialize};
+
+use crate::archive::{SHA256, number_and_sha256, parse_read_back, read_back_script};
+use crate::error::BadInput;
+use crate::export::Manifest;
+use crate::plex::api::Client;
+use crate::remote::{Cmd, Remote, quote};
+use spec::{Home, Service};
+
+/// The Plex folder inside a data dir (pms-docker's `/config` layout, as the export archives it).
+const PMS: &str = "Library/Application Support/Plex Media Server";
+/// The library DB inside `PMS`: an archive without it is refused.
+const LIBRARY_DB: &str = "Plug-in Support/Databases/com.plexapp.plugins.library.db";
+/// What is installed, as (name in the backup, path under `PMS`). Each moves as one directory,
+/// so the DB and its `-wal`/`-shm` are always of the same side.
+const ITEMS: &[(&str, &str)] = &[
+    ("Databases", "Plug-in Support/Databases"),
+    ("Metadata", "Metadata"),
+    ("Media", "Media"),
+];
+/// `Preferences.xml` attributes that make a server itself (plex.md §6): kept from the home unless
+/// `--take-identity`.
+pub const IDENTITY_ATTRS: &[&str] = &[
+    "MachineIdentifier",
+    "ProcessedMachineIdentifier",
+    "AnonymousMachineIdentifier",
+    "PlexOnlineToken",
+    "PlexOnlineUsername",
+    "PlexOnlineMail",
+    "PlexOnlineHome",
+    "CertificateUUID",
+    "CertificateVersion",
+    "PubSubServer",
+    "PubSubServerRegion",
+    "PubSubServerPing",
+];
+
+/// TEST ONLY: when this variable names one of `KILL_POINTS`, the process exits with
+/// `KILLED_STATUS` right there, as a kill would leave it (no cleanup runs). The suite uses it to
+/// interrupt `apply` at every step deterministically.
+pub const ABORT_ENV: &str = "PLEXBURST_TEST_APPLY_ABORT_AT";
+pub const KILLED_STATUS: i32 = 86;
+/// Every point of a forward `apply` where `ABORT_ENV` can stop it, in order.
+pub const KILL_POINTS: &[&str] = &[
+    "staged",
+    "stopped",
+    "prefs-backed-up",
+    "moved-old:Databases",
+    "installed:Databases",
+    "moved-old:Metadata",
+    "installed:Metadata",
+    "moved-old:Media",
+    "installed:Media",
+    "swapped",
+    "identity",
+    "owned",
+    "started",
+];
+/// The same for `apply --rollback`.
+pub const ROLLBACK_KILL_POINTS: &[&str] = &[
+    "rb-begun",
+    "rb-stopped",
+    "rb-restored:Databases",
+    "rb-restored:Metadata",
+    "rb-restored:Media",
+    "rb-prefs",
+];
+
+fn abort_point(name: &str) {
+    if std::env::var(ABORT_ENV).is_ok_and(|v| v == name) {
+        eprintln!("apply: aborting at {name} ({ABORT_ENV}, test only)");
+        std::process::exit(KILLED_STATUS);
+    }
+}
+
+/// `apply`'s flags.
+#[derive(Debug, Clone)]
+pub struct Options {
+    pub archive: Option<PathBuf>,
+    pub manifest: Option<PathBuf>,
+    pub to: String,
+    pub service: Option<String>,
+    pub take_identity: bool,
+    pub dry_run: bool,
+    pub rollback: bool,
+    pub plex_port: u16,
+    pub timeout: Duration,
+    pub ssh_identity: Option<PathBuf>,
+    pub ssh_options: Vec<String>,
+}
+
+/// How far an apply got; written before the step's effects are relied on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+enum Step {
+    /// The archive is extracted in `staging/<sha>`; nothing at home changed.
+    Staged,
+    /// The service was stopped; `backup` and `had` are fixed: the swap may be under way.
+    Stopped,
+    /// Every item is the archive's; the old ones are in the backup.
+    Swapped,
+    /// Identity and ownership done, the service started; the counts are not checked yet.
+    Started,
+    /// Installed and checked: this record is what is installed, and its backup what was before.
+    Done,
+    /// A rollback to `backup` is under way.
+    RollingBack,
+}
+
+/// `journal.json`: the one record of the last or current apply (versioned: a serialized type).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct Record {
+    version: u32,
+    step: Step,
+    archive: String,
+    sha256: String,
+    run_id: String,
+    /// The backup directory's name under `backups/`, chosen once the service is stopped.
+    backup: Option<String>,
+    /// The items (`ITEMS` names) the home had before: these are moved into the backup.
+    had: Vec<String>,
+    /// The items the archive brings.
+    brings: Vec<String>,
+    take_identity: bool,
+    updated_at: String,
+    /// The record this apply replaced (what a rollback makes current again), without its own.
+    previous: Option<Box<Record>>,
+}
+
+const RECORD_VERSION: u32 = 1;
+
+/// The home host and its data dir, with the paths of the journal.
+struct Site {
+    remote: Box<dyn Remote>,
+    home: Home,
+}
+
+impl Site {
+    fn data(&self) -> &str {
+        self.home.path()
+    }
+    fn pms(&self) -> String {
+        format!("{}/{PMS}", self.data())
+    }
+    fn prefs(&self) -> String {
+        format!("{}/Preferences.xml", self.pms())
+    }
+    fn jdir(&self) -> String {
+        format!("{}/.plexburst-apply", self.data())
+    }
+    fn journal(&self) -> String {
+        format!("{}/journal.json", self.jdir())
+    }
+    fn staging(&self, sha: &str) -> String {
+        format!("{}/staging/{sha}", self.jdir())
+    }
+    fn staged_pms(&self, sha: &str) -> String {
+        format!("{}/{PMS}", self.staging(sha))
+    }
+    fn backup(&self, name: &str) -> String {
+        format!("{}/backups/{name}", self.jdir())
+    }
+    fn trash(&self) -> String {
+        format!("{}/trash", self.jdir())
+    }
+
+    fn sh(&self, script: String, timeout: Duration) -> anyhow::Result<String> {
+        let cmd = Cmd::new(script).timeout(timeout);
+        let out = self
+            .remote
+            .run(&cmd)
+            .with_context(|| format!("on {}", self.home.describe()))?;
+        Ok(out.stdout_str())
+    }
+    fn run(&self, script: String) -> anyhow::Result<()> {
+        self.sh(script, Duration::from_secs(3600)).map(drop)
+    }
+    fn exists(&self, path: &str) -> anyhow::Result<bool> {
+        let out = self
+            .remote
+            .exec(&Cmd::new(format!("test -e {}", quote(path))))
+            .with_context(|| format!("cannot look for {path}"))?;
+        Ok(out.status == 0)
+    }
+    /// Rename `from` to `to` (same filesystem: one atomic step); `-T` so an existing directory
+    /// `to` is an error instead of a destination to move into.
+    fn rename(&self, from: &str, to: &str) -> anyhow::Result<()> {
+        self.run(format!(
+            "mkdir -p -- \"$(dirname -- {t})\" && mv -T -- {f} {t}",
+            f = quote(from),
+            t = quote(to)
+        ))
+        .with_context(|| format!("cannot move {from} to {to}"))
+    }
+    /// Copy a file so that `to` is either absent/old or the whole copy.
+    fn copy_file(&self, from: &str, to: &str) -> anyhow::Result<()> {
+        self.run(format!(
+            "cp -p -- {f} {t}.tmp && mv -f -- {t}.tmp {t}",
+            f = quote(from),
+            t = quote(to)
+        ))
+        .with_context(|| format!("cannot copy {from} to {to}"))
+    }
+
+    fn read_record(&self) -> anyhow::Result<Option<Record>> {
+        match self.remote.get_file(&self.journal()) {
+            Ok(bytes) => {
+                let r: Record = serde_json::from_slice(&bytes).with_context(|| {
+                    format!(
+                        "{} is not an apply journal this plexburst reads",
+                        self.journal()
+                    )
+                })?;
+                if r.version != RECORD_VERSION {
+                    bail!(
+                        "{} is version {}, this plexburst reads {RECORD_VERSION}",
+                        self.journal(),
+                        r.version
+                    );
+                }
+                Ok(Some(r))
+            }
+            Err(crate::remote::RemoteError::NotFound { .. }) => Ok(None),
+            Err(e) => Err(e).context("cannot read the apply journal"),
+        }
+    }
+    fn write_record(&self, r: &mut Record) -> anyhow::Result<()> {
+        r.updated_at = jiff::Timestamp::now().to_string();
+        self.remote
+            .put_file(&self.journal(), &serde_json::to_vec_pretty(r)?, 0o644)
+            .context("cannot write the apply journal")
+    }
+    fn remove_record(&self) -> anyhow::Result<()> {
+        self.run(format!("rm -f -- {}", quote(&self.journal())))
+    }
+
+    /// `uid:gid` of the data dir: the home server's user.
+    fn owner(&self) -> anyhow::Result<String> {
+        let o = self.sh(
+            format!("stat -c %u:%g -- {}", quote(self.data())),
+            Duration::from_secs(60),
+        )?;
+        Ok(o.trim().to_string())
+    }
+    fn chown_items(&self) -> anyhow::Result<()> {
+        let owner = self.owner()?;
+        let mut paths: Vec<String> = ITEMS
+            .iter()
+            .map(|(_, rel)| format!("{}/{rel}", self.pms()))
+            .collect();
+        paths.push(self.prefs());
+        let list: Vec<String> = paths.iter().map(|p| quote(p)).collect();
+        self.run(format!(
+            "for p in {}; do if [ -e \"$p\" ]; then chown -R {} \"$p\"; fi; done",
+            list.join(" "),
+            quote(&owner)
+        ))
+        .with_context(|| format!("cannot give the installed data to its owner {owner}"))
+    }
+}
+
+fn connect(home: &Home, opts: &Options, scratch: &Path) -> anyhow::Result<Box<dyn Remote>> {
+    match home {
+        Home::Local { .. } => Ok(Box::new(crate::remote::local::Local::new())),
+        Home::Ssh {
+            user, host, port, ..
+        } => {
+            let t = crate::remote::ssh::SshTarget {
+                host: host.clone(),
+                port: *port,
+                user: user.clone(),
+                identity: opts.ssh_identity.clone(),
+                extra_options: opts.ssh_options.clone(),
+            };
+            let ssh = crate::remote::ssh::Ssh::connect(&t, scratch)
+                .with_context(|| format!("cannot connect to {user}@{host}:{port}"))?;
+            Ok(Box::new(ssh))
+        }
+    }
+}
+
+/// `plexburst apply`.
+pub fn run(opts: &Options) -> anyhow::Result<()> {
+    let cwd = std::env::current_dir().context("cannot read the current directory")?;
+    let home = spec::parse_to(&opts.to, &cwd)?;
+    let service = match &opts.service {
+        Some(s) => spec::parse_service(s)?,
+        None => {
+            return Err(BadInput(
+                "apply needs --service to stop and start the home Plex: systemd:NAME, docker:NAME or command:'CMD'".into(),
+            )
+            .into());
+        }
+    };
+    if opts.rollback && opts.archive.is_some() {
+        return Err(BadInput(
+            "--rollback restores the last backup and takes no ARCHIVE; drop one of them".into(),
+        )
+        .into());
+    }
+    // Everything about the archive is checked before the home is touched at all.
+    let verified = if opts.rollback {
+        None
+    } else {
+        let Some(archive) = &opts.archive else {
+            return Err(BadInput(
+                "apply needs the ARCHIVE to install (or --rollback to restore the last backup)"
+                    .into(),
+            )
+            .into());
+        };
+        Some(verify_archive(archive, opts.manifest.as_deref())?)
+    };
+
+    let scratch = tempfile::Builder::new()
+        .prefix("pb-apply-")
+        .tempdir()
+        .context("cannot create a scratch directory")?;
+    let site = Site {
+        remote: connect(&home, opts, scratch.path())?,
+        home,
+    };
+    if !site.exists(&site.prefs())? {
+        return Err(BadInput(format!(
+            "--to {:?}: {} has no {PMS}/Preferences.xml; point --to at the home server's data dir (the folder holding `Library/`)",
+            opts.to,
+            site.home.describe()
+        ))
+        .into());
+    }
+    let record = site.read_record()?;
+    match verified {
+        None => rollback_command(&site, &service, record, opts),
+        Some(v) => apply_command(&site, &service, record, v, opts),
+    }
+}
+
+/// The archive and its manifest, checked.
+struct Verified {
+    archive: PathBuf,
+    manifest: Manifest,
+}
+
+/// `<run id>.tar.zst` → `<run id>.manifest.json`, as the export names them.
+fn manifest_beside(archive: &Path) -> PathBuf {
+    let name = archive
+        .file_name()
+        .map(|n| n.to_string_lossy().to_string())
+        .unwrap_or_default();
+    let stem = name.strip_suffix(".tar.zst").unwrap_or(&name);
+    archive.with_file_name(format!("{stem}.manifest.json"))
+}
+
+/// The archive must be what its manifest says: size, sha256 and entry count, and it must read
+/// back whole (zstd's frame checksum, tar's listing). Any mismatch is bad input (exit 2).
+fn verify_archive(archive: &Path, manifest: Option<&Path>) -> anyhow::Result<Verified> {
+    let manifest_path = manifest
+        .map(Path::to_path_buf)
+        .unwrap_or_else(|| manifest_beside(archive));
+    let meta = std::fs::metadata(archive).map_err(|e| {
+        BadInput(format!(
+            "ARCHIVE {}: {e}; give the .tar.zst the export wrote",
+            archive.display()
+        ))
+    })?;
+    let raw = std::fs::read(&manifest_path).map_err(|e| {
+        BadInput(format!(
+            "the manifest {}: {e}; it is written beside the archive by the export, or pass --manifest FILE",
+            manifest_path.display()
+        ))
+    })?;
+    let manifest: Manifest = serde_json::from_slice(&raw).map_err(|e| {
+        BadInput(format!(
+            "the manifest {} is not a plexburst manifest: {e}",
+            manifest_path.display()
+        ))
+    })?;
+    let refuse = |what: String| -> anyhow::Error {
+        BadInput(format!(
+            "{} does not match its manifest {}: {what}; nothing was changed at home (export again, or pass the right --manifest)",
+            archive.display(),
+            manifest_path.display()
+        ))
+        .into()
+    };
+    if meta.len() != manifest.bytes {
+        return Err(refuse(format!(
+            "{} bytes, the manifest says {}",
+            meta.len(),
+            manifest.bytes
+        )));
+    }
+    let path = archive.to_string_lossy();
+    let out = crate::remote::local::Local::new()
+        .exec(
+            &Cmd::new(read_back_script(&format!("cat {}", quote(&path))))
+                .timeout(Duration::from_secs(12 * 3600)),
+        )
+        .context("cannot read the archive back")?;
+    if out.status != 0 {
+        return Err(refuse(format!(
+            "it does not read back: {}",
+            String::from_utf8_lossy(&out.stderr).trim()
+        )));
+    }
+    let (sha256, entries) = parse_read_back(&out.stdout_str(), &path)?;
+    if sha256 != manifest.sha256 {
+        return Err(refuse(format!(
+            "sha256 {sha256}, the manifest says {}",
+            manifest.sha256
+        )));
+    }
+    if entries != manifest.entries {
+        return Err(refuse(format!(
+            "{entries} entries, the manifest says {}",
+            manifest.entries
+        )));
+    }
+    println!(
+        "archive verified: {} ({} entries, sha256 {})",
+        archive.display(),
+        entries,
+        sha256
+    );
+    Ok(Verified {
+        archive: archive.to_path_buf(),
+        manifest,
+    })
+}
+
+fn apply_command(
+    site: &Site,
+    service: &Service,
+    record: Option<Record>,
+    v: Verified,
+    opts: &Options,
+) -> anyhow::Result<()> {
+    let sha = v.manifest.sha256.clone();
+    let resume = match record {
+        Some(r) if r.step == Step::Done && r.sha256 == sha => {
+            println!(
+                "{} is already installed in {} (applied {}); nothing to do",
+                r.archive,
+                site.home.describe(),
+                r.updated_at
+            );
+            return Ok(());
+        }
+        Some(r) if r.step == Step::RollingBack => {
+            return Err(BadInput(format!(
+                "a rollback of {} in {} is unfinished; finish it with `plexburst apply --rollback` first",
+                r.archive,
+                site.home.describe()
+            ))
+            .into());
+        }
+        Some(r) if r.step != Step::Done && r.sha256 != sha => {
+            return Err(BadInput(format!(
+                "an apply of {} (sha256 {}) in {} stopped at step {:?}; run it again to finish it, or `plexburst apply --rollback`, before applying another archive",
+                r.archive, r.sha256, site.home.describe(), r.step
+            ))
+            .into());
+        }
+        Some(r) if r.step != Step::Done => Some(r),
+        done => {
+            // A new apply: the record it replaces is what a rollback makes current again.
+            let previous = done.map(|mut d| {
+                d.previous = None;
+                Box::new(d)
+            });
+            if opts.dry_run {
+                print_plan(site, service, &v, opts, previous.as_deref());
+                return Ok(());
+            }
+            let brings = stage(site, &v)?;
+            let mut r = Record {
+                version: RECORD_VERSION,
+                step: Step::Staged,
+                archive: v
+                    .archive
+                    .file_name()
+                    .map(|n| n.to_string_lossy().to_string())
+                    .unwrap_or_default(),
+                sha256: sha.clone(),
+                run_id: v.manifest.run_id.clone(),
+                backup: None,
+                had: Vec::new(),
+                brings,
+                take_identity: opts.take_identity,
+                updated_at: String::new(),
+                previous,
+            };
+            site.write_record(&mut r)?;
+            abort_point("staged");
+            return forward(site, service, r, &v.manifest, opts);
+        }
+    };
+    let r = resume.expect("an unfinished record");
+    if opts.dry_run {
+        println!(
+            "dry run: the apply of {} stopped at step {:?}; `apply` would finish it from there (or `--rollback` undo it)",
+            r.archive, r.step
+        );
+        return Ok(());
+    }
+    if r.take_identity != opts.take_identity {
+        return Err(BadInput(format!(
+            "the unfinished apply of {} was started {} --take-identity; run it again the same way",
+            r.archive,
+            if r.take_identity { "with" } else { "without" }
+        ))
+        .into());
+    }
+    eprintln!(
+        "continuing the apply of {} from step {:?}",
+        r.archive, r.step
+    );
+    forward(site, service, r, &v.manifest, opts)
+}
+
+/// Extract the archive into `staging/<sha>` on the home host (pushing it there first over ssh),
+/// unless a previous attempt already did. Returns the `ITEMS` it brings. Changes nothing at home.
+fn stage(site: &Site, v: &Verified) -> anyhow::Result<Vec<String>> {
+    let sha = &v.manifest.sha256;
+    let staging = site.staging(sha);
+    if !site.exists(&staging)? {
+        let partial = format!("{staging}.partial");
+        site.run(format!("rm -rf -- {}", quote(&partial)))?;
+        let (source, pushed) = match &site.home {
+            Home::Local { .. } => (v.archive.to_string_lossy().to_string(), false),
+            Home::Ssh { .. } => (push(site, &v.archive, sha)?, true),
+        };
+        eprintln!("extracting the archive into {staging}");
+        site.run(format!(
+            "mkdir -p -- {p} && tar --zstd --no-same-owner -xf {s} -C {p} && mv -T -- {p} {st}",
+            p = quote(&partial),
+            s = quote(&source),
+            st = quote(&staging)
+        ))
+        .context("cannot extract the archive on the home host")?;
+        if pushed {
+            site.run(format!("rm -f -- {}", quote(&source)))?;
+        }
+    }
+    let pms = site.staged_pms(sha);
+    if !site.exists(&format!("{pms}/{LIBRARY_DB}"))? {
+        site.run(format!("rm -rf -- {}", quote(&staging)))?;
+        return Err(BadInput(format!(
+            "{} holds no {PMS}/{LIBRARY_DB}; it is not a Plex data folder export, nothing was changed at home",
+            v.archive.display()
+        ))
+        .into());
+    }
+    let mut brings = Vec::new();
+    for (name, rel) in ITEMS {
+        if site.exists(&format!("{pms}/{rel}"))? {
+            brings.push(name.to_string());
+        }
+    }
+    Ok(brings)
+}
+
+/// Push a chunk at a time, so an archive of many GB never sits in memory whole.
+const PUSH_CHUNK: usize = 32 << 20;
+
+/// Copy the archive to `incoming/<sha>.tar.zst` on the home host and check its sha256 there.
+fn push(site: &Site, archive: &Path, sha: &str) -> anyhow::Result<String> {
+    use std::io::Read;
+    let dest = format!("{}/incoming/{sha}.tar.zst", site.jdir());
+    let parts = format!("{dest}.parts");
+    eprintln!("copying the archive to {dest}");
+    site.run(format!("rm -rf -- {}", quote(&parts)))?;
+    let mut f = std::fs::File::open(archive)
+        .with_context(|| format!("cannot read {}", archive.display()))?;
+    let mut buf = vec![0u8; PUSH_CHUNK];
+    let mut n = 0u32;
+    loop {
+        let mut filled = 0;
+        while filled < buf.len() {
+            let got = f.read(&mut buf[filled..])?;
+            if got == 0 {
+                break;
+            }
+            filled += got;
+        }
+        if filled == 0 {
+            break;
+        }
+        site.remote
+            .put_file(&format!("{parts}/{n:06}"), &buf[..filled], 0o600)
+            .context("cannot copy the archive to the home host")?;
+        n += 1;
+        if filled < buf.len() {
+            break;
+        }
+    }
+    let said = site.sh(
+        format!(
+            "set -e; cd {p}; cat $(ls | sort) > {d}.partial; cd /; rm -rf -- {p}; echo \"0 $({SHA256} < {d}.partial)\"",
+            p = quote(&parts),
+            d = quote(&dest)
+        ),
+        Duration::from_secs(12 * 3600),
+    )?;
+    let (_, got) = number_and_sha256(&said, "the copy on the home host", "status")?;
+    if got != sha {
+        bail!(
+            "the archive copied to the home host has sha256 {got}, not {sha}; the copy was damaged, try again"
+        );
+    }
+    site.rename(&format!("{dest}.partial"), &dest)?;
+    Ok(dest)
+}
+
+fn stop(site: &Site, service: &Service) -> anyhow::Result<()> {
+    eprintln!("stopping the home Plex: {}", service.stop_line());
+    site.sh(service.stop_line(), Duration::from_secs(600))
+        .context("cannot stop the home Plex")
+        .map(drop)
+}
+
+fn start(site: &Site, service: &Service) -> anyhow::Result<()> {
+    eprintln!("starting the home Plex: {}", service.start_line());
+    site.sh(service.start_line(), Duration::from_secs(600))
+        .context("cannot start the home Plex")
+        .map(drop)
+}
+
+/// A backup directory name that is not taken: the time and the archive's sha256 prefix.
+fn new_backup_name(site: &Site, sha: &str) -> anyhow::Result<String> {
+    let ts = jiff::Timestamp::now()
+        .strftime("%Y%m%dT%H%M%SZ")
+        .to_string();
+    let base = format!("{ts}-{}", &sha[..12.min(sha.len())]);
+    let mut name = base.clone();
+    let mut i = 1;
+    while site.exists(&site.backup(&name))? {
+        i += 1;
+        name = format!("{base}-{i}");
+    }
+    Ok(name)
+}
+
+/// Carry an apply from its recorded step to the end.
+fn forward(
+    site: &Site,
+    service: &Service,
+    mut r: Record,
+    manifest: &Manifest,
+    opts: &Options,
+) -> anyhow::Result<()> {
+    let pms = site.pms();
+    let staged = site.staged_pms(&r.sha256);
+    if r.step == Step::Staged {
+        stop(site, service)?;
+        let mut had = Vec::new();
+        for (name, rel) in ITEMS {
+            if site.exists(&format!("{pms}/{rel}"))? {
+                had.push(name.to_string());
+            }
+        }
+        r.had = had;
+        r.backup = Some(new_backup_name(site, &r.sha256)?);
+        r.step = Step::Stopped;
+        site.write_record(&mut r)?;
+        abort_point("stopped");
+    }
+    if r.step == Step::Stopped {
+        let backup = site.backup(r.backup.as_deref().context("no backup in the journal")?);
+        site.run(format!("mkdir -p -- {}", quote(&backup)))?;
+        // Copied once: a second pass must not overwrite it with a prefs file already edited.
+        let saved = format!("{backup}/Preferences.xml");
+        if !site.exists(&saved)? {
+            site.copy_file(&site.prefs(), &saved)?;
+        }
+        abort_point("prefs-backed-up");
+        eprintln!("backing up to {backup} and installing the archive's data");
+        for (name, rel) in ITEMS {
+            let live = format!("{pms}/{rel}");
+            let old = format!("{backup}/{name}");
+            // Nothing is installed before the old one is aside, so while the backup lacks it the
+            // live one is the old one.
+            if r.had.iter().any(|h| h == name) && !site.exists(&old)? {
+                site.rename(&live, &old)?;
+            }
+            abort_point(&format!("moved-old:{name}"));
+            let new = format!("{staged}/{rel}");
+            if r.brings.iter().any(|b| b == name) && site.exists(&new)? {
+                site.rename(&new, &live)?;
+            }
+            abort_point(&format!("installed:{name}"));
+        }
+        r.step = Step::Swapped;
+        site.write_record(&mut r)?;
+        abort_point("swapped");
+    }
+    if r.step == Step::Swapped {
+        if r.take_identity {
+            take_identity(site, &format!("{staged}/Preferences.xml"))?;
+        }
+        abort_point("identity");
+        site.chown_items()?;
+        abort_point("owned");
+        start(site, service)?;
+        r.step = Step::Started;
+        site.write_record(&mut r)?;
+        abort_point("started");
+    }
+    if r.step == Step::Started {
+        // Running it again is harmless (the contract: start succeeds when already running).
+        start(site, service)?;
+        match check_served(site, manifest, opts) {
+            Ok(lines) => {
+                for l in lines {
+                    println!("{l}");
+                }
+            }
+            Err(e) => {
+                eprintln!("the home Plex does not serve what the archive holds: {e:#}");
+                eprintln!("rolling back to the backup");
+                rollback(site, service, r, opts)
+                    .context("the rollback after the failed check failed too")?;
+                bail!(
+                    "the home Plex did not serve the archive's counts ({e:#}); it was rolled back to the backup"
+                );
+            }
+        }
+        r.step = Step::Done;
+        site.write_record(&mut r)?;
+        site.run(format!("rm -rf -- {}", quote(&site.staging(&r.sha256))))?;
+        println!(
+            "applied {} to {}; the previous data is in {} (`plexburst apply --rollback` restores it)",
+            r.archive,
+            site.home.describe(),
+            site.backup(r.backup.as_deref().unwrap_or_default())
+        );
+    }
+    Ok(())
+}
+
+/// Write the archive's identity attributes into the home's `Preferences.xml` (an attribute the
+/// archive lacks is removed), every other setting kept.
+fn take_identity(site: &Site, archived_prefs: &str) -> anyhow::Result<()> {
+    let theirs = site
+        .remote
+        .get_file(archived_prefs)
+        .context("cannot read the archive's Preferences.xml")?;
+    let theirs = crate::plex::xml::attrs(&String::from_utf8_lossy(&theirs))?;
+    let ours = site
+        .remote
+        .get_file(&site.prefs())
+        .context("cannot read the home's Preferences.xml")?;
+    let edits: Vec<(String, Option<String>)> = IDENTITY_ATTRS
+        .iter()
+        .map(|a| (a.to_string(), theirs.get(*a).cloned()))
+        .collect();
+    let new = crate::plex::xml::set_attrs(&String::from_utf8_lossy(&ours), &edits)?;
+    site.remote
+        .put_file(&site.prefs(), new.as_bytes(), 0o644)
+        .context("cannot write the home's Preferences.xml")
+}
+
+/// The leaf metadata type a section's `items` counts (plex.md §1.3): movies, episodes, tracks,
+/// photos.
+fn leaf_type(section_type: i64) -> i64 {
+    match section_type {
+        2 => 4,
+        8 => 10,
+        13 => 13,
+        _ => 1,
+    }
+}
+
+/// Wait for the home Plex to answer (its token read from its `Preferences.xml` on the host), and
+/// return its identity.
+fn connect_api(
+    site: &Site,
+    opts: &Options,
+) -> anyhow::Result<(Client, Box<dyn crate::remote::Forward>, String)> {
+    let fwd = site
+        .remote
+        .forward(opts.plex_port)
+        .context("cannot reach the home Plex's port")?;
+    let xml = site.remote.get_file(&site.prefs())?;
+    let token = crate::plex::xml::online_token(&String::from_utf8_lossy(&xml))?;
+    let client = Client::new(
+        &format!("http://{}", fwd.local_addr()),
+        token,
+        Duration::from_secs(30),
+    );
+    let deadline = Instant::now() + opts.timeout;
+    loop {
+        let up = client.identity().and_then(|id| client.ready().map(|_| id));
+        match up {
+            Ok(id) => return Ok((client, fwd, id.machine_identifier)),
+            Err(e) if e.is_retryable() && Instant::now() < deadline => {
+                // Polling a server that is starting; the deadline bounds it.
+                std::thread::sleep(Duration::from_millis(200));
+            }
+            Err(e) => {
+                return Err(anyhow::Error::new(e).context(format!(
+                    "the home Plex on port {} did not come up within {}",
+                    opts.plex_port,
+                    crate::units::format_duration(opts.timeout)
+                )));
+            }
+        }
+    }
+}
+
+/// Per section of the manifest, what the home Plex serves, compared with the manifest.
+fn check_served(site: &Site, manifest: &Manifest, opts: &Options) -> anyhow::Result<Vec<String>> {
+    let (client, _fwd, machine) = connect_api(site, opts)?;
+    let served = client.sections()?;
+    let mut lines = vec![format!("home Plex up, machineIdentifier {machine}")];
+    let mut wrong = Vec::new();
+    for s in &manifest.sections {
+        let Some(have) = served.iter().find(|h| h.id == s.section_id) else {
+            wrong.push(format!(
+                "section {} {:?} is not served",
+                s.section_id, s.name
+            ));
+            continue;
+        };
+        if have.title != s.name {
+            wrong.push(format!(
+                "section {} is {:?}, the manifest says {:?}",
+                s.section_id, have.title, s.name
+            ));
+        }
+        // Plex lists trashed items too, so the manifest's `items + deleted` is what it serves.
+        let expect = s.items + s.deleted;
+        let got = client.count_items(s.section_id, leaf_type(s.section_type), false)?;
+        if got != expect {
+            wrong.push(format!(
+                "section {:?}: {got} items served, the manifest says {expect}",
+                s.name
+            ));
+        }
+        let mut line = format!("  {}: {got} items", s.name);
+        // Trashed tracks may carry Sonic data too; the comparison holds when the trash is empty.
+        if s.section_type == 8 && s.deleted == 0 {
+            let sonic = client.count_items(s.section_id, 10, true)?;
+            if sonic != s.sonic_analyzed {
+                wrong.push(format!(
+                    "section {:?}: {sonic} Sonic-analysed tracks served, the manifest says {}",
+                    s.name, s.sonic_analyzed
+                ));
+            }
+            line.push_str(&format!(", {sonic} Sonic-analysed"));
+        }
+        lines.push(line);
+    }
+    if !wrong.is_empty() {
+        bail!("{}", wrong.join("; "));
+    }
+    lines.push("counts match the manifest".into());
+    Ok(lines)
+}
+
+fn rollback_command(
+    site: &Site,
+    service: &Service,
+    record: Option<Record>,
+    opts: &Options,
+) -> anyhow::Result<()> {
+    let Some(r) = record else {
+        return Err(BadInput(format!(
+            "no apply is recorded in {}; there is nothing to roll back",
+            site.home.describe()
+        ))
+        .into());
+    };
+    if opts.dry_run {
+        println!(
+            "dry run: would stop the home Plex ({}), put back {} from {} (Preferences.xml copied, directories renamed), start it ({}) and wait for it on port {}",
+            service.stop_line(),
+            r.had.join(", "),
+            r.backup
+                .as_deref()
+                .map(|b| site.backup(b))
+                .unwrap_or_else(|| "nowhere (nothing was moved yet)".into()),
+            service.start_line(),
+            opts.plex_port
+        );
+        return Ok(());
+    }
+    rollback(site, service, r, opts)?;
+    println!("rolled back {}", site.home.describe());
+    Ok(())
+}
+
+/// Put the backup back: each directory the apply installed goes to the trash, each it moved aside
+/// comes back, `Preferences.xml` is copied back; then start and wait for the server. Every step
+/// can run again after an interruption.
+fn rollback(site: &Site, service: &Service, mut r: Record, opts: &Options) -> anyhow::Result<()> {
+    if r.step != Step::RollingBack {
+        r.step = Step::RollingBack;
+        site.write_record(&mut r)?;
+    }
+    abort_point("rb-begun");
+    stop(site, service)?;
+    abort_point("rb-stopped");
+    let pms = site.pms();
+    let trash = site.trash();
+    if let Some(b) = &r.backup {
+        let backup = site.backup(b);
+        for (name, rel) in ITEMS {
+            let live = format!("{pms}/{rel}");
+            let old = format!("{backup}/{name}");
+            let had = r.had.iter().any(|h| h == name);
+            // While the backup holds it, the live one (if any) is the archive's; an item the home
+            // never had is the archive's whenever it exists.
+            let live_is_new = if had { site.exists(&old)? } else { true };
+            if live_is_new && site.exists(&live)? {
+                let gone = format!("{trash}/{name}");
+                site.run(format!("rm -rf -- {}", quote(&gone)))?;
+                site.rename(&live, &gone)?;
+            }
+            if had && site.exists(&old)? {
+                site.rename(&old, &live)?;
+            }
+            abort_point(&format!("rb-restored:{name}"));
+        }
+        let saved = format!("{backup}/Preferences.xml");
+        if site.exists(&saved)? {
+            site.copy_file(&saved, &site.prefs())?;
+        }
+    }
+    abort_point("rb-prefs");
+    site.chown_items()?;
+    start(site, service)?;
+    connect_api(site, opts).context("the home Plex did not come back after the rollback")?;
+    let mut leftovers = vec![quote(&trash), quote(&site.staging(&r.sha256))];
+    if let Some(b) = &r.backup {
+        leftovers.push(quote(&site.backup(b)));
+    }
+    site.run(format!("rm -rf -- {}", leftovers.join(" ")))?;
+    match r.previous.take() {
+        Some(mut p) => site.write_record(&mut p)?,
+        None => site.remove_record()?,
+    }
+    Ok(())
+}
+
+/// `--dry-run`: every step `apply` would take, with the commands and paths, and nothing done.
+fn print_plan(
+    site: &Site,
+    service: &Service,
+    v: &Verified,
+    opts: &Options,
+    previous: Option<&Record>,
+) {
+    let sha = &v.manifest.sha256;
+    let pms = site.pms();
+    let mut steps = Vec::new();
+    steps.push(format!(
+        "verify the archive against its manifest: done above (run {})",
+        v.manifest.run_id
+    ));
+    if let Home::Ssh { .. } = site.home {
+        steps.push(format!(
+            "copy the archive to {}/incoming/{sha}.tar.zst and check its sha256 there",
+            site.jdir()
+        ));
+    }
+    steps.push(format!(
+        "extract it into {} (same filesystem as the data)",
+        site.staging(sha)
+    ));
+    steps.push(format!("stop the home Plex: {}", service.stop_line()));
+    steps.push(format!(
+        "back up to {}/backups/<time>-{}/: copy Preferences.xml, move aside {}",
+        site.jdir(),
+        &sha[..12.min(sha.len())],
+        ITEMS
+            .iter()
+            .map(|(_, rel)| format!("{pms}/{rel}"))
+            .collect::<Vec<_>>()
+            .join(", ")
+    ));
+    steps.push(format!(
+        "install the archive's {} by renaming them into {pms}",
+        ITEMS.iter().map(|(_, r)| *r).collect::<Vec<_>>().join(", ")
+    ));
+    steps.push(if opts.take_identity {
+        format!(
+            "take the archive's identity: set {} in {} from the archive's Preferences.xml",
+            IDENTITY_ATTRS.join(", "),
+            site.prefs()
+        )
+    } else {
+        format!(
+            "keep the home's identity and settings: {} is left as it is",
+            site.prefs()
+        )
+    });
+    steps.push(format!(
+        "give the installed data to the owner of {} (chown -R)",
+        site.data()
+    ));
+    steps.push(format!("start the home Plex: {}", service.start_line()));
+    let counts: Vec<String> = v
+        .manifest
+        .sections
+        .iter()
+        .map(|s| {
+            if s.section_type == 8 {
+                format!(
+                    "{} {} items, {} Sonic-analysed",
+                    s.name,
+                    s.items + s.deleted,
+                    s.sonic_analyzed
+                )
+            } else {
+                format!("{} {} items", s.name, s.items + s.deleted)
+            }
+        })
+        .collect();
+    steps.push(format!(
+        "check through the API on 127.0.0.1:{} (within {}) that it serves {}; roll back to the backup if not",
+        opts.plex_port,
+        crate::units::format_duration(opts.timeout),
+        counts.join("; ")
+    ));
+    steps.push(format!(
+        "record the apply in {}{}",
+        site.journal(),
+        match previous {
+            Some(p) => format!(" (replacing the record of {})", p.archive),
+            None => String::new(),
+        }
+    ));
+    println!(
+        "dry run: apply {} to {} (nothing is changed)",
+        v.archive.display(),
+        site.home.describe()
+    );
+    for (i, s) in steps.iter().enumerate() {
+        println!("{:>3}. {s}", i + 1);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn manifest_is_found_beside_the_archive_as_the_export_names_it() {
+        assert_eq!(
+            manifest_beside(Path::new("/x/20261127-abc.tar.zst")),
+            Path::new("/x/20261127-abc.manifest.json")
+        );
+    }
+
+    #[test]
+    fn kill_points_name_every_item() {
+        for (name, _) in ITEMS {
+            assert!(KILL_POINTS.contains(&format!("installed:{name}").as_str()));
+            assert!(ROLLBACK_KILL_POINTS.contains(&format!("rb-restored:{name}").as_str()));
+        }
+    }
+}
