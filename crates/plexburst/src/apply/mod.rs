@@ -141,7 +141,7 @@ struct Record {
     brings: Vec<String>,
     take_identity: bool,
     updated_at: String,
-    /// The record this apply replaced (what a rollback makes current again), without its own.
+    /// The record this apply replaced (what a rollback makes current again).
     previous: Option<Box<Record>>,
 }
 
@@ -481,11 +481,9 @@ fn apply_command(
         }
         Some(r) if r.step != Step::Done => Some(r),
         done => {
-            // A new apply: the record it replaces is what a rollback makes current again.
-            let previous = done.map(|mut d| {
-                d.previous = None;
-                Box::new(d)
-            });
+            // A new apply: the record it replaces (with its own chain) is what a rollback makes
+            // current again, so each `--rollback` undoes one apply while its backup is kept.
+            let previous = done.map(Box::new);
             if opts.dry_run {
                 print_plan(site, service, &v, opts, previous.as_deref());
                 return Ok(());
@@ -529,9 +527,10 @@ fn apply_command(
         ))
         .into());
     }
-    eprintln!(
+    tracing::info!(
         "continuing the apply of {} from step {:?}",
-        r.archive, r.step
+        r.archive,
+        r.step
     );
     forward(site, service, r, &v.manifest, opts)
 }
@@ -548,7 +547,7 @@ fn stage(site: &Site, v: &Verified) -> anyhow::Result<Vec<String>> {
             Home::Local { .. } => (v.archive.to_string_lossy().to_string(), false),
             Home::Ssh { .. } => (push(site, &v.archive, sha)?, true),
         };
-        eprintln!("extracting the archive into {staging}");
+        tracing::info!("extracting the archive into {staging}");
         site.run(format!(
             "mkdir -p -- {p} && tar --zstd --no-same-owner -xf {s} -C {p} && mv -T -- {p} {st}",
             p = quote(&partial),
@@ -586,7 +585,7 @@ fn push(site: &Site, archive: &Path, sha: &str) -> anyhow::Result<String> {
     use std::io::Read;
     let dest = format!("{}/incoming/{sha}.tar.zst", site.jdir());
     let parts = format!("{dest}.parts");
-    eprintln!("copying the archive to {dest}");
+    tracing::info!("copying the archive to {dest}");
     site.run(format!("rm -rf -- {}", quote(&parts)))?;
     let mut f = std::fs::File::open(archive)
         .with_context(|| format!("cannot read {}", archive.display()))?;
@@ -631,14 +630,14 @@ fn push(site: &Site, archive: &Path, sha: &str) -> anyhow::Result<String> {
 }
 
 fn stop(site: &Site, service: &Service) -> anyhow::Result<()> {
-    eprintln!("stopping the home Plex: {}", service.stop_line());
+    tracing::info!("stopping the home Plex: {}", service.stop_line());
     site.sh(service.stop_line(), Duration::from_secs(600))
         .context("cannot stop the home Plex")
         .map(drop)
 }
 
 fn start(site: &Site, service: &Service) -> anyhow::Result<()> {
-    eprintln!("starting the home Plex: {}", service.start_line());
+    tracing::info!("starting the home Plex: {}", service.start_line());
     site.sh(service.start_line(), Duration::from_secs(600))
         .context("cannot start the home Plex")
         .map(drop)
@@ -692,7 +691,7 @@ fn forward(
             site.copy_file(&site.prefs(), &saved)?;
         }
         abort_point("prefs-backed-up");
-        eprintln!("backing up to {backup} and installing the archive's data");
+        tracing::info!("backing up to {backup} and installing the archive's data");
         for (name, rel) in ITEMS {
             let live = format!("{pms}/{rel}");
             let old = format!("{backup}/{name}");
@@ -723,10 +722,12 @@ fn forward(
         r.step = Step::Started;
         site.write_record(&mut r)?;
         abort_point("started");
+    } else if r.step == Step::Started {
+        // Resumed here: the service may have stopped since; starting a running one is harmless
+        // (the contract: start succeeds when already running).
+        start(site, service)?;
     }
     if r.step == Step::Started {
-        // Running it again is harmless (the contract: start succeeds when already running).
-        start(site, service)?;
         match check_served(site, manifest, opts) {
             Ok(lines) => {
                 for l in lines {
@@ -734,8 +735,8 @@ fn forward(
                 }
             }
             Err(e) => {
-                eprintln!("the home Plex does not serve what the archive holds: {e:#}");
-                eprintln!("rolling back to the backup");
+                tracing::warn!("the home Plex does not serve what the archive holds: {e:#}");
+                tracing::warn!("rolling back to the backup");
                 rollback(site, service, r, opts)
                     .context("the rollback after the failed check failed too")?;
                 bail!(
@@ -889,6 +890,17 @@ fn rollback_command(
         ))
         .into());
     };
+    if r.step == Step::Done
+        && let Some(b) = &r.backup
+        && !site.exists(&site.backup(b))?
+    {
+        return Err(BadInput(format!(
+            "the backup {} of the last apply ({}) is gone; there is nothing to roll back to",
+            site.backup(b),
+            r.archive
+        ))
+        .into());
+    }
     if opts.dry_run {
         println!(
             "dry run: would stop the home Plex ({}), put back {} from {} (Preferences.xml copied, directories renamed), start it ({}) and wait for it on port {}",
@@ -987,19 +999,14 @@ fn print_plan(
         site.staging(sha)
     ));
     steps.push(format!("stop the home Plex: {}", service.stop_line()));
+    let items = ITEMS.iter().map(|(_, r)| *r).collect::<Vec<_>>().join(", ");
     steps.push(format!(
-        "back up to {}/backups/<time>-{}/: copy Preferences.xml, move aside {}",
+        "back up to {}/backups/<time>-{}/: copy Preferences.xml, move aside {items} of {pms}",
         site.jdir(),
         &sha[..12.min(sha.len())],
-        ITEMS
-            .iter()
-            .map(|(_, rel)| format!("{pms}/{rel}"))
-            .collect::<Vec<_>>()
-            .join(", ")
     ));
     steps.push(format!(
-        "install the archive's {} by renaming them into {pms}",
-        ITEMS.iter().map(|(_, r)| *r).collect::<Vec<_>>().join(", ")
+        "install the archive's {items} by renaming them into place"
     ));
     steps.push(if opts.take_identity {
         format!(

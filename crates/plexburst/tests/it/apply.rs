@@ -306,6 +306,12 @@ fn round_trip(w: &World, to: &str, extra: &[&str]) {
     for kept in ["Preferences.xml", "Databases"] {
         assert!(backup.join(kept).exists(), "{kept} not in the backup");
     }
+    // Nothing of the archive's copy is left but the backup.
+    for left in ["staging", "incoming"] {
+        let d = w.journal_dir().join(left);
+        let n = std::fs::read_dir(&d).map(|d| d.count()).unwrap_or(0);
+        assert_eq!(n, 0, "{} is not empty", d.display());
+    }
     // No secret in what apply prints.
     let all = said.to_string() + &String::from_utf8_lossy(&out.stderr);
     assert!(!all.contains(&w.home_token), "the home token was printed");
@@ -334,6 +340,23 @@ fn apply_locally_keeps_the_identity_serves_the_new_counts_and_rolls_back() {
     let w = world();
     let to = w.home.data_dir().display().to_string();
     round_trip(&w, &to, &[]);
+
+    // --take-identity: the server becomes the archive's, and the rollback makes it the home again.
+    let (home, theirs) = (w.home.data_dir(), w.src.data_dir());
+    ok(&w.apply(&[w.archive(), "--take-identity"]));
+    for a in [
+        "MachineIdentifier",
+        "PlexOnlineToken",
+        "AnonymousMachineIdentifier",
+    ] {
+        assert_eq!(attr(&home, a), attr(&theirs, a), "{a} not taken");
+    }
+    w.svc.wait_up();
+    let (machine, titles) = w.svc.served(&attr(&theirs, "PlexOnlineToken"));
+    assert_eq!(machine, attr(&theirs, "ProcessedMachineIdentifier"));
+    assert_eq!(titles.len() as i64, w.new.sections);
+    ok(&w.apply(&["--rollback"]));
+    w.assert_home(w.old, "after rolling back --take-identity");
 }
 
 #[test]
