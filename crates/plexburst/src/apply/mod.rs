@@ -74,6 +74,8 @@ pub const KILL_POINTS: &[&str] = &[
     "owned",
     "started",
 ];
+/// Over ssh only: the archive is on the home host, not extracted yet, nothing recorded.
+pub const PUSHED_KILL_POINT: &str = "pushed";
 /// The same for `apply --rollback`.
 pub const ROLLBACK_KILL_POINTS: &[&str] = &[
     "rb-begun",
@@ -585,6 +587,17 @@ fn push(site: &Site, archive: &Path, sha: &str) -> anyhow::Result<String> {
     use std::io::Read;
     let dest = format!("{}/incoming/{sha}.tar.zst", site.jdir());
     let parts = format!("{dest}.parts");
+    // Already there from an attempt interrupted before it was extracted: checked, not re-sent.
+    if site.exists(&dest)? {
+        let said = site.sh(
+            format!("echo \"0 $({SHA256} < {})\"", quote(&dest)),
+            Duration::from_secs(12 * 3600),
+        )?;
+        if number_and_sha256(&said, "the copy on the home host", "status")?.1 == sha {
+            tracing::info!("the archive is already at {dest}");
+            return Ok(dest);
+        }
+    }
     tracing::info!("copying the archive to {dest}");
     site.run(format!("rm -rf -- {}", quote(&parts)))?;
     let mut f = std::fs::File::open(archive)
@@ -626,6 +639,7 @@ fn push(site: &Site, archive: &Path, sha: &str) -> anyhow::Result<String> {
         );
     }
     site.rename(&format!("{dest}.partial"), &dest)?;
+    abort_point(PUSHED_KILL_POINT);
     Ok(dest)
 }
 

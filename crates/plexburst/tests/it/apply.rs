@@ -7,7 +7,9 @@ use std::path::{Path, PathBuf};
 use std::process::Output;
 use std::time::Duration;
 
-use plexburst::apply::{ABORT_ENV, KILL_POINTS, KILLED_STATUS, ROLLBACK_KILL_POINTS};
+use plexburst::apply::{
+    ABORT_ENV, KILL_POINTS, KILLED_STATUS, PUSHED_KILL_POINT, ROLLBACK_KILL_POINTS,
+};
 
 use crate::harness::{
     Lab, LabOpts, TRACKS, command, emulator_bin, free_port, pid_alive, plexburst_bin, run, text,
@@ -380,6 +382,29 @@ fn apply_over_ssh_keeps_the_identity_serves_the_new_counts_and_rolls_back() {
     }
     let extra: Vec<&str> = extra.iter().map(String::as_str).collect();
     round_trip(&w, &to, &extra);
+
+    // Killed once the archive is on the home host: nothing changed there, and the next apply
+    // uses that copy instead of sending it again.
+    let pid = w.svc.pid().unwrap();
+    let cut = w.apply_with(
+        &to,
+        &[&[w.archive()], &extra[..]].concat(),
+        &[(ABORT_ENV, PUSHED_KILL_POINT)],
+    );
+    assert_eq!(cut.status.code(), Some(KILLED_STATUS), "{}", text(&cut));
+    assert_eq!(w.svc.pid(), Some(pid), "the home Plex was stopped");
+    assert!(!w.journal_dir().join("journal.json").exists());
+    w.assert_home(w.old, "killed after the copy");
+    let out = w.apply_with(&to, &[&[w.archive()], &extra[..]].concat(), &[]);
+    ok(&out);
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("the archive is already at"),
+        "{}",
+        text(&out)
+    );
+    w.assert_home(w.new, "applied after the kill");
+    ok(&w.apply_with(&to, &[&["--rollback"], &extra[..]].concat(), &[]));
+    w.assert_home(w.old, "rolled back");
 }
 
 /// An archive rebuilt with `edit` (a shell command run in its extracted tree), its manifest
