@@ -557,3 +557,83 @@ fn apply_killed_at_every_step_then_run_again_or_rolled_back_leaves_the_home_whol
         );
     }
 }
+
+#[test]
+fn bad_apply_flags_exit_2_naming_the_flag() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path().display().to_string();
+    let cases: &[(&[&str], &str)] = &[
+        (
+            &[
+                "x.tar.zst",
+                "--to",
+                "ssh://home/srv",
+                "--service",
+                "docker:plex",
+            ],
+            "--to",
+        ),
+        (
+            &["x.tar.zst", "--to", &d, "--service", "upstart:plex"],
+            "--service",
+        ),
+        (&["x.tar.zst", "--to", &d], "--service"),
+        (&["--to", &d, "--service", "docker:plex"], "ARCHIVE"),
+        (
+            &[
+                "x.tar.zst",
+                "--rollback",
+                "--to",
+                &d,
+                "--service",
+                "docker:plex",
+            ],
+            "--rollback",
+        ),
+        (
+            &[
+                "/nonexistent.tar.zst",
+                "--to",
+                &d,
+                "--service",
+                "docker:plex",
+            ],
+            "ARCHIVE",
+        ),
+    ];
+    for (args, flag) in cases {
+        let out = run(command(plexburst_bin())
+            .arg("apply")
+            .args(*args)
+            .args(["--config", "/nonexistent/plexburst.toml"]));
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {}", text(&out));
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains(flag), "{args:?}: {err}");
+    }
+    // An archive that is not what its manifest says is refused before the home is looked at
+    // (this one is not even a data dir, and the service command would fail).
+    let fake = dir.path().join("run.tar.zst");
+    std::fs::write(&fake, b"not an archive").unwrap();
+    std::fs::write(
+        dir.path().join("run.manifest.json"),
+        format!(
+            r#"{{"manifest_version":1,"run_id":"r","created_at":"","plexburst_version":"","plex_version":null,"archive":"","sha256":"{}","bytes":14,"entries":1,"excluded":[],"sections":[]}}"#,
+            "0".repeat(64)
+        ),
+    )
+    .unwrap();
+    let out = run(command(plexburst_bin()).args([
+        "apply",
+        fake.to_str().unwrap(),
+        "--to",
+        &d,
+        "--service",
+        "command:false",
+    ]));
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("does not match its manifest"),
+        "{}",
+        text(&out)
+    );
+}
