@@ -456,7 +456,7 @@ fn apply_command(
     opts: &Options,
 ) -> anyhow::Result<()> {
     let sha = v.manifest.sha256.clone();
-    let resume = match record {
+    let r = match record {
         Some(r) if r.step == Step::Done && r.sha256 == sha => {
             println!(
                 "{} is already installed in {} (applied {}); nothing to do",
@@ -481,7 +481,7 @@ fn apply_command(
             ))
             .into());
         }
-        Some(r) if r.step != Step::Done => Some(r),
+        Some(r) if r.step != Step::Done => r,
         done => {
             // A new apply: the record it replaces (with its own chain) is what a rollback makes
             // current again, so each `--rollback` undoes one apply while its backup is kept.
@@ -513,7 +513,6 @@ fn apply_command(
             return forward(site, service, r, &v.manifest, opts);
         }
     };
-    let r = resume.expect("an unfinished record");
     if opts.dry_run {
         println!(
             "dry run: the apply of {} stopped at step {:?}; `apply` would finish it from there (or `--rollback` undo it)",
@@ -705,6 +704,22 @@ fn forward(
             site.copy_file(&site.prefs(), &saved)?;
         }
         abort_point("prefs-backed-up");
+        // The staged copy must still hold whatever is not installed yet (someone may have
+        // removed it): finding out after the old data is aside would leave the home without it.
+        for (name, rel) in ITEMS {
+            let (live, old) = (format!("{pms}/{rel}"), format!("{backup}/{name}"));
+            let had = r.had.iter().any(|h| h == name);
+            let installed = site.exists(&live)? && (!had || site.exists(&old)?);
+            if r.brings.iter().any(|b| b == name)
+                && !installed
+                && !site.exists(&format!("{staged}/{rel}"))?
+            {
+                bail!(
+                    "the staged {rel} of {} is gone from {staged}; run `plexburst apply --rollback`, then apply it again",
+                    r.archive
+                );
+            }
+        }
         tracing::info!("backing up to {backup} and installing the archive's data");
         for (name, rel) in ITEMS {
             let live = format!("{pms}/{rel}");
