@@ -153,6 +153,8 @@ const RECORD_VERSION: u32 = 1;
 struct Site {
     remote: Box<dyn Remote>,
     home: Home,
+    /// Dropped after `remote` (field order): the ssh master's socket dir.
+    _scratch: Option<tempfile::TempDir>,
 }
 
 impl Site {
@@ -279,9 +281,14 @@ impl Site {
     }
 }
 
-fn connect(home: &Home, opts: &Options, scratch: &Path) -> anyhow::Result<Box<dyn Remote>> {
+/// The home host's remote; for ssh also the scratch dir holding its master's socket, which must
+/// outlive it.
+fn connect(
+    home: &Home,
+    opts: &Options,
+) -> anyhow::Result<(Box<dyn Remote>, Option<tempfile::TempDir>)> {
     match home {
-        Home::Local { .. } => Ok(Box::new(crate::remote::local::Local::new())),
+        Home::Local { .. } => Ok((Box::new(crate::remote::local::Local::new()), None)),
         Home::Ssh {
             user, host, port, ..
         } => {
@@ -292,9 +299,13 @@ fn connect(home: &Home, opts: &Options, scratch: &Path) -> anyhow::Result<Box<dy
                 identity: opts.ssh_identity.clone(),
                 extra_options: opts.ssh_options.clone(),
             };
-            let ssh = crate::remote::ssh::Ssh::connect(&t, scratch)
+            let scratch = tempfile::Builder::new()
+                .prefix("pb-apply-")
+                .tempdir()
+                .context("cannot create a scratch directory")?;
+            let ssh = crate::remote::ssh::Ssh::connect(&t, scratch.path())
                 .with_context(|| format!("cannot connect to {user}@{host}:{port}"))?;
-            Ok(Box::new(ssh))
+            Ok((Box::new(ssh), Some(scratch)))
         }
     }
 }
@@ -332,13 +343,11 @@ pub fn run(opts: &Options) -> anyhow::Result<()> {
         Some(verify_archive(archive, opts.manifest.as_deref())?)
     };
 
-    let scratch = tempfile::Builder::new()
-        .prefix("pb-apply-")
-        .tempdir()
-        .context("cannot create a scratch directory")?;
+    let (remote, scratch) = connect(&home, opts)?;
     let site = Site {
-        remote: connect(&home, opts, scratch.path())?,
+        remote,
         home,
+        _scratch: scratch,
     };
     if !site.exists(&site.prefs())? {
         return Err(BadInput(format!(

@@ -167,9 +167,10 @@ impl Drop for HomeService {
 /// A run's archive and manifest (all three sections, every track Sonic-analysed) and the home:
 /// another lab run on Music only without analysis, so its counts differ, with its own identity.
 struct World {
+    // Dropped first: its script lives in the home lab's dir, which goes with `home`.
+    svc: HomeService,
     src: Lab,
     home: Lab,
-    svc: HomeService,
     archive: PathBuf,
     old: Counts,
     new: Counts,
@@ -221,6 +222,7 @@ impl World {
     }
 
     fn apply_with(&self, to: &str, extra: &[&str], env: &[(&str, &str)]) -> Output {
+        std::fs::create_dir_all(self.home.path("tmp")).unwrap();
         let mut c = command(plexburst_bin());
         c.arg("apply")
             .args(["--to", to])
@@ -232,6 +234,8 @@ impl World {
             .args(["--config", "/nonexistent/plexburst.toml"])
             .env("PLEXBURST_LOG", "plexburst=info")
             .env_remove(ABORT_ENV)
+            // A killed apply leaves its ssh scratch dir; keep it inside the lab.
+            .env("TMPDIR", self.home.path("tmp"))
             .stdin(std::process::Stdio::null());
         for (k, v) in env {
             c.env(k, v);
