@@ -191,6 +191,12 @@ fn world() -> World {
     let old = counts(&home);
     assert_ne!(old, new, "the home must start with other counts");
     assert_eq!(new.sonic, src.counts.tracks);
+    // The home server's user owns its data dir; as root, make it someone else than this process,
+    // so the ownership apply gives the installed data is seen.
+    if run(command("id").arg("-u")).stdout == b"0\n" {
+        let out = run(command("chown").arg("4242:4242").arg(home.data_dir()));
+        assert!(out.status.success(), "{}", text(&out));
+    }
     let svc = HomeService::new(&home);
     let d = home.data_dir();
     wait_for("the home's claim", Duration::from_secs(30), || {
@@ -311,6 +317,23 @@ fn round_trip(w: &World, to: &str, extra: &[&str]) {
     let backup = &w.backups()[0];
     for kept in ["Preferences.xml", "Databases"] {
         assert!(backup.join(kept).exists(), "{kept} not in the backup");
+    }
+    // The installed data belongs to the data dir's owner.
+    {
+        use std::os::unix::fs::MetadataExt;
+        let pms = w
+            .home
+            .data_dir()
+            .join("Library/Application Support/Plex Media Server");
+        let owner = std::fs::metadata(w.home.data_dir()).unwrap().uid();
+        for p in [w.home.db_path(), pms.join("Metadata"), pms.join("Media")] {
+            assert_eq!(
+                std::fs::metadata(&p).unwrap().uid(),
+                owner,
+                "{} not given to the data dir's owner",
+                p.display()
+            );
+        }
     }
     // Nothing of the archive's copy is left but the backup.
     for left in ["staging", "incoming"] {
