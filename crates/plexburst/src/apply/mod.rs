@@ -10,20 +10,24 @@
 //! the record plus what exists on disk say how to finish forward or roll back: an interrupted
 //! `apply` is completed by running it again, or undone by `apply --rollback`.
 
+mod served;
+mod site;
 pub mod spec;
+mod verify;
 
 use std::path::{Path, PathBuf};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use anyhow::{Context, bail};
-use serde::{Deserialize, Serialize};
 
-use crate::archive::{SHA256, number_and_sha256, parse_read_back, read_back_script};
+use crate::archive::{SHA256, number_and_sha256};
 use crate::error::BadInput;
 use crate::export::Manifest;
-use crate::plex::api::Client;
-use crate::remote::{Cmd, Remote, quote};
+use crate::remote::quote;
+use served::{check_served, connect_api};
+use site::{RECORD_VERSION, Record, Site, Step, connect};
 use spec::{Home, Service};
+use verify::{Verified, verify_archive};
 
 /// The Plex folder inside a data dir (pms-docker's `/config` layout, as the export archives it).
 const PMS: &str = "Library/Application Support/Plex Media Server";
@@ -109,207 +113,6 @@ pub struct Options {
     pub ssh_options: Vec<String>,
 }
 
-/// How far an apply got; written before the step's effects are relied on.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "kebab-case")]
-enum Step {
-    /// The archive is extracted in `staging/<sha>`; nothing at home changed.
-    Staged,
-    /// The service was stopped; `backup` and `had` are fixed: the swap may be under way.
-    Stopped,
-    /// Every item is the archive's; the old ones are in the backup.
-    Swapped,
-    /// Identity and ownership done, the service started; the counts are not checked yet.
-    Started,
-    /// Installed and checked: this record is what is installed, and its backup what was before.
-    Done,
-    /// A rollback to `backup` is under way.
-    RollingBack,
-}
-
-/// `journal.json`: the one record of the last or current apply (versioned: a serialized type).
-#[derive(Debug, Clone, Serialize, Deserialize)]
-struct Record {
-    version: u32,
-    step: Step,
-    archive: String,
-    sha256: String,
-    run_id: String,
-    /// The backup directory's name under `backups/`, chosen once the service is stopped.
-    backup: Option<String>,
-    /// The items (`ITEMS` names) the home had before: these are moved into the backup.
-    had: Vec<String>,
-    /// The items the archive brings.
-    brings: Vec<String>,
-    take_identity: bool,
-    updated_at: String,
-    /// The record this apply replaced (what a rollback makes current again).
-    previous: Option<Box<Record>>,
-}
-
-const RECORD_VERSION: u32 = 1;
-
-/// The home host and its data dir, with the paths of the journal.
-struct Site {
-    remote: Box<dyn Remote>,
-    home: Home,
-    /// Dropped after `remote` (field order): the ssh master's socket dir.
-    _scratch: Option<tempfile::TempDir>,
-}
-
-impl Site {
-    fn data(&self) -> &str {
-        self.home.path()
-    }
-    fn pms(&self) -> String {
-        format!("{}/{PMS}", self.data())
-    }
-    fn prefs(&self) -> String {
-        format!("{}/Preferences.xml", self.pms())
-    }
-    fn jdir(&self) -> String {
-        format!("{}/.plexburst-apply", self.data())
-    }
-    fn journal(&self) -> String {
-        format!("{}/journal.json", self.jdir())
-    }
-    fn staging(&self, sha: &str) -> String {
-        format!("{}/staging/{sha}", self.jdir())
-    }
-    fn staged_pms(&self, sha: &str) -> String {
-        format!("{}/{PMS}", self.staging(sha))
-    }
-    fn backup(&self, name: &str) -> String {
-        format!("{}/backups/{name}", self.jdir())
-    }
-    fn trash(&self) -> String {
-        format!("{}/trash", self.jdir())
-    }
-
-    fn sh(&self, script: String, timeout: Duration) -> anyhow::Result<String> {
-        let cmd = Cmd::new(script).timeout(timeout);
-        let out = self
-            .remote
-            .run(&cmd)
-            .with_context(|| format!("on {}", self.home.describe()))?;
-        Ok(out.stdout_str())
-    }
-    fn run(&self, script: String) -> anyhow::Result<()> {
-        self.sh(script, Duration::from_secs(3600)).map(drop)
-    }
-    fn exists(&self, path: &str) -> anyhow::Result<bool> {
-        let out = self
-            .remote
-            .exec(&Cmd::new(format!("test -e {}", quote(path))))
-            .with_context(|| format!("cannot look for {path}"))?;
-        Ok(out.status == 0)
-    }
-    /// Rename `from` to `to` (same filesystem: one atomic step); `-T` so an existing directory
-    /// `to` is an error instead of a destination to move into.
-    fn rename(&self, from: &str, to: &str) -> anyhow::Result<()> {
-        self.run(format!(
-            "mkdir -p -- \"$(dirname -- {t})\" && mv -T -- {f} {t}",
-            f = quote(from),
-            t = quote(to)
-        ))
-        .with_context(|| format!("cannot move {from} to {to}"))
-    }
-    /// Copy a file so that `to` is either absent/old or the whole copy.
-    fn copy_file(&self, from: &str, to: &str) -> anyhow::Result<()> {
-        self.run(format!(
-            "cp -p -- {f} {t}.tmp && mv -f -- {t}.tmp {t}",
-            f = quote(from),
-            t = quote(to)
-        ))
-        .with_context(|| format!("cannot copy {from} to {to}"))
-    }
-
-    fn read_record(&self) -> anyhow::Result<Option<Record>> {
-        match self.remote.get_file(&self.journal()) {
-            Ok(bytes) => {
-                let r: Record = serde_json::from_slice(&bytes).with_context(|| {
-                    format!(
-                        "{} is not an apply journal this plexburst reads",
-                        self.journal()
-                    )
-                })?;
-                if r.version != RECORD_VERSION {
-                    bail!(
-                        "{} is version {}, this plexburst reads {RECORD_VERSION}",
-                        self.journal(),
-                        r.version
-                    );
-                }
-                Ok(Some(r))
-            }
-            Err(crate::remote::RemoteError::NotFound { .. }) => Ok(None),
-            Err(e) => Err(e).context("cannot read the apply journal"),
-        }
-    }
-    fn write_record(&self, r: &mut Record) -> anyhow::Result<()> {
-        r.updated_at = jiff::Timestamp::now().to_string();
-        self.remote
-            .put_file(&self.journal(), &serde_json::to_vec_pretty(r)?, 0o644)
-            .context("cannot write the apply journal")
-    }
-    fn remove_record(&self) -> anyhow::Result<()> {
-        self.run(format!("rm -f -- {}", quote(&self.journal())))
-    }
-
-    /// `uid:gid` of the data dir: the home server's user.
-    fn owner(&self) -> anyhow::Result<String> {
-        let o = self.sh(
-            format!("stat -c %u:%g -- {}", quote(self.data())),
-            Duration::from_secs(60),
-        )?;
-        Ok(o.trim().to_string())
-    }
-    fn chown_items(&self) -> anyhow::Result<()> {
-        let owner = self.owner()?;
-        let mut paths: Vec<String> = ITEMS
-            .iter()
-            .map(|(_, rel)| format!("{}/{rel}", self.pms()))
-            .collect();
-        paths.push(self.prefs());
-        let list: Vec<String> = paths.iter().map(|p| quote(p)).collect();
-        self.run(format!(
-            "for p in {}; do if [ -e \"$p\" ]; then chown -R {} \"$p\"; fi; done",
-            list.join(" "),
-            quote(&owner)
-        ))
-        .with_context(|| format!("cannot give the installed data to its owner {owner}"))
-    }
-}
-
-/// The home host's remote; for ssh also the scratch dir holding its master's socket, which must
-/// outlive it.
-fn connect(
-    home: &Home,
-    opts: &Options,
-) -> anyhow::Result<(Box<dyn Remote>, Option<tempfile::TempDir>)> {
-    match home {
-        Home::Local { .. } => Ok((Box::new(crate::remote::local::Local::new()), None)),
-        Home::Ssh {
-            user, host, port, ..
-        } => {
-            let t = crate::remote::ssh::SshTarget {
-                host: host.clone(),
-                port: *port,
-                user: user.clone(),
-                identity: opts.ssh_identity.clone(),
-                extra_options: opts.ssh_options.clone(),
-            };
-            let scratch = tempfile::Builder::new()
-                .prefix("pb-apply-")
-                .tempdir()
-                .context("cannot create a scratch directory")?;
-            let ssh = crate::remote::ssh::Ssh::connect(&t, scratch.path())
-                .with_context(|| format!("cannot connect to {user}@{host}:{port}"))?;
-            Ok((Box::new(ssh), Some(scratch)))
-        }
-    }
-}
-
 /// `plexburst apply`.
 pub fn run(opts: &Options) -> anyhow::Result<()> {
     let cwd = std::env::current_dir().context("cannot read the current directory")?;
@@ -362,99 +165,6 @@ pub fn run(opts: &Options) -> anyhow::Result<()> {
         None => rollback_command(&site, &service, record, opts),
         Some(v) => apply_command(&site, &service, record, v, opts),
     }
-}
-
-/// The archive and its manifest, checked.
-struct Verified {
-    archive: PathBuf,
-    manifest: Manifest,
-}
-
-/// `<run id>.tar.zst` → `<run id>.manifest.json`, as the export names them.
-fn manifest_beside(archive: &Path) -> PathBuf {
-    let name = archive
-        .file_name()
-        .map(|n| n.to_string_lossy().to_string())
-        .unwrap_or_default();
-    let stem = name.strip_suffix(".tar.zst").unwrap_or(&name);
-    archive.with_file_name(format!("{stem}.manifest.json"))
-}
-
-/// The archive must be what its manifest says: size, sha256 and entry count, and it must read
-/// back whole (zstd's frame checksum, tar's listing). Any mismatch is bad input (exit 2).
-fn verify_archive(archive: &Path, manifest: Option<&Path>) -> anyhow::Result<Verified> {
-    let manifest_path = manifest
-        .map(Path::to_path_buf)
-        .unwrap_or_else(|| manifest_beside(archive));
-    let meta = std::fs::metadata(archive).map_err(|e| {
-        BadInput(format!(
-            "ARCHIVE {}: {e}; give the .tar.zst the export wrote",
-            archive.display()
-        ))
-    })?;
-    let raw = std::fs::read(&manifest_path).map_err(|e| {
-        BadInput(format!(
-            "the manifest {}: {e}; it is written beside the archive by the export, or pass --manifest FILE",
-            manifest_path.display()
-        ))
-    })?;
-    let manifest: Manifest = serde_json::from_slice(&raw).map_err(|e| {
-        BadInput(format!(
-            "the manifest {} is not a plexburst manifest: {e}",
-            manifest_path.display()
-        ))
-    })?;
-    let refuse = |what: String| -> anyhow::Error {
-        BadInput(format!(
-            "{} does not match its manifest {}: {what}; nothing was changed at home (export again, or pass the right --manifest)",
-            archive.display(),
-            manifest_path.display()
-        ))
-        .into()
-    };
-    if meta.len() != manifest.bytes {
-        return Err(refuse(format!(
-            "{} bytes, the manifest says {}",
-            meta.len(),
-            manifest.bytes
-        )));
-    }
-    let path = archive.to_string_lossy();
-    let out = crate::remote::local::Local::new()
-        .exec(
-            &Cmd::new(read_back_script(&format!("cat {}", quote(&path))))
-                .timeout(Duration::from_secs(12 * 3600)),
-        )
-        .context("cannot read the archive back")?;
-    if out.status != 0 {
-        return Err(refuse(format!(
-            "it does not read back: {}",
-            String::from_utf8_lossy(&out.stderr).trim()
-        )));
-    }
-    let (sha256, entries) = parse_read_back(&out.stdout_str(), &path)?;
-    if sha256 != manifest.sha256 {
-        return Err(refuse(format!(
-            "sha256 {sha256}, the manifest says {}",
-            manifest.sha256
-        )));
-    }
-    if entries != manifest.entries {
-        return Err(refuse(format!(
-            "{entries} entries, the manifest says {}",
-            manifest.entries
-        )));
-    }
-    println!(
-        "archive verified: {} ({} entries, sha256 {})",
-        archive.display(),
-        entries,
-        sha256
-    );
-    Ok(Verified {
-        archive: archive.to_path_buf(),
-        manifest,
-    })
 }
 
 fn apply_command(
@@ -817,104 +527,6 @@ fn take_identity(site: &Site, archived_prefs: &str) -> anyhow::Result<()> {
         .context("cannot write the home's Preferences.xml")
 }
 
-/// The leaf metadata type a section's `items` counts (plex.md §1.3): movies, episodes, tracks,
-/// photos.
-fn leaf_type(section_type: i64) -> i64 {
-    match section_type {
-        2 => 4,
-        8 => 10,
-        13 => 13,
-        _ => 1,
-    }
-}
-
-/// Wait for the home Plex to answer (its token read from its `Preferences.xml` on the host), and
-/// return its identity.
-fn connect_api(
-    site: &Site,
-    opts: &Options,
-) -> anyhow::Result<(Client, Box<dyn crate::remote::Forward>, String)> {
-    let fwd = site
-        .remote
-        .forward(opts.plex_port)
-        .context("cannot reach the home Plex's port")?;
-    let xml = site.remote.get_file(&site.prefs())?;
-    let token = crate::plex::xml::online_token(&String::from_utf8_lossy(&xml))?;
-    let client = Client::new(
-        &format!("http://{}", fwd.local_addr()),
-        token,
-        Duration::from_secs(30),
-    );
-    let deadline = Instant::now() + opts.timeout;
-    loop {
-        let up = client.identity().and_then(|id| client.ready().map(|_| id));
-        match up {
-            Ok(id) => return Ok((client, fwd, id.machine_identifier)),
-            Err(e) if e.is_retryable() && Instant::now() < deadline => {
-                // Polling a server that is starting; the deadline bounds it.
-                std::thread::sleep(Duration::from_millis(200));
-            }
-            Err(e) => {
-                return Err(anyhow::Error::new(e).context(format!(
-                    "the home Plex on port {} did not come up within {}",
-                    opts.plex_port,
-                    crate::units::format_duration(opts.timeout)
-                )));
-            }
-        }
-    }
-}
-
-/// Per section of the manifest, what the home Plex serves, compared with the manifest.
-fn check_served(site: &Site, manifest: &Manifest, opts: &Options) -> anyhow::Result<Vec<String>> {
-    let (client, _fwd, machine) = connect_api(site, opts)?;
-    let served = client.sections()?;
-    let mut lines = vec![format!("home Plex up, machineIdentifier {machine}")];
-    let mut wrong = Vec::new();
-    for s in &manifest.sections {
-        let Some(have) = served.iter().find(|h| h.id == s.section_id) else {
-            wrong.push(format!(
-                "section {} {:?} is not served",
-                s.section_id, s.name
-            ));
-            continue;
-        };
-        if have.title != s.name {
-            wrong.push(format!(
-                "section {} is {:?}, the manifest says {:?}",
-                s.section_id, have.title, s.name
-            ));
-        }
-        // Plex lists trashed items too, so the manifest's `items + deleted` is what it serves.
-        let expect = s.items + s.deleted;
-        let got = client.count_items(s.section_id, leaf_type(s.section_type), false)?;
-        if got != expect {
-            wrong.push(format!(
-                "section {:?}: {got} items served, the manifest says {expect}",
-                s.name
-            ));
-        }
-        let mut line = format!("  {}: {got} items", s.name);
-        // Trashed tracks may carry Sonic data too; the comparison holds when the trash is empty.
-        if s.section_type == 8 && s.deleted == 0 {
-            let sonic = client.count_items(s.section_id, 10, true)?;
-            if sonic != s.sonic_analyzed {
-                wrong.push(format!(
-                    "section {:?}: {sonic} Sonic-analysed tracks served, the manifest says {}",
-                    s.name, s.sonic_analyzed
-                ));
-            }
-            line.push_str(&format!(", {sonic} Sonic-analysed"));
-        }
-        lines.push(line);
-    }
-    if !wrong.is_empty() {
-        bail!("{}", wrong.join("; "));
-    }
-    lines.push("counts match the manifest".into());
-    Ok(lines)
-}
-
 fn rollback_command(
     site: &Site,
     service: &Service,
@@ -1107,14 +719,6 @@ fn print_plan(
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn manifest_is_found_beside_the_archive_as_the_export_names_it() {
-        assert_eq!(
-            manifest_beside(Path::new("/x/20261127-abc.tar.zst")),
-            Path::new("/x/20261127-abc.manifest.json")
-        );
-    }
 
     #[test]
     fn kill_points_name_every_item() {
