@@ -93,11 +93,29 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
             print!("{}", plan.plex.runtime.log_tail(remote.as_ref(), *lines)?);
             Ok(())
         }
+        Command::Apply(a) => apply(a),
         Command::Ssh { command } => {
             let plan = target_plan(&cli.config, &state_dir)?;
             ssh(&plan, &state_dir, command)
         }
     }
+}
+
+/// `plexburst apply`: needs no config and reads none.
+fn apply(a: &crate::cli::ApplyArgs) -> anyhow::Result<()> {
+    crate::apply::run(&crate::apply::Options {
+        archive: a.archive.clone(),
+        manifest: a.manifest.clone(),
+        to: a.to.clone(),
+        service: a.service.clone(),
+        take_identity: a.take_identity,
+        dry_run: a.dry_run,
+        rollback: a.rollback,
+        plex_port: a.plex_port,
+        timeout: a.timeout,
+        ssh_identity: a.ssh_identity.clone(),
+        ssh_options: a.ssh_options.clone(),
+    })
 }
 
 /// The plan of the config at `path` for these `run` flags (exit 2 on a bad config or flag).

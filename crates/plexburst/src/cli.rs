@@ -67,6 +67,11 @@ pub enum Command {
         #[arg(long)]
         zone: Option<String>,
     },
+    /// Bring an exported archive home: verify it against its manifest, stop the home Plex, back
+    /// up its databases, Metadata/, Media/ and Preferences.xml, install the archive's, keep the
+    /// home's identity, start it and check the counts it serves (rolled back when they differ).
+    /// Reads no config.
+    Apply(ApplyArgs),
     /// Continue an interrupted or failed run from its state file.
     Resume {
         /// Export even if Plex's trash grew during the run (see `export.allow_deleted`).
@@ -144,4 +149,43 @@ pub struct RunArgs {
     /// `seed.missing_limit` (folders really gone or moved; check `[remap]` first).
     #[arg(long)]
     pub allow_missing: bool,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct ApplyArgs {
+    /// The archive the export wrote (`<run id>.tar.zst`); its manifest is read from beside it.
+    #[arg(value_name = "ARCHIVE")]
+    pub archive: Option<PathBuf>,
+    /// The home data dir (the folder holding `Library/`): PATH, or ssh://user@host[:port]/PATH.
+    #[arg(long, value_name = "PATH|ssh://user@host[:port]/PATH")]
+    pub to: String,
+    /// How to stop and start the home Plex: systemd:NAME, docker:NAME, or command:'CMD' (run as
+    /// `CMD stop` and `CMD start`).
+    #[arg(long, value_name = "KIND:NAME")]
+    pub service: Option<String>,
+    /// The manifest (default: `<run id>.manifest.json` beside the archive).
+    #[arg(long, value_name = "FILE")]
+    pub manifest: Option<PathBuf>,
+    /// Take the archive's server identity (MachineIdentifier, PlexOnlineToken, ...) instead of
+    /// keeping the home's.
+    #[arg(long)]
+    pub take_identity: bool,
+    /// Print every step and change nothing.
+    #[arg(long)]
+    pub dry_run: bool,
+    /// Restore the last backup (finishing or undoing an interrupted apply, or undoing the last one).
+    #[arg(long)]
+    pub rollback: bool,
+    /// The home Plex's port on the home host's loopback.
+    #[arg(long, default_value_t = 32400)]
+    pub plex_port: u16,
+    /// How long to wait for the home Plex to answer after it is started.
+    #[arg(long, default_value = "5m", value_parser = crate::units::parse_duration)]
+    pub timeout: std::time::Duration,
+    /// The ssh key for an ssh:// home.
+    #[arg(long, value_name = "FILE")]
+    pub ssh_identity: Option<PathBuf>,
+    /// An extra ssh `-o` option for an ssh:// home (repeatable), e.g. UserKnownHostsFile=PATH.
+    #[arg(long = "ssh-option", value_name = "KEY=VALUE")]
+    pub ssh_options: Vec<String>,
 }

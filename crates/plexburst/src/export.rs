@@ -40,7 +40,7 @@ pub struct ExportJob {
     pub counts: DbSample,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, Deserialize)]
 pub struct Manifest {
     pub manifest_version: u32,
     pub run_id: String,

@@ -1,6 +1,7 @@
 //! plexburst: run Plex's full scan and Sonic analysis of a big library on a short-lived machine.
 
 pub mod app;
+pub mod apply;
 pub mod archive;
 pub mod cli;
 pub mod cloud;

@@ -252,6 +252,29 @@ impl Client {
             .map(drop)
     }
 
+    /// How many items of metadata type `item_type` section `id` lists (`totalSize` of
+    /// `/library/sections/{id}/all` with an empty page, so nothing but the count travels);
+    /// `sonic_only` keeps the tracks with Sonic analysis (`musicAnalysisVersion=1`). Plex lists
+    /// trashed items too (they carry `deletedAt`).
+    pub fn count_items(&self, id: i64, item_type: i64, sonic_only: bool) -> Result<i64, ApiError> {
+        let path = format!("/library/sections/{id}/all");
+        let t = item_type.to_string();
+        let mut q = vec![
+            ("type", t.as_str()),
+            ("X-Plex-Container-Start", "0"),
+            ("X-Plex-Container-Size", "0"),
+        ];
+        if sonic_only {
+            q.push(("musicAnalysisVersion", "1"));
+        }
+        let v = self.json(Method::Get, &path, &q)?;
+        let mc = container(&v, &path)?;
+        int_field(mc, "totalSize").ok_or_else(|| ApiError::Parse {
+            path: path.clone(),
+            detail: format!("no numeric `totalSize` in {mc}"),
+        })
+    }
+
     pub fn activities(&self) -> Result<Vec<Activity>, ApiError> {
         let path = "/activities";
         let v = self.json(Method::Get, path, &[])?;

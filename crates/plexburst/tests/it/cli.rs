@@ -34,6 +34,7 @@ fn help_snapshot() {
         &["destroy"],
         &["logs"],
         &["ssh"],
+        &["apply"],
     ];
     let mut got = String::new();
     for args in commands {

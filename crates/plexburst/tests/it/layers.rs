@@ -13,7 +13,7 @@ const PLEXBURST: &[&[&str]] = &[
     ],
     &["storage", "survey"],
     &["export"],
-    &["config"],
+    &["config", "apply"],
     &["plan"],
     &["state"],
     &["report", "session"],

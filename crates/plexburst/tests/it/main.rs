@@ -1,5 +1,6 @@
 //! Integration tests: one binary, one module per topic; `harness` holds the shared setup.
 
+mod apply;
 mod claim;
 mod cli;
 mod config_table;
