@@ -5,16 +5,14 @@
 //!
 //! Run through `scripts/bench/storage.sh`. Every process goes through plexburst's `remote::local`.
 
-use std::io::{Read, Write};
-use std::net::{Shutdown, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
+
+#[path = "support/mod.rs"]
+mod support;
 
 use plexburst::config::StorageConfig;
 use plexburst::remote::local::Local;
-use plexburst::remote::{Cmd, Remote};
 use plexburst::storage::rclone::{Rclone, UploadSpec, upload_stream};
 
 struct Args {
@@ -57,115 +55,6 @@ fn args() -> Args {
         }
     }
     a
-}
-
-fn sh(script: &str) -> String {
-    Local::new()
-        .run(&Cmd::new(script).timeout(Duration::from_secs(4 * 3600)))
-        .unwrap_or_else(|e| panic!("{e}"))
-        .stdout_str()
-}
-
-fn timed(script: &str) -> f64 {
-    let t = Instant::now();
-    sh(script);
-    t.elapsed().as_secs_f64()
-}
-
-fn q(s: &str) -> String {
-    plexburst::remote::quote(s)
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-/// A TCP proxy that holds each new request (the first bytes a client sends after the server last
-/// spoke, or on a new connection) for `delay` before forwarding; bodies stream undelayed.
-fn delay_proxy(upstream: u16, delay: Duration) -> u16 {
-    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-    let port = listener.local_addr().unwrap().port();
-    std::thread::spawn(move || {
-        for client in listener.incoming().flatten() {
-            let Ok(server) = TcpStream::connect(("127.0.0.1", upstream)) else {
-                continue;
-            };
-            let _ = client.set_nodelay(true);
-            let _ = server.set_nodelay(true);
-            // true: the next client bytes start a new request.
-            let turn = Arc::new(AtomicBool::new(true));
-            let (c2, s2, t2) = (
-                client.try_clone().unwrap(),
-                server.try_clone().unwrap(),
-                turn.clone(),
-            );
-            std::thread::spawn(move || pump(c2, s2, Some((t2, delay))));
-            std::thread::spawn(move || pump_back(server, client, turn));
-        }
-    });
-    port
-}
-
-fn pump(mut from: TcpStream, mut to: TcpStream, delay: Option<(Arc<AtomicBool>, Duration)>) {
-    let mut buf = vec![0u8; 256 * 1024];
-    loop {
-        let n = match from.read(&mut buf) {
-            Ok(0) | Err(_) => break,
-            Ok(n) => n,
-        };
-        if let Some((turn, d)) = &delay
-            && turn.swap(false, Ordering::SeqCst)
-        {
-            std::thread::sleep(*d); // the simulated request latency
-        }
-        if to.write_all(&buf[..n]).is_err() {
-            break;
-        }
-    }
-    let _ = to.shutdown(Shutdown::Write);
-}
-
-fn pump_back(mut from: TcpStream, mut to: TcpStream, turn: Arc<AtomicBool>) {
-    let mut buf = vec![0u8; 256 * 1024];
-    loop {
-        let n = match from.read(&mut buf) {
-            Ok(0) | Err(_) => break,
-            Ok(n) => n,
-        };
-        turn.store(true, Ordering::SeqCst);
-        if to.write_all(&buf[..n]).is_err() {
-            break;
-        }
-    }
-    let _ = to.shutdown(Shutdown::Write);
-}
-
-/// `rclone serve s3` over `root`, detached; returns its pid.
-fn serve_s3(root: &Path, port: u16) -> u32 {
-    let out = sh(&format!(
-        "RCLONE_AUTH_KEY='\"bak,bsk\"' setsid nohup rclone serve s3 --config /dev/null --addr 127.0.0.1:{port} {} </dev/null >/dev/null 2>&1 & echo $!",
-        q(&root.display().to_string())
-    ));
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(Instant::now() < deadline, "rclone serve s3 did not listen");
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    out.trim().parse().unwrap()
-}
-
-fn user_conf(dir: &Path, port: u16) -> PathBuf {
-    let p = dir.join("user.conf");
-    std::fs::write(
-        &p,
-        format!("[s3]\ntype = s3\nprovider = Other\naccess_key_id = bak\nsecret_access_key = bsk\nendpoint = http://127.0.0.1:{port}\n"),
-    )
-    .unwrap();
-    p
 }
 
 /// A media tree of `n` small files in 100-file album directories.
@@ -294,6 +183,8 @@ struct Row {
     loopback: f64,
     delayed: f64,
 }
+
+use support::{delay_proxy, free_port, q, serve_s3, sh, timed, user_conf};
 
 fn main() {
     let a = args();
