@@ -1217,3 +1217,45 @@ fn the_prefetcher_reads_whole_files_ahead_of_the_analyser_within_its_window() {
         "the prefetcher is gone"
     );
 }
+
+/// A seed in the bucket (last run's streamed export) is copied to the target with the run's own
+/// rclone config, restored, and its copy removed at the end.
+#[test]
+fn a_seed_in_the_bucket_is_copied_with_the_runs_rclone() {
+    let rl = RcloneLab::new(LabOpts::default(), "export_path = \"exports/plexburst\"");
+    let out = rl.lab.plexburst(&["run", "--skip-analysis"]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    let archive = rl.lab.state()["export"]["archive"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let object = archive.split_once(':').unwrap().1.to_string();
+    std::fs::remove_dir_all(rl.lab.data_dir()).unwrap();
+    let seed = format!("bucket:{object}");
+    let out = rl
+        .lab
+        .plexburst(&["run", "--skip-analysis", "--seed", &seed]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    assert_eq!(rl.lab.count(TRACKS), rl.lab.counts.tracks);
+    assert_eq!(rl.lab.count(DELETED), 0, "nothing was marked deleted");
+    assert!(rl.mount_pids().is_empty(), "the run unmounted rclone");
+    let rec = rl.lab.state()["seed"].clone();
+    assert!(
+        rec["source"].as_str().unwrap().contains("in the bucket"),
+        "{rec:#}"
+    );
+    let music = rec["sections"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["name"] == "Music")
+        .unwrap()
+        .clone();
+    assert_eq!(music["tracks"], rl.lab.counts.tracks);
+    let staged = rl.lab.data_dir().join(".plexburst/seed");
+    assert!(
+        !staged.exists(),
+        "the seed's copy is gone: {}",
+        staged.display()
+    );
+}
