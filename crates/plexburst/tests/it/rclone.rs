@@ -1244,13 +1244,7 @@ fn a_seed_in_the_bucket_is_copied_with_the_runs_rclone() {
         rec["source"].as_str().unwrap().contains("in the bucket"),
         "{rec:#}"
     );
-    let music = rec["sections"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|s| s["name"] == "Music")
-        .unwrap()
-        .clone();
+    let music = crate::seed::seeded_section(&rec, "Music");
     assert_eq!(music["tracks"], rl.lab.counts.tracks);
     let staged = rl.lab.data_dir().join(".plexburst/seed");
     assert!(

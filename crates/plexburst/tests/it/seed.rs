@@ -47,6 +47,23 @@ fn seed_record(lab: &Lab) -> serde_json::Value {
     lab.state()["seed"].clone()
 }
 
+/// A section of the seed as the run recorded it.
+pub fn seeded_section(seed: &serde_json::Value, name: &str) -> serde_json::Value {
+    seed["sections"]
+        .as_array()
+        .expect("the seed's sections")
+        .iter()
+        .find(|s| s["name"] == name)
+        .unwrap_or_else(|| panic!("no seeded section {name}: {seed:#}"))
+        .clone()
+}
+
+/// The DB passes stock SQLite's full `quick_check`.
+fn assert_sound(db: &Path) {
+    let quick = run(command("sqlite3").arg(db).arg("PRAGMA quick_check"));
+    assert_eq!(stdout(&quick).trim(), "ok");
+}
+
 fn delta<'a>(seed: &'a serde_json::Value, section: &str) -> &'a serde_json::Value {
     seed["delta"]
         .as_array()
@@ -151,13 +168,7 @@ fn a_seeded_run_remaps_scans_incrementally_and_a_deep_scan_finds_moved_folders()
     assert!(out.status.success(), "{}", text(&out));
     let seed = seed_record(&lab);
     // Seeded counts are the home server's, remapped: every location and part moved root.
-    let music_seed = seed["sections"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|s| s["name"] == "Music")
-        .unwrap()
-        .clone();
+    let music_seed = seeded_section(&seed, "Music");
     assert_eq!(music_seed["tracks"], lab.counts.tracks);
     assert_eq!(music_seed["sonic"], lab.counts.tracks);
     assert_eq!(
@@ -355,10 +366,7 @@ fn damaged_seeds_are_repaired_and_an_unrecoverable_one_stops_before_plex() {
         ),
         tracks
     );
-    let quick = run(command("sqlite3")
-        .arg(lab.db_path())
-        .arg("PRAGMA quick_check"));
-    assert_eq!(stdout(&quick).trim(), "ok");
+    assert_sound(&lab.db_path());
 
     // Truncated: the file loses its last pages (none of the schema's, which nothing could
     // rebuild from; dbstat says which pages those are).
@@ -397,10 +405,7 @@ fn damaged_seeds_are_repaired_and_an_unrecoverable_one_stops_before_plex() {
         "{seed:#}"
     );
     assert!(seed["recovered_from"].is_string());
-    let quick = run(command("sqlite3")
-        .arg(lab.db_path())
-        .arg("PRAGMA quick_check"));
-    assert_eq!(stdout(&quick).trim(), "ok");
+    assert_sound(&lab.db_path());
 
     // Only the header of a DB: nothing to recover. `plan` says so on this machine.
     std::fs::remove_dir_all(lab.data_dir()).unwrap();
