@@ -56,6 +56,12 @@ pub struct PhaseRecord {
     pub stalls: u32,
     pub timeouts: u32,
     pub restarts: u32,
+    /// Plex's CPU seconds while Sonic analysis made progress, and the tracks it analysed
+    /// meanwhile: the measured cost per track the forecast can be calibrated with.
+    #[serde(default)]
+    pub sonic_cpu_secs: f64,
+    #[serde(default)]
+    pub sonic_tracks: i64,
 }
 
 impl PhaseRecord {
@@ -75,6 +81,8 @@ impl PhaseRecord {
             stalls: 0,
             timeouts: 0,
             restarts: 0,
+            sonic_cpu_secs: 0.0,
+            sonic_tracks: 0,
         }
     }
 }
@@ -245,6 +253,9 @@ pub struct Progress {
     pub total: Option<i64>,
     pub rate_per_sec: Option<f64>,
     pub eta_secs: Option<f64>,
+    /// The ETA comes from the estimated CPU cost per track, the run having no rate of its own yet.
+    #[serde(default)]
+    pub eta_estimated: bool,
     pub at: String,
 }
 

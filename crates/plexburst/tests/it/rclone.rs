@@ -825,6 +825,26 @@ fn local_run_on_an_rclone_mount_scans_everything() {
     let out = rl.lab.plexburst(&["run"]);
     assert_counts_match(&rl, &out);
     assert_archive_in_bucket(&rl, true);
+    // The timeline of report.html has the bytes the mount read from the bucket (rclone's
+    // core/stats): the scan reads every file through it.
+    let read: Vec<u64> = timeline(&rl.lab)
+        .iter()
+        .filter_map(|s| s["bucket_bytes"].as_u64())
+        .collect();
+    assert!(
+        read.iter().any(|b| *b > 0),
+        "no bucket bytes on the timeline: {read:?}"
+    );
+}
+
+/// The run's `samples.jsonl`, one JSON value a line.
+pub fn timeline(lab: &crate::harness::Lab) -> Vec<serde_json::Value> {
+    let id = lab.state()["run_id"].as_str().unwrap().to_string();
+    std::fs::read_to_string(lab.state_dir().join(format!("runs/{id}/samples.jsonl")))
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect()
 }
 
 #[test]
@@ -934,6 +954,13 @@ fn rclone_killed_mid_scan_is_remounted_and_nothing_is_marked_deleted() {
     );
     let killed = run_and_kill_rclone_mid_scan(&rl);
     assert_recovered_from_kill(&rl, killed);
+    let remounts = timeline(&rl.lab)
+        .iter()
+        .filter(|s| s["phase"] == "scan")
+        .flat_map(|s| s["events"].as_array().cloned().unwrap_or_default())
+        .filter(|e| e == "remount")
+        .count();
+    assert!(remounts >= 1, "the remount is on report.html's timeline");
 }
 
 #[test]
