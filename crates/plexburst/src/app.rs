@@ -64,6 +64,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
                         &[],
                         &plan.plex.sonic_cost,
                         plan.plex.analysis_threads,
+                        forecast::Limits::default(),
                     ));
                 }
                 return Ok(());
@@ -196,7 +197,19 @@ fn forecast_of(plan: &Plan, looked: Option<Looked>) -> anyhow::Result<String> {
         &machines,
         &plan.plex.sonic_cost,
         plan.plex.analysis_threads,
+        limits(plan),
     ))
+}
+
+/// The caps of a rented target, which a forecast may exceed.
+fn limits(plan: &Plan) -> forecast::Limits {
+    match pipeline::provision::scaleway(plan) {
+        Some(sc) => forecast::Limits {
+            max_lifetime: Some(sc.max_lifetime),
+            budget_eur: sc.budget_eur,
+        },
+        None => forecast::Limits::default(),
+    }
 }
 
 /// The tracks and bytes of the analysed music sections, from the preflight's survey.
@@ -453,6 +466,7 @@ fn profiles(config: &Path, zone: Option<&str>) -> anyhow::Result<()> {
             &profile_machines(&plan, Some(zone))?,
             &plan.plex.sonic_cost,
             plan.plex.analysis_threads,
+            limits(&plan),
         )
     );
     Ok(())

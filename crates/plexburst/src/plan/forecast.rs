@@ -181,6 +181,35 @@ pub fn line(m: &Machine, e: &Estimate) -> String {
     )
 }
 
+/// The rented machine's caps (`target.max_lifetime`, `target.budget_eur`): a forecast past one
+/// says the analysis would not finish on that machine.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct Limits {
+    pub max_lifetime: Option<Duration>,
+    pub budget_eur: Option<f64>,
+}
+
+impl Limits {
+    /// `; over target.max_lifetime (96h)` and the like, or nothing.
+    fn over(&self, e: &Estimate) -> String {
+        let mut s = String::new();
+        if let Some(l) = self.max_lifetime
+            && e.time > l
+        {
+            s.push_str(&format!(
+                "; over target.max_lifetime ({}): the instance deletes itself first",
+                human(l)
+            ));
+        }
+        if let (Some(b), Some(c)) = (self.budget_eur, e.cost_eur)
+            && c > b
+        {
+            s.push_str(&format!("; over target.budget_eur ({b})"));
+        }
+        s
+    }
+}
+
 /// The forecast block `plan` and `profiles` print: the library, the cost per track and where it
 /// comes from, then one line per machine; or why there is no forecast.
 pub fn render(
@@ -188,6 +217,7 @@ pub fn render(
     machines: &[Machine],
     cost: &SonicCost,
     threads: Option<u32>,
+    limits: Limits,
 ) -> String {
     let lib = match lib {
         Ok(l) => l,
@@ -200,10 +230,8 @@ pub fn render(
         cost.describe()
     );
     for m in machines {
-        s.push_str(&format!(
-            "  {}\n",
-            line(m, &estimate(lib, m, cost, threads))
-        ));
+        let e = estimate(lib, m, cost, threads);
+        s.push_str(&format!("  {}{}\n", line(m, &e), limits.over(&e)));
     }
     s
 }
@@ -289,6 +317,7 @@ mod tests {
             &[machine(2, None, None)],
             &COST,
             None,
+            Limits::default(),
         );
         assert_eq!(
             out,
@@ -302,8 +331,36 @@ mod tests {
             &[machine(2, None, None)],
             &COST,
             None,
+            Limits::default(),
         );
         assert!(out.contains("0 tracks") && out.contains("  m: "), "{out}");
+    }
+
+    #[test]
+    fn a_forecast_past_the_rented_machines_caps_says_so() {
+        // 3600 tracks x 20 s / 2 = 10 h at 1 EUR/h.
+        let lib = Library {
+            tracks: 3600,
+            bytes: 0,
+        };
+        let m = [machine(2, None, Some(1.0))];
+        let with = |limits| render(Ok(lib), &m, &COST, None, limits);
+        let within = with(Limits {
+            max_lifetime: Some(Duration::from_secs(11 * 3600)),
+            budget_eur: Some(10.5),
+        });
+        assert!(!within.contains("over target."), "{within}");
+        let over = with(Limits {
+            max_lifetime: Some(Duration::from_secs(4 * 3600)),
+            budget_eur: Some(2.0),
+        });
+        assert!(
+            over.contains("10h CPU-bound")
+                && over.contains(
+                    "; over target.max_lifetime (4h): the instance deletes itself first; over target.budget_eur (2)"
+                ),
+            "{over}"
+        );
     }
 
     #[test]
