@@ -149,6 +149,6 @@ sqlite3 -readonly "$tmpdb" "
    WHERE metadata_type = 10 AND extra_data LIKE '%ms:musicAnalysisVersion%';"
 echo
 echo "config:   $demo/plexburst.toml"
-echo "report:   $demo/.plexburst/runs/$run_id/report.md (and report.json)"
+echo "report:   $demo/.plexburst/runs/$run_id/report.md (and report.json, and report.html: the run drawn)"
 echo "archive:  $archive"
 echo "manifest: $demo/export/$run_id.manifest.json"
