@@ -132,7 +132,8 @@ fn plan_of(path: &Path, args: &RunArgs) -> anyhow::Result<Plan> {
 /// What `plan`'s preflight saw of an existing target: its connection, and the survey of the section
 /// folders when the storage is already there.
 struct Looked {
-    remote: Box<dyn crate::remote::Remote>,
+    /// `Err`: why the target could not be reached (only the forecast needed it).
+    remote: Result<Box<dyn crate::remote::Remote>, String>,
     surveys: Option<Vec<crate::survey::SectionSurvey>>,
     /// Keeps an ssh master's socket directory for as long as `remote` is used.
     _scratch: tempfile::TempDir,
@@ -159,22 +160,25 @@ fn preflight_of_plan(plan: &Plan, json: bool) -> anyhow::Result<Option<Looked>> 
     }
     // A scratch dir for an ssh master: `plan` leaves nothing behind, not even a state dir.
     let scratch = tempfile::tempdir().context("cannot create a scratch directory")?;
-    let remote = crate::session::connect(plan, scratch.path())?;
     if let crate::storage::StorageSpec::Rclone(_) = &plan.storage {
         say("preflight: the section folders are checked after the mount (phase preflight)".into());
+        // Nothing to survey before the mount: the target is reached only for the forecast's
+        // vCPU count, and one out of reach fails nothing.
+        let remote = crate::session::connect(plan, scratch.path()).map_err(|e| format!("{e:#}"));
         return Ok(Some(Looked {
             remote,
             surveys: None,
             _scratch: scratch,
         }));
     }
+    let remote = crate::session::connect(plan, scratch.path())?;
     let surveys = pipeline::preflight(plan, remote.as_ref())?;
     say(format!(
         "preflight: ok ({})",
         pipeline::survey_summary(&surveys)
     ));
     Ok(Some(Looked {
-        remote,
+        remote: Ok(remote),
         surveys: Some(surveys),
         _scratch: scratch,
     }))
@@ -188,8 +192,17 @@ fn forecast_of(plan: &Plan, looked: Option<Looked>) -> anyhow::Result<String> {
         Some(surveys) => Ok(surveyed_library(plan, surveys)),
         None => bucket_library(plan),
     };
-    let machines = match &looked {
-        Some(l) => vec![this_target(plan, l.remote.as_ref())?],
+    let target = looked.as_ref().map(|l| match &l.remote {
+        Ok(r) => this_target(plan, r.as_ref()).map_err(|e| format!("{e:#}")),
+        Err(why) => Err(why.clone()),
+    });
+    let machines = match target {
+        Some(Ok(m)) => vec![m],
+        Some(Err(why)) => {
+            return Ok(format!(
+                "forecast: omitted, the target's vCPUs are unknown ({why})\n"
+            ));
+        }
         None => profile_machines(plan, None)?,
     };
     Ok(forecast::render(

@@ -1121,3 +1121,48 @@ fn streamed_export_of_a_changing_data_folder_is_refused_and_removed_from_the_buc
     assert_eq!(out.status.code(), Some(0), "{}", text(&out));
     assert_archive_in_bucket(&rl, false);
 }
+
+#[test]
+fn plan_sizes_the_bucket_from_here_and_an_unreachable_target_only_costs_the_forecast() {
+    // Nothing listens on this port: the ssh target is out of reach.
+    let port = free_port();
+    let rl = RcloneLab::new(
+        LabOpts {
+            target_toml: Some(format!(
+                "[target]\nkind = \"ssh\"\nhost = \"127.0.0.1\"\nport = {port}\nuser = \"nobody\"\nssh_options = [\"ConnectTimeout=5\", \"StrictHostKeyChecking=no\", \"UserKnownHostsFile=/dev/null\"]\n"
+            )),
+            ..Default::default()
+        },
+        "",
+    );
+    let out = rl.lab.plexburst(&["plan"]);
+    assert!(out.status.success(), "{}", text(&out));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        stdout.contains("preflight: the section folders are checked after the mount"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("forecast: omitted, the target's vCPUs are unknown ("),
+        "{stdout}"
+    );
+    // Reachable (this machine), the same bucket is sized from here, through the user's remote.
+    let local = RcloneLab::new(LabOpts::default(), "");
+    let out = local.lab.plexburst(&["plan"]);
+    assert!(out.status.success(), "{}", text(&out));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        stdout.contains(&format!(
+            "forecast: Sonic analysis of {} tracks, ",
+            local.lab.counts.tracks
+        )),
+        "{stdout}"
+    );
+    assert!(
+        stdout
+            .lines()
+            .any(|l| l.starts_with("  this target (local): ")
+                && l.contains("link speed unknown, network not counted")),
+        "{stdout}"
+    );
+}
