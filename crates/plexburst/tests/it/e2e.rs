@@ -282,6 +282,29 @@ fn local_run_scans_analyses_restores_and_exports() {
     let out = lab.plexburst(&["run"]);
     assert_complete_run(&lab, &out);
     assert_sonic_ran_on_every_vcpu(&lab);
+    // Before the analysis has a rate of its own, its ETA is the plan's estimate and says so:
+    // the tracks left x 20 CPU s over this machine's vCPUs (LongRunningJobThreads).
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let first = stderr
+        .lines()
+        .find(|l| l.contains("Sonic analysis of Music: ") && l.contains(" tracks, "))
+        .unwrap_or_else(|| panic!("no Sonic progress line: {stderr}"));
+    let tracks = lab.counts.tracks;
+    let vcpus = std::thread::available_parallelism().unwrap().get() as i64;
+    let done: i64 = first
+        .split("Sonic analysis of Music: ")
+        .nth(1)
+        .and_then(|r| r.split('/').next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("{first}"));
+    let eta = Duration::from_secs(((tracks - done) * 20 / vcpus) as u64);
+    assert!(
+        first.contains(&format!(
+            "{done}/{tracks} tracks, ? /s, ETA {} (estimated at 20 CPU s/track)",
+            plexburst::units::format_secs(eta)
+        )),
+        "{first}"
+    );
     assert_prefs_restored(&before, &prefs_now(&lab));
     let status = lab.plexburst(&["status", "--json"]);
     let status: serde_json::Value = serde_json::from_slice(&status.stdout).unwrap();
