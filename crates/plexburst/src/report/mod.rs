@@ -552,6 +552,53 @@ mod tests {
     use crate::state::KeptItem;
 
     #[test]
+    fn status_forecasts_the_rest_of_the_phase_from_the_estimate_then_the_live_rate() {
+        let mut s = State::new(
+            Path::new("/c"),
+            Default::default(),
+            "scaleway".into(),
+            &["analyze"],
+        );
+        s.current_phase = Some("analyze".into());
+        s.rented = vec![crate::state::Rented {
+            server_id: "1".into(),
+            commercial_type: "GP1-S".into(),
+            zone: "fr-par-1".into(),
+            hourly_price: 0.5,
+            started_at: crate::state::now(),
+            ended_at: None,
+        }];
+        let mut g = crate::state::Progress {
+            phase: "analyze".into(),
+            label: "Sonic analysis of Music".into(),
+            unit: "tracks".into(),
+            done: 0,
+            total: Some(10),
+            rate_per_sec: None,
+            eta_secs: Some(7200.0),
+            eta_estimated: true,
+            at: crate::state::now(),
+        };
+        s.progress = Some(g.clone());
+        assert_eq!(
+            rest_of_phase_cost(&s).unwrap(),
+            "+1.0000 EUR for the rest of the analyze phase (at the estimated CPU cost per track)"
+        );
+        assert!(render_status(&s).contains("ETA 2h (estimated)"));
+        g.eta_estimated = false;
+        g.rate_per_sec = Some(0.01);
+        g.eta_secs = Some(1800.0);
+        s.progress = Some(g);
+        assert_eq!(
+            rest_of_phase_cost(&s).unwrap(),
+            "+0.2500 EUR for the rest of the analyze phase (at the live rate)"
+        );
+        // Another phase running: nothing to forecast from this progress.
+        s.current_phase = Some("export".into());
+        assert_eq!(rest_of_phase_cost(&s), None);
+    }
+
+    #[test]
     fn a_measured_cost_keeps_three_significant_digits() {
         assert_eq!(
             [

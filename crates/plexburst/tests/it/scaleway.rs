@@ -263,6 +263,28 @@ fn a_run_on_a_rented_instance_completes_and_leaves_nothing_billed() {
     assert!(!st.contains(SECRET));
     assert!(!stderr.contains(SECRET));
 
+    // The timeline of report.html has what the rented machine cost as the run went, and the
+    // bytes the instance's mount read from the bucket.
+    let timeline = crate::rclone::timeline(lab);
+    let costs: Vec<f64> = timeline
+        .iter()
+        .filter_map(|s| s["cost_eur"].as_f64())
+        .collect();
+    assert!(
+        !costs.is_empty() && costs.windows(2).all(|w| w[0] <= w[1]) && costs[costs.len() - 1] > 0.0,
+        "a growing cost on the timeline: {costs:?}"
+    );
+    assert!(
+        timeline
+            .iter()
+            .any(|s| s["bucket_bytes"].as_u64().is_some_and(|b| b > 0)),
+        "bucket bytes on the timeline"
+    );
+    let html =
+        std::fs::read_to_string(lab.journal().parent().unwrap().join("report.html")).unwrap();
+    assert!(!html.contains("nothing rented"), "the cost is drawn");
+    assert!(!html.contains(SECRET));
+
     // The run's own key: private half 0600, in no log, journal or state.
     let run_dir = lab.journal().parent().unwrap().to_path_buf();
     let key = run_dir.join("ssh/id_ed25519");
