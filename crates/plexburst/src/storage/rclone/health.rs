@@ -30,13 +30,14 @@ impl Rclone {
     }
 
     /// Bytes the mount has read from the bucket since it started: `bytes` of rclone's
-    /// `core/stats` (every VFS read from the bucket is a transfer rclone accounts).
+    /// `core/stats` (every VFS read from the bucket is a transfer rclone accounts). Short
+    /// deadlines: it only feeds the report's picture, and must never hold up the monitor's poll.
     pub fn bytes_read(&self, r: &dyn Remote) -> anyhow::Result<u64> {
         let script = format!(
-            "rclone rc --url {} --timeout 10s core/stats",
+            "rclone rc --url {} --timeout 2s --contimeout 2s core/stats",
             quote(&self.rc_url())
         );
-        let out = r.run(&self.cmd(script).timeout(Duration::from_secs(20)))?;
+        let out = r.run(&self.cmd(script).timeout(Duration::from_secs(5)))?;
         let v: serde_json::Value =
             serde_json::from_slice(&out.stdout).context("rclone's core/stats is not JSON")?;
         v["bytes"]
