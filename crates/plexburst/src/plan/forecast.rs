@@ -198,7 +198,7 @@ impl Limits {
         {
             s.push_str(&format!(
                 "; over target.max_lifetime ({}): the instance deletes itself first",
-                human(l)
+                crate::units::format_duration(l)
             ));
         }
         if let (Some(b), Some(c)) = (self.budget_eur, e.cost_eur)
