@@ -137,7 +137,7 @@ run_id="$(basename "$archive" .tar.zst)"
 # What a home server would get back: the exported library DB, read straight from the archive.
 db_in_archive="Library/Application Support/Plex Media Server/Plug-in Support/Databases/com.plexapp.plugins.library.db"
 tmpdb="$(mktemp "${TMPDIR:-/tmp}/plexburst-demo-db.XXXXXX")"
-trap 'rm -f "$tmpdb"' EXIT
+trap 'rm -f "$tmpdb"; kill "$plextv_pid" 2>/dev/null || true' EXIT
 tar --zstd -xOf "$archive" "$db_in_archive" >"$tmpdb"
 echo "exported library (read from the archive's DB):"
 sqlite3 -readonly "$tmpdb" "
