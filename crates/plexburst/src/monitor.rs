@@ -6,6 +6,11 @@
 //! sample is a value or an error: a failed one is shown and counted, never read as zero, and
 //! `monitor.max_failed_samples` failures in a row fail the phase. When Plex itself is gone
 //! (crashed mid-phase) it is restarted and the work re-requested.
+//!
+//! Every sample is also one line of `runs/<run-id>/samples.jsonl` (counts, rate, CPU, bytes read
+//! from the bucket, cost, and the restarts, remounts and stalls since the line before), which
+//! `report.html` draws. Until a Sonic analysis has a rate of its own, its ETA and cost forecast
+//! come from the plan's estimated CPU cost per track; the live rate replaces them once known.
 
 use std::io::IsTerminal;
 use std::time::{Duration, Instant};
@@ -321,6 +326,21 @@ pub fn watch(
         (mcfg.poll_interval * 10).clamp(Duration::from_secs(2), Duration::from_secs(30));
     let mut last_health = Instant::now();
     let mut remounts = 0u32;
+    let timeline = crate::report::samples::path(ctx.store.dir(), &ctx.state.run_id);
+    // Restarts, remounts and failed samples since the last line, written with the next one.
+    let mut events: Vec<String> = Vec::new();
+    let mut bucket_bytes: Option<u64> = None;
+    // The bucket's byte count is read on the first poll and then with each health probe.
+    let mut bytes_due = true;
+    // The last raw CPU reading and count, for the CPU in cores and the Sonic cost per track.
+    let mut last_cpu: Option<(Instant, u64, i64)> = None;
+    let sonic = matches!(
+        job,
+        Job::Analysis {
+            section_type: 8,
+            ..
+        }
+    );
     loop {
         if !first {
             ctx.pause(mcfg.poll_interval)?;
@@ -329,7 +349,9 @@ pub fn watch(
         ctx.check_interrupt()?;
         if last_health.elapsed() >= health_every {
             last_health = Instant::now();
+            bytes_due = true;
             if guard_storage(ctx, phase, job, &mut remounts)? {
+                events.push("remount".into());
                 plex_pid = None;
                 let remaining = timeout.saturating_sub(phase_start.elapsed());
                 tracker = new_tracker(remaining);
@@ -337,6 +359,10 @@ pub fn watch(
                 ctx.save()?;
                 continue;
             }
+        }
+        if bytes_due {
+            bucket_bytes = read_bucket_bytes(ctx);
+            bytes_due = false;
         }
         let sample = match take_sample(ctx, sampler, &mut plex_pid) {
             Ok(s) => {
@@ -364,8 +390,10 @@ pub fn watch(
                     tracing::warn!(
                         "{phase}: Plex is not running ({e:#}); restarting it ({restarts}/{MAX_RESTARTS})"
                     );
+                    events.push("restart".into());
                     ctx.plex = None;
                     plex_pid = None;
+                    last_cpu = None;
                     ctx.ensure_plex()?;
                     job.trigger(ctx)?;
                     let remaining = timeout.saturating_sub(phase_start.elapsed());
@@ -376,6 +404,7 @@ pub fn watch(
                     continue;
                 }
                 consecutive_failures += 1;
+                events.push("sample failed".into());
                 tracing::warn!(
                     "{phase}: sample failed ({consecutive_failures}/{} in a row): {e:#}",
                     mcfg.max_failed_samples
@@ -397,11 +426,39 @@ pub fn watch(
             cpu_ticks: cpu_filter.feed(sample.cpu_ticks),
             busy,
         });
+        let now = Instant::now();
+        let cpu_cores = match (last_cpu, sample.cpu_ticks) {
+            (Some((t0, k0, d0)), Some(k)) if k >= k0 => {
+                let secs = (k - k0) as f64 / TICKS_PER_SEC;
+                if sonic {
+                    let rec = ctx.state.phase_mut(phase);
+                    rec.sonic_cpu_secs += secs;
+                    rec.sonic_tracks += (done - d0).max(0);
+                }
+                let dt = now.saturating_duration_since(t0).as_secs_f64();
+                (dt > 0.0).then(|| secs / dt)
+            }
+            _ => None,
+        };
+        last_cpu = sample.cpu_ticks.map(|k| (now, k, done));
         let rate = tracker.rate_per_sec();
-        let (shown_total, eta) = match (total, job) {
+        let (shown_total, mut eta) = match (total, job) {
             (None, Job::Scan { files: Some(f), .. }) => (Some(*f), tracker.eta_to(*f)),
             _ => (total, tracker.eta()),
         };
+        // No rate of its own yet: the plan's estimated cost per track stands in.
+        let mut eta_estimated = false;
+        if let (None, Some(t), Job::Analysis { threads, .. }) = (eta, total, job)
+            && sonic
+            && rate.is_none()
+        {
+            eta = Some(crate::plan::forecast::eta(
+                t - done,
+                &ctx.plan.plex.sonic_cost,
+                *threads,
+            ));
+            eta_estimated = true;
+        }
         ctx.state.progress = Some(crate::state::Progress {
             phase: phase.to_string(),
             label: job.label(),
@@ -410,6 +467,7 @@ pub fn watch(
             total: shown_total,
             rate_per_sec: rate,
             eta_secs: eta.map(|e| e.as_secs_f64()),
+            eta_estimated,
             at: crate::state::now(),
         });
         let cost = ctx
@@ -431,25 +489,55 @@ pub fn watch(
                 )
             })
             .unwrap_or_default();
+        let eta_text = if eta_estimated {
+            format!(
+                "{} (estimated at {} CPU s/track)",
+                fmt_eta(eta),
+                ctx.plan.plex.sonic_cost.cpu_seconds_per_track
+            )
+        } else {
+            fmt_eta(eta)
+        };
         let line = format!(
-            "{}: {done}{} {}, {} /s, ETA {}{cost}{}",
+            "{}: {done}{} {}, {} /s, ETA {eta_text}{cost}{}",
             job.label(),
             shown_total.map(|t| format!("/{t}")).unwrap_or_default(),
             job.unit(),
             rate.map(|r| format!("{r:.1}"))
                 .unwrap_or_else(|| "?".into()),
-            fmt_eta(eta),
             busy_why(&sample)
         );
+        match verdict {
+            Verdict::Stalled => events.push("stalled".into()),
+            Verdict::TimedOut => events.push("timed out".into()),
+            Verdict::Working | Verdict::Done => {}
+        }
+        let point = crate::report::samples::SampleLine {
+            at: crate::state::now(),
+            phase: phase.to_string(),
+            label: job.label(),
+            unit: job.unit().to_string(),
+            done,
+            total: shown_total,
+            rate,
+            cpu_cores,
+            bucket_bytes: bucket_bytes.take(),
+            prefetch_bytes: None,
+            cost_eur: ctx.cost_now(),
+            events: std::mem::take(&mut events),
+        };
+        // The picture is an extra: a line that cannot be written costs the run nothing.
+        if let Err(e) = crate::report::samples::append(&timeline, &point) {
+            tracing::warn!("{e:#}");
+        }
         match &bar {
             Some(b) => {
                 b.set_length(shown_total.unwrap_or(done).max(done) as u64);
                 b.set_position(done.max(0) as u64);
                 b.set_message(format!(
-                    "{} /s ETA {}",
+                    "{} /s ETA {eta_text}",
                     rate.map(|r| format!("{r:.1}"))
                         .unwrap_or_else(|| "?".into()),
-                    fmt_eta(eta)
                 ));
             }
             None => {
@@ -477,6 +565,7 @@ pub fn watch(
         // A phase that ends while the storage is degraded ended on unreadable files (a scan on a
         // dead mount finishes fast and short): remount and ask for the work again instead.
         if verdict != Verdict::Working && guard_storage(ctx, phase, job, &mut remounts)? {
+            events.push("remount".into());
             last_health = Instant::now();
             let remaining = timeout.saturating_sub(phase_start.elapsed());
             tracker = new_tracker(remaining);
@@ -500,6 +589,18 @@ pub fn watch(
                 elapsed: phase_start.elapsed(),
                 still_for: tracker.still_for(),
             });
+        }
+    }
+}
+
+/// The bucket bytes the mount has read, for the timeline; a failed read is a gap in the picture,
+/// never a failed phase.
+fn read_bucket_bytes(ctx: &Ctx) -> Option<u64> {
+    match ctx.storage.bytes_read(ctx.remote.as_ref()) {
+        Ok(b) => b,
+        Err(e) => {
+            tracing::debug!("reading rclone's core/stats: {e:#}");
+            None
         }
     }
 }

@@ -59,6 +59,12 @@ pub struct PhaseRecord {
     /// The analyze phase's prefetcher, as it last stopped.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub prefetch: Option<crate::storage::rclone::PrefetchStatus>,
+    /// Plex's CPU seconds while Sonic analysis made progress, and the tracks it analysed
+    /// meanwhile: the measured cost per track the forecast can be calibrated with.
+    #[serde(default)]
+    pub sonic_cpu_secs: f64,
+    #[serde(default)]
+    pub sonic_tracks: i64,
 }
 
 impl PhaseRecord {
@@ -79,6 +85,8 @@ impl PhaseRecord {
             timeouts: 0,
             restarts: 0,
             prefetch: None,
+            sonic_cpu_secs: 0.0,
+            sonic_tracks: 0,
         }
     }
 }
@@ -252,6 +260,9 @@ pub struct Progress {
     pub total: Option<i64>,
     pub rate_per_sec: Option<f64>,
     pub eta_secs: Option<f64>,
+    /// The ETA comes from the estimated CPU cost per track, the run having no rate of its own yet.
+    #[serde(default)]
+    pub eta_estimated: bool,
     pub at: String,
 }
 

@@ -155,6 +155,7 @@ struct RawPlex {
     stop_grace: Option<String>,
     plextv_url: Option<String>,
     analysis_threads: Option<i64>,
+    sonic_cpu_seconds_per_track: Option<f64>,
 }
 
 fn default_runtime() -> String {
@@ -315,6 +316,9 @@ pub struct PlexConfig {
     pub plextv_url: String,
     /// `LongRunningJobThreads` during analysis; `None`: the target's vCPU count.
     pub analysis_threads: Option<u32>,
+    /// CPU seconds one track's Sonic analysis costs, for the forecast; `None`: the unmeasured
+    /// default (`plan::forecast::DEFAULT_CPU_SECONDS_PER_TRACK`).
+    pub sonic_cpu_seconds_per_track: Option<f64>,
 }
 
 impl PlexConfig {
@@ -501,6 +505,10 @@ port = 32400
 # Sonic analysis workers (Plex's hidden pref LongRunningJobThreads, whose default is half the
 # cores) during the analyze phase; put back afterwards. Default: the target's vCPU count.
 # analysis_threads = 8
+# CPU seconds one track's Sonic analysis costs, for the time and cost forecast of `plan` and
+# `plexburst profiles`. The default (20) is an unmeasured guess: no tracks/hour figure is
+# published. Calibrate it with the "CPU seconds per track" a run's report.md prints.
+# sonic_cpu_seconds_per_track = 20
 
 [timeouts]
 scan = "1h"

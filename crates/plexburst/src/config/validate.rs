@@ -709,6 +709,10 @@ fn check_section(
 /// vCPUs, so a larger number is a typo.
 const MAX_ANALYSIS_THREADS: i64 = 1024;
 
+/// The most CPU seconds per track `plex.sonic_cpu_seconds_per_track` accepts: an hour of CPU for
+/// one track is a typo (minutes per hour, milliseconds), not a measurement.
+const MAX_CPU_SECONDS_PER_TRACK: f64 = 3600.0;
+
 fn check_plex(px: RawPlex, p: &mut Problems) -> PlexConfig {
     let data_dir = match &px.data_dir {
         Some(d) if is_abs(d) => d.trim_end_matches('/').to_string(),
@@ -848,11 +852,25 @@ fn check_plex(px: RawPlex, p: &mut Problems) -> PlexConfig {
             None
         }
     };
+    let sonic_cpu_seconds_per_track = match px.sonic_cpu_seconds_per_track {
+        None => None,
+        Some(s) if s > 0.0 && s <= MAX_CPU_SECONDS_PER_TRACK => Some(s),
+        Some(s) => {
+            p.push(
+                "plex.sonic_cpu_seconds_per_track",
+                format!(
+                    "is {s}; give the CPU seconds one track's Sonic analysis takes, above 0 and at most {MAX_CPU_SECONDS_PER_TRACK} (a run's report.md prints the measured figure), or remove it for the default estimate"
+                ),
+            );
+            None
+        }
+    };
     PlexConfig {
         runtime,
         data_dir,
         port,
         analysis_threads,
+        sonic_cpu_seconds_per_track,
         env: px.env,
         scan_force: px.scan_force,
         sqlite: px

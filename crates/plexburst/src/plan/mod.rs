@@ -6,6 +6,7 @@
 //! different one, unless `--replan`. Secrets appear only as the names of the environment variables
 //! they come from.
 
+pub mod forecast;
 mod render;
 pub mod storage;
 
@@ -20,7 +21,7 @@ use crate::storage::StorageSpec;
 
 /// The version of the plan's JSON form (`plan --json`, `<state dir>/plan.json`). Bump it when a
 /// field changes meaning; a stored plan of another version is not resumed.
-pub const PLAN_VERSION: u32 = 3;
+pub const PLAN_VERSION: u32 = 4;
 
 pub use crate::archive::EXPORT_EXCLUDES;
 
@@ -144,6 +145,8 @@ pub struct PlexPlan {
     /// `LongRunningJobThreads` while a music section is analysed (Sonic workers, plex.md §3);
     /// `None`: the target's vCPU count, read with `nproc` when the analysis starts.
     pub analysis_threads: Option<u32>,
+    /// CPU seconds per track for the analysis forecast and the ETA before the run has a rate.
+    pub sonic_cost: forecast::SonicCost,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -242,6 +245,14 @@ impl Plan {
             &self.export,
             self.seed.as_ref(),
         );
+    }
+
+    /// The music sections the run Sonic-analyses (what the forecast sizes).
+    pub fn sonic_sections(&self) -> Vec<&SectionPlan> {
+        self.sections
+            .iter()
+            .filter(|s| s.kind == SectionType::Music && !s.analysis.is_empty())
+            .collect()
     }
 
     /// Whether the run will run Sonic analysis (the part that needs Plex Pass).
@@ -611,6 +622,7 @@ pub fn build(config: &Config, options: &RunOptions, home: &str) -> Plan {
             ),
             plextv_url: plex.plextv_url.clone(),
             analysis_threads: plex.analysis_threads,
+            sonic_cost: forecast::SonicCost::of(plex.sonic_cpu_seconds_per_track),
         },
         sections,
         monitor: MonitorPlan {

@@ -73,6 +73,13 @@ impl Plan {
         )?;
         writeln!(s, "          {}", self.plex.start_line)?;
         writeln!(s, "          claim: {}", self.plex.claim)?;
+        if !self.sonic_sections().is_empty() {
+            writeln!(
+                s,
+                "          Sonic cost: {}",
+                self.plex.sonic_cost.describe()
+            )?;
+        }
         writeln!(
             s,
             "data dir: {}\ndatabase: {}",

@@ -162,6 +162,14 @@ impl Storage {
         }
     }
 
+    /// Bytes read from the bucket since the mount started; `None` for a path (nothing to count).
+    pub fn bytes_read(&self, r: &dyn Remote) -> anyhow::Result<Option<u64>> {
+        match self {
+            Storage::Path { .. } => Ok(None),
+            Storage::Rclone(rc) => rc.bytes_read(r).map(Some),
+        }
+    }
+
     /// Bring a degraded mount back (unmount, remount, re-probe). A path cannot be recovered by us.
     pub fn recover(&self, r: &dyn Remote) -> anyhow::Result<()> {
         match self {

@@ -237,6 +237,14 @@ fn cases() -> Vec<(&'static str, String, &'static str)> {
             "plex.analysis_threads is 0; use 1 to 1024 Sonic workers",
         ),
         (
+            "a Sonic cost per track of zero",
+            r(
+                "data_dir = \"/var/lib/plexburst/plex\"",
+                "data_dir = \"/var/lib/plexburst/plex\"\nsonic_cpu_seconds_per_track = 0",
+            ),
+            "plex.sonic_cpu_seconds_per_track is 0; give the CPU seconds one track's Sonic analysis takes",
+        ),
+        (
             "claim in config",
             r(
                 "data_dir = \"/var/lib/plexburst/plex\"",

@@ -282,6 +282,29 @@ fn local_run_scans_analyses_restores_and_exports() {
     let out = lab.plexburst(&["run"]);
     assert_complete_run(&lab, &out);
     assert_sonic_ran_on_every_vcpu(&lab);
+    // Before the analysis has a rate of its own, its ETA is the plan's estimate and says so:
+    // the tracks left x 20 CPU s over this machine's vCPUs (LongRunningJobThreads).
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let first = stderr
+        .lines()
+        .find(|l| l.contains("Sonic analysis of Music: ") && l.contains(" tracks, "))
+        .unwrap_or_else(|| panic!("no Sonic progress line: {stderr}"));
+    let tracks = lab.counts.tracks;
+    let vcpus = std::thread::available_parallelism().unwrap().get() as i64;
+    let done: i64 = first
+        .split("Sonic analysis of Music: ")
+        .nth(1)
+        .and_then(|r| r.split('/').next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("{first}"));
+    let eta = Duration::from_secs(((tracks - done) * 20 / vcpus) as u64);
+    assert!(
+        first.contains(&format!(
+            "{done}/{tracks} tracks, ? /s, ETA {} (estimated at 20 CPU s/track)",
+            plexburst::units::format_secs(eta)
+        )),
+        "{first}"
+    );
     assert_prefs_restored(&before, &prefs_now(&lab));
     let status = lab.plexburst(&["status", "--json"]);
     let status: serde_json::Value = serde_json::from_slice(&status.stdout).unwrap();
@@ -577,6 +600,83 @@ fn crash_mid_analysis_restarts_plex_and_completes() {
         analyze["restarts"].as_u64().unwrap() >= 1,
         "no restart recorded: {analyze:#}"
     );
+    assert_report_html_draws_the_run(&lab);
+}
+
+/// `report.html` beside `report.md`: self-contained, drawn from one sample line per poll of the
+/// scan and the analysis, the restart marked, and a page Chromium renders with ink in several
+/// colours; report.md gives the measured CPU seconds per track to calibrate the forecast with.
+fn assert_report_html_draws_the_run(lab: &Lab) {
+    let state = lab.state();
+    let dir = lab
+        .state_dir()
+        .join("runs")
+        .join(state["run_id"].as_str().unwrap());
+    let samples: Vec<serde_json::Value> = std::fs::read_to_string(dir.join("samples.jsonl"))
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    for phase in ["scan", "analyze"] {
+        let n = samples.iter().filter(|s| s["phase"] == phase).count() as u64;
+        assert!(n >= 2, "{n} sample lines of {phase}");
+        assert_eq!(
+            n,
+            lab.phase(phase)["samples"],
+            "one line per sample of {phase}"
+        );
+    }
+    let restarts = samples
+        .iter()
+        .filter(|s| s["phase"] == "analyze")
+        .flat_map(|s| s["events"].as_array().cloned().unwrap_or_default())
+        .filter(|e| e == "restart")
+        .count() as u64;
+    assert_eq!(
+        restarts,
+        lab.phase("analyze")["restarts"],
+        "restarts on the timeline"
+    );
+    assert!(
+        samples
+            .iter()
+            .any(|s| s["cpu_cores"].as_f64().is_some_and(|c| c > 0.0)),
+        "Plex's CPU on the timeline"
+    );
+    let html = std::fs::read_to_string(dir.join("report.html")).unwrap();
+    assert!(html.contains("<svg"), "{html}");
+    assert!(
+        html.contains("<title>restart</title>"),
+        "the restart is marked"
+    );
+    assert!(
+        !html.contains("http://") && !html.contains("https://"),
+        "report.html fetches nothing: {html}"
+    );
+    assert!(!html.contains("<script"), "report.html needs no script");
+    let md = std::fs::read_to_string(dir.join("report.md")).unwrap();
+    assert!(
+        md.contains("CPU seconds per track on this machine")
+            && md.contains("set plex.sonic_cpu_seconds_per_track = "),
+        "{md}"
+    );
+    let shot = crate::picture::render(&dir.join("report.html"), &lab.path("report.png"), 900, 1600);
+    assert_eq!((shot.width, shot.height), (900, 1600));
+    assert!(
+        shot.inked > 0.02 && shot.colours >= 8,
+        "report.html rendered nearly blank: {shot:?}"
+    );
+    // The same check on an empty page fails, so the one above can.
+    std::fs::write(
+        lab.path("blank.html"),
+        "<!DOCTYPE html><html><body></body></html>",
+    )
+    .unwrap();
+    let blank = crate::picture::render(&lab.path("blank.html"), &lab.path("blank.png"), 900, 1600);
+    assert!(
+        blank.inked < 0.001 && blank.colours <= 2,
+        "an empty page is blank: {blank:?}"
+    );
 }
 
 #[test]
@@ -597,6 +697,18 @@ fn stalled_analysis_is_detected_and_reported() {
     );
     let analyze = lab.phase("analyze");
     assert_eq!(analyze["stalls"], 1, "{analyze:#}");
+    // The stall ends the analysis' timeline, and report.html marks it.
+    let timeline = crate::rclone::timeline(&lab);
+    let last = timeline.iter().rfind(|s| s["phase"] == "analyze").unwrap();
+    assert_eq!(last["events"], serde_json::json!(["stalled"]), "{last}");
+    let html = std::fs::read_to_string(
+        lab.state_dir()
+            .join("runs")
+            .join(lab.state()["run_id"].as_str().unwrap())
+            .join("report.html"),
+    )
+    .unwrap();
+    assert!(html.contains("<title>stalled</title>"), "{html}");
     assert_eq!(
         lab.phase("restore")["status"],
         "pending",

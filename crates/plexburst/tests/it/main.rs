@@ -9,6 +9,7 @@ mod export_gate;
 mod harness;
 mod layers;
 mod leftovers;
+mod picture;
 
 mod plex_api;
 mod preflight;

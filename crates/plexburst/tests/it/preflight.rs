@@ -102,6 +102,29 @@ fn plan_runs_the_same_preflight_over_ssh() {
         stdout.contains(&format!("Movies: {} files", c.movies)),
         "{stdout}"
     );
+    // The analysis forecast sizes the music the survey found, on the target's own cores.
+    assert!(
+        stdout.contains(&format!(
+            "forecast: Sonic analysis of {} tracks, ",
+            c.tracks
+        )),
+        "{stdout}"
+    );
+    let nproc =
+        String::from_utf8(crate::harness::run(&mut crate::harness::command("nproc")).stdout)
+            .unwrap()
+            .trim()
+            .to_string();
+    let line = stdout
+        .lines()
+        .find(|l| l.starts_with("  this target (ssh "))
+        .unwrap_or_else(|| panic!("no forecast line for the target: {stdout}"));
+    assert!(
+        line.contains("CPU-bound (CPU ")
+            && line.contains(&format!(" on {nproc} worker"))
+            && line.ends_with("media on the target's disk)"),
+        "{line}"
+    );
     let (path, message) = bad_folders(&lab).remove(0);
     music_at(&lab, &path);
     let bad = lab.plexburst(&["plan"]);

@@ -832,6 +832,26 @@ fn local_run_on_an_rclone_mount_scans_everything() {
         pids_with_cmdline("prefetch.sh").is_empty(),
         "the prefetcher is gone"
     );
+    // The timeline of report.html has the bytes the mount read from the bucket (rclone's
+    // core/stats): the scan reads every file through it.
+    let read: Vec<u64> = timeline(&rl.lab)
+        .iter()
+        .filter_map(|s| s["bucket_bytes"].as_u64())
+        .collect();
+    assert!(
+        read.iter().any(|b| *b > 0),
+        "no bucket bytes on the timeline: {read:?}"
+    );
+}
+
+/// The run's `samples.jsonl`, one JSON value a line.
+pub fn timeline(lab: &crate::harness::Lab) -> Vec<serde_json::Value> {
+    let id = lab.state()["run_id"].as_str().unwrap().to_string();
+    std::fs::read_to_string(lab.state_dir().join(format!("runs/{id}/samples.jsonl")))
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect()
 }
 
 #[test]
@@ -941,6 +961,13 @@ fn rclone_killed_mid_scan_is_remounted_and_nothing_is_marked_deleted() {
     );
     let killed = run_and_kill_rclone_mid_scan(&rl);
     assert_recovered_from_kill(&rl, killed);
+    let remounts = timeline(&rl.lab)
+        .iter()
+        .filter(|s| s["phase"] == "scan")
+        .flat_map(|s| s["events"].as_array().cloned().unwrap_or_default())
+        .filter(|e| e == "remount")
+        .count();
+    assert!(remounts >= 1, "the remount is on report.html's timeline");
 }
 
 #[test]
@@ -1251,5 +1278,50 @@ fn a_seed_in_the_bucket_is_copied_with_the_runs_rclone() {
         !staged.exists(),
         "the seed's copy is gone: {}",
         staged.display()
+    );
+}
+
+#[test]
+fn plan_sizes_the_bucket_from_here_and_an_unreachable_target_only_costs_the_forecast() {
+    // Nothing listens on this port: the ssh target is out of reach.
+    let port = free_port();
+    let rl = RcloneLab::new(
+        LabOpts {
+            target_toml: Some(format!(
+                "[target]\nkind = \"ssh\"\nhost = \"127.0.0.1\"\nport = {port}\nuser = \"nobody\"\nssh_options = [\"ConnectTimeout=5\", \"StrictHostKeyChecking=no\", \"UserKnownHostsFile=/dev/null\"]\n"
+            )),
+            ..Default::default()
+        },
+        "",
+    );
+    let out = rl.lab.plexburst(&["plan"]);
+    assert!(out.status.success(), "{}", text(&out));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        stdout.contains("preflight: the section folders are checked after the mount"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("forecast: omitted, the target's vCPUs are unknown ("),
+        "{stdout}"
+    );
+    // Reachable (this machine), the same bucket is sized from here, through the user's remote.
+    let local = RcloneLab::new(LabOpts::default(), "");
+    let out = local.lab.plexburst(&["plan"]);
+    assert!(out.status.success(), "{}", text(&out));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        stdout.contains(&format!(
+            "forecast: Sonic analysis of {} tracks, ",
+            local.lab.counts.tracks
+        )),
+        "{stdout}"
+    );
+    assert!(
+        stdout
+            .lines()
+            .any(|l| l.starts_with("  this target (local): ")
+                && l.contains("link speed unknown, network not counted")),
+        "{stdout}"
     );
 }

@@ -263,6 +263,28 @@ fn a_run_on_a_rented_instance_completes_and_leaves_nothing_billed() {
     assert!(!st.contains(SECRET));
     assert!(!stderr.contains(SECRET));
 
+    // The timeline of report.html has what the rented machine cost as the run went, and the
+    // bytes the instance's mount read from the bucket.
+    let timeline = crate::rclone::timeline(lab);
+    let costs: Vec<f64> = timeline
+        .iter()
+        .filter_map(|s| s["cost_eur"].as_f64())
+        .collect();
+    assert!(
+        !costs.is_empty() && costs.windows(2).all(|w| w[0] <= w[1]) && costs[costs.len() - 1] > 0.0,
+        "a growing cost on the timeline: {costs:?}"
+    );
+    assert!(
+        timeline
+            .iter()
+            .any(|s| s["bucket_bytes"].as_u64().is_some_and(|b| b > 0)),
+        "bucket bytes on the timeline"
+    );
+    let html =
+        std::fs::read_to_string(lab.journal().parent().unwrap().join("report.html")).unwrap();
+    assert!(!html.contains("nothing rented"), "the cost is drawn");
+    assert!(!html.contains(SECRET));
+
     // The run's own key: private half 0600, in no log, journal or state.
     let run_dir = lab.journal().parent().unwrap().to_path_buf();
     let key = run_dir.join("ssh/id_ed25519");
@@ -841,4 +863,150 @@ fn resume_after_sigterm_rents_a_new_instance_and_completes() {
     assert_eq!(lab.state()["status"], "done");
     assert_eq!(emu.booted().len(), 2, "a second instance was rented");
     assert_eq!(emu.left(), 0, "left at Scaleway: {:#}", emu.resources());
+}
+
+/// The lab's music files (of the plan's extensions for the section) and their bytes, from disk.
+fn music_on_disk(lab: &crate::harness::Lab, extensions: &[String]) -> (u64, u64) {
+    fn walk(dir: &std::path::Path, exts: &[String], acc: &mut (u64, u64)) {
+        for e in std::fs::read_dir(dir).unwrap() {
+            let p = e.unwrap().path();
+            if p.is_dir() {
+                walk(&p, exts, acc);
+            } else if p
+                .extension()
+                .and_then(|x| x.to_str())
+                .is_some_and(|x| exts.contains(&x.to_lowercase()))
+            {
+                acc.0 += 1;
+                acc.1 += std::fs::metadata(&p).unwrap().len();
+            }
+        }
+    }
+    let mut acc = (0, 0);
+    walk(&lab.path("media/Music"), extensions, &mut acc);
+    acc
+}
+
+/// The forecast line `plan` or `profiles` printed for a commercial type.
+fn forecast_line<'a>(out: &'a str, commercial_type: &str) -> &'a str {
+    out.lines()
+        .find(|l| l.starts_with("  ") && l.contains(&format!("({commercial_type}) in fr-par-1")))
+        .unwrap_or_else(|| panic!("no forecast line for {commercial_type}:\n{out}"))
+}
+
+#[test]
+fn plan_forecasts_the_analysis_on_every_profile_from_the_bucket_and_the_live_catalog() {
+    let emu = ScwEmu::start_with(&[], false);
+    let rl = scaleway_lab(&emu, LabOpts::default());
+    let lab = &rl.lab;
+    let plan_json: serde_json::Value = {
+        let out = lab.plexburst(&["plan", "--json", "--offline"]);
+        assert!(out.status.success(), "{}", text(&out));
+        serde_json::from_slice(&out.stdout).unwrap()
+    };
+    let music = plan_json["sections"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["type"] == "music")
+        .unwrap();
+    let exts: Vec<String> = serde_json::from_value(music["extensions"].clone()).unwrap();
+    let (tracks, bytes) = music_on_disk(lab, &exts);
+    assert_eq!(tracks as i64, lab.counts.tracks);
+    // The catalog the forecast must have used, read from the emulator directly.
+    let catalog: serde_json::Value = ureq::get(&format!(
+        "{}/instance/v1/zones/fr-par-1/products/servers?per_page=100",
+        emu.url
+    ))
+    .header("X-Auth-Token", SECRET)
+    .call()
+    .unwrap()
+    .body_mut()
+    .read_json()
+    .unwrap();
+    let check = |out: &str, per_track: f64| {
+        assert!(
+            out.contains(&format!("forecast: Sonic analysis of {tracks} tracks, ")),
+            "{out}"
+        );
+        for t in ["DEV1-S", "DEV1-M", "GP1-S", "GP1-M"] {
+            let spec = &catalog["servers"][t];
+            let vcpus = spec["ncpus"].as_u64().unwrap();
+            let bps = spec["network"]["sum_internet_bandwidth"].as_u64().unwrap() as f64;
+            let price = spec["hourly_price"].as_f64().unwrap();
+            let (cpu, net) = (
+                tracks as f64 * per_track / vcpus as f64,
+                bytes as f64 * 8.0 / bps,
+            );
+            let line = forecast_line(out, t);
+            let bound = if net > cpu {
+                "network-bound"
+            } else {
+                "CPU-bound"
+            };
+            assert!(line.contains(bound), "{bound} expected: {line}");
+            assert!(line.contains(&format!("on {vcpus} workers")), "{line}");
+            assert!(
+                line.contains(&format!(
+                    "at {} Mbit/s",
+                    spec["network"]["sum_internet_bandwidth"].as_u64().unwrap() / 1_000_000
+                )),
+                "{line}"
+            );
+            let eur = price * cpu.max(net) / 3600.0;
+            assert!(
+                line.ends_with(&format!(", {eur:.4} EUR")),
+                "{eur:.4}: {line}"
+            );
+        }
+    };
+    let plan = |extra: Option<&str>| {
+        if let Some(line) = extra {
+            let toml = std::fs::read_to_string(lab.config_path()).unwrap();
+            std::fs::write(
+                lab.config_path(),
+                toml.replacen("[plex]\n", &format!("[plex]\n{line}\n"), 1),
+            )
+            .unwrap();
+        }
+        let mut c = lab.cmd(&["plan"]);
+        scw_env(&emu, &mut c);
+        let out = crate::harness::run(c.env_remove("SCW_CONFIG_PATH"));
+        assert!(out.status.success(), "{}", text(&out));
+        String::from_utf8(out.stdout).unwrap()
+    };
+    // The default cost: labelled a guess, and with these few small tracks every profile is
+    // CPU-bound.
+    let out = plan(None);
+    assert!(out.contains("20 CPU s/track, an unmeasured guess"), "{out}");
+    assert!(forecast_line(&out, "DEV1-S").ends_with("EUR"), "{out}");
+    assert!(
+        forecast_line(&out, "DEV1-S").contains(", this config"),
+        "{out}"
+    );
+    check(&out, 20.0);
+    // A per-track cost this small leaves the link as the bound.
+    let out = plan(Some("sonic_cpu_seconds_per_track = 0.000001"));
+    assert!(
+        out.contains("0.000001 CPU s/track (plex.sonic_cpu_seconds_per_track)"),
+        "{out}"
+    );
+    check(&out, 0.000001);
+    assert!(out.contains("network-bound"), "{out}");
+    // `profiles` with the config sizes the same library.
+    let mut c = lab.cmd(&["profiles", "--zone", "fr-par-1"]);
+    scw_env(&emu, &mut c);
+    let out = crate::harness::run(c.env_remove("SCW_CONFIG_PATH"));
+    assert!(out.status.success(), "{}", text(&out));
+    check(&String::from_utf8(out.stdout).unwrap(), 0.000001);
+    // Offline: nothing is read, and the plan says the forecast is left out.
+    let out = lab.plexburst(&["plan", "--offline"]);
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains(
+            "forecast: omitted, the library's size is unknown (plan --offline reads neither the target nor the bucket)"
+        ),
+        "{}",
+        text(&out)
+    );
+    assert_eq!(emu.left(), 0);
 }

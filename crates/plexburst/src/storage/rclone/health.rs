@@ -29,6 +29,22 @@ impl Rclone {
         })
     }
 
+    /// Bytes the mount has read from the bucket since it started: `bytes` of rclone's
+    /// `core/stats` (every VFS read from the bucket is a transfer rclone accounts). Short
+    /// deadlines: it only feeds the report's picture, and must never hold up the monitor's poll.
+    pub fn bytes_read(&self, r: &dyn Remote) -> anyhow::Result<u64> {
+        let script = format!(
+            "rclone rc --url {} --timeout 2s --contimeout 2s core/stats",
+            quote(&self.rc_url())
+        );
+        let out = r.run(&self.cmd(script).timeout(Duration::from_secs(5)))?;
+        let v: serde_json::Value =
+            serde_json::from_slice(&out.stdout).context("rclone's core/stats is not JSON")?;
+        v["bytes"]
+            .as_u64()
+            .context("rclone's core/stats has no byte count")
+    }
+
     /// The script of `health`. It prints one verdict line, the first that applies: `unmounted`,
     /// `fstype TYPE` (not FUSE), `gone PID` (the pid file names a dead process), `noprobes`,
     /// `read STATUS` then the probe's stderr, `bucket` then the bucket reads' stderr, or `ok`.

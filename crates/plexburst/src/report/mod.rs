@@ -1,7 +1,11 @@
 //! The run report: runs/<run-id>/report.json and report.md, plus the `status` views.
 //!
 //! The report is its own serialized type (not the state file): per-phase start/end, counts before
-//! and after, rates, stalls, timeouts, restarts, the export's path and checksum.
+//! and after, rates, stalls, timeouts, restarts, the export's path and checksum. `report.html`
+//! (`html`) draws the run's time series (`samples`) beside it.
+
+pub mod html;
+pub mod samples;
 
 use std::path::{Path, PathBuf};
 
@@ -38,6 +42,45 @@ pub struct Report {
     pub files_and_items: Vec<FilesAndItems>,
     /// A seeded run: the seed as checked, remapped and sampled, and what the run changed.
     pub seed: Option<crate::seed::SeedRecord>,
+    /// What Sonic analysis cost per track on this run's machine, as measured.
+    pub sonic_cpu: Option<SonicCpu>,
+}
+
+/// The run's measured Sonic CPU cost: what `plex.sonic_cpu_seconds_per_track` is calibrated with.
+#[derive(Debug, Serialize)]
+pub struct SonicCpu {
+    pub cpu_seconds: f64,
+    pub tracks: i64,
+    pub cpu_seconds_per_track: f64,
+}
+
+impl SonicCpu {
+    fn of(s: &State) -> Option<SonicCpu> {
+        let p = s.phase("analyze")?;
+        (p.sonic_tracks > 0).then(|| SonicCpu {
+            cpu_seconds: p.sonic_cpu_secs,
+            tracks: p.sonic_tracks,
+            cpu_seconds_per_track: p.sonic_cpu_secs / p.sonic_tracks as f64,
+        })
+    }
+
+    pub fn sentence(&self) -> String {
+        let per = significant(self.cpu_seconds_per_track);
+        format!(
+            "Sonic analysis took {per} CPU seconds per track on this machine ({:.1} CPU s of Plex for {} tracks); to forecast with it, set plex.sonic_cpu_seconds_per_track = {per}",
+            self.cpu_seconds, self.tracks
+        )
+    }
+}
+
+/// `x` with three significant digits (`23.4`, `0.00417`): a measured cost as precise as it is,
+/// never rounded to a zero the config would refuse.
+fn significant(x: f64) -> String {
+    if x <= 0.0 || !x.is_finite() {
+        return format!("{x}");
+    }
+    let decimals = (2 - x.log10().floor() as i32).clamp(0, 12) as usize;
+    format!("{x:.decimals$}")
 }
 
 #[derive(Debug, Serialize)]
@@ -169,6 +212,7 @@ impl Report {
             warnings: s.warnings.clone(),
             files_and_items: files_and_items(s),
             seed: s.seed.clone(),
+            sonic_cpu: SonicCpu::of(s),
             status_text: status_word(s),
             cost: (!s.rented.is_empty()).then(|| cost_line(s, jiff::Timestamp::now())),
             released: s.released.clone(),
@@ -194,6 +238,9 @@ impl Report {
         }
         if let Some(c) = &self.cost {
             m.push_str(&format!("- cost: {c}\n"));
+        }
+        if let Some(c) = &self.sonic_cpu {
+            m.push_str(&format!("- {}\n", c.sentence()));
         }
         if !self.released.is_empty() {
             m.push_str(&format!(
@@ -381,7 +428,8 @@ pub fn render_left(left: &LeftOnTarget, target: &str) -> String {
     out
 }
 
-/// Write `runs/<run-id>/report.json` and `report.md`; returns that directory.
+/// Write `runs/<run-id>/report.json`, `report.md` and `report.html` (drawn from the run's
+/// `samples.jsonl`); returns that directory.
 pub fn write(state_dir: &Path, s: &State) -> anyhow::Result<PathBuf> {
     let dir = state_dir.join("runs").join(&s.run_id);
     std::fs::create_dir_all(&dir).with_context(|| format!("cannot create {}", dir.display()))?;
@@ -389,6 +437,9 @@ pub fn write(state_dir: &Path, s: &State) -> anyhow::Result<PathBuf> {
     std::fs::write(dir.join("report.json"), serde_json::to_vec_pretty(&r)?)
         .with_context(|| format!("cannot write the report in {}", dir.display()))?;
     std::fs::write(dir.join("report.md"), r.markdown())
+        .with_context(|| format!("cannot write the report in {}", dir.display()))?;
+    let lines = samples::read(&samples::path(state_dir, &s.run_id))?;
+    std::fs::write(dir.join("report.html"), html::page(&r, &lines))
         .with_context(|| format!("cannot write the report in {}", dir.display()))?;
     Ok(dir)
 }
@@ -474,8 +525,9 @@ pub fn render_status(s: &State) -> String {
                 .unwrap_or_else(|| "?".into()),
             g.eta_secs
                 .and_then(|e| std::time::Duration::try_from_secs_f64(e).ok())
-                .map(crate::units::format_secs)
+                .map(crate::plan::forecast::human)
                 .unwrap_or_else(|| "?".into())
+                + if g.eta_estimated { " (estimated)" } else { "" }
         ));
     }
     if let Some(sample) = &s.last_sample {
@@ -492,11 +544,40 @@ pub fn render_status(s: &State) -> String {
     }
     if !s.rented.is_empty() {
         out.push_str(&format!("cost: {}\n", cost_line(s, jiff::Timestamp::now())));
+        if let Some(more) = rest_of_phase_cost(s) {
+            out.push_str(&format!("       {more}\n"));
+        }
     }
     if let Some(e) = &s.error {
         out.push_str(&format!("error: {e}\n"));
     }
     out
+}
+
+/// `+0.0456 EUR for the rest of the analyze phase (at the live rate)`: the running machines'
+/// price over the watched phase's ETA, from the live rate or, before there is one, the estimate.
+pub fn rest_of_phase_cost(s: &State) -> Option<String> {
+    let g = s.progress.as_ref()?;
+    if s.current_phase.as_deref() != Some(g.phase.as_str()) {
+        return None;
+    }
+    let price: f64 = s
+        .rented
+        .iter()
+        .filter(|r| r.ended_at.is_none())
+        .map(|r| r.hourly_price)
+        .sum();
+    let eta = g.eta_secs?;
+    Some(format!(
+        "+{:.4} EUR for the rest of the {} phase ({})",
+        price * eta / 3600.0,
+        g.phase,
+        if g.eta_estimated {
+            "at the estimated CPU cost per track"
+        } else {
+            "at the live rate"
+        }
+    ))
 }
 
 /// `0.0123 EUR (DEV1-S in fr-par-1 at 0.0090 EUR/h for 1h22m, running)`.
@@ -530,6 +611,66 @@ pub fn cost_line(s: &State, now: jiff::Timestamp) -> String {
 mod tests {
     use super::*;
     use crate::state::KeptItem;
+
+    #[test]
+    fn status_forecasts_the_rest_of_the_phase_from_the_estimate_then_the_live_rate() {
+        let mut s = State::new(
+            Path::new("/c"),
+            Default::default(),
+            "scaleway".into(),
+            &["analyze"],
+        );
+        s.current_phase = Some("analyze".into());
+        s.rented = vec![crate::state::Rented {
+            server_id: "1".into(),
+            commercial_type: "GP1-S".into(),
+            zone: "fr-par-1".into(),
+            hourly_price: 0.5,
+            started_at: crate::state::now(),
+            ended_at: None,
+        }];
+        let mut g = crate::state::Progress {
+            phase: "analyze".into(),
+            label: "Sonic analysis of Music".into(),
+            unit: "tracks".into(),
+            done: 0,
+            total: Some(10),
+            rate_per_sec: None,
+            eta_secs: Some(7200.0),
+            eta_estimated: true,
+            at: crate::state::now(),
+        };
+        s.progress = Some(g.clone());
+        assert_eq!(
+            rest_of_phase_cost(&s).unwrap(),
+            "+1.0000 EUR for the rest of the analyze phase (at the estimated CPU cost per track)"
+        );
+        assert!(render_status(&s).contains("ETA 2h (estimated)"));
+        g.eta_estimated = false;
+        g.rate_per_sec = Some(0.01);
+        g.eta_secs = Some(1800.0);
+        s.progress = Some(g);
+        assert_eq!(
+            rest_of_phase_cost(&s).unwrap(),
+            "+0.2500 EUR for the rest of the analyze phase (at the live rate)"
+        );
+        // Another phase running: nothing to forecast from this progress.
+        s.current_phase = Some("export".into());
+        assert_eq!(rest_of_phase_cost(&s), None);
+    }
+
+    #[test]
+    fn a_measured_cost_keeps_three_significant_digits() {
+        assert_eq!(
+            [
+                significant(23.456),
+                significant(0.004171),
+                significant(1.0),
+                significant(312.7)
+            ],
+            ["23.5", "0.00417", "1.00", "313"]
+        );
+    }
 
     fn item(what: &str, path: &str, bytes: Option<u64>) -> KeptItem {
         KeptItem {
