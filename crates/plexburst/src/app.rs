@@ -57,6 +57,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Command::Run(args) => {
             let plan = plan_of(&cli.config, args)?;
+            check_before_run(&plan)?;
             pipeline::run(plan, &cli.config, &state_dir)
         }
         Command::Resume {
@@ -177,9 +178,16 @@ fn check_local_seed(plan: &Plan) -> anyhow::Result<()> {
     let db = match sp.kind {
         crate::seed::SeedKind::Db => path.clone(),
         crate::seed::SeedKind::Archive => {
-            let out = local.run(&crate::remote::Cmd::new(crate::seed::extract_db_script(
-                path, &dir,
-            )))?;
+            let out = local
+                .run(&crate::remote::Cmd::new(crate::seed::extract_db_script(
+                    path, &dir,
+                )))
+                .map_err(|e| {
+                    BadInput(format!(
+                        "--seed {path}: cannot take the library DB out of it ({}); give the archive `plexburst run` exported (a .tar.zst holding com.plexapp.plugins.library.db), or the DB itself",
+                        shell_reason(&format!("{e:#}"))
+                    ))
+                })?;
             out.stdout_str().trim().to_string()
         }
     };
@@ -220,6 +228,18 @@ fn check_local_seed(plan: &Plan) -> anyhow::Result<()> {
         found.problems.join("; ")
     );
     Ok(())
+}
+
+/// What a failed local script said, without the script's own quoting and tar's closing line.
+fn shell_reason(text: &str) -> String {
+    let lines: Vec<&str> = text
+        .lines()
+        .map(|l| l.split_once("exited with status").map_or(l, |(_, r)| r))
+        .map(|l| l.trim_start_matches(|c: char| c.is_ascii_digit() || c == ':' || c == ' '))
+        .map(str::trim)
+        .filter(|l| !l.is_empty() && !l.contains("Exiting with failure status"))
+        .collect();
+    lines.join("; ")
 }
 
 /// `plan`'s read-only preflight: on a target that exists and storage that is already there, the
@@ -269,6 +289,22 @@ fn check_local(plan: &Plan) -> anyhow::Result<()> {
             }
             .into());
         }
+    }
+    Ok(())
+}
+
+/// What `run` asks the outside world before it creates its state dir, so that a credential the
+/// user must fix stops it with nothing made: the Scaleway key, project, zones and types (the
+/// same read-only look as `plan`), and an account token plex.tv refuses.
+fn check_before_run(plan: &Plan) -> anyhow::Result<()> {
+    for line in pipeline::provision::check(plan)? {
+        tracing::debug!("scaleway: {line}");
+    }
+    if plan.needs_plex_pass()
+        && let Some(token) = crate::plextv::account_token()?
+    {
+        let tv = crate::plextv::PlexTv::new(&plan.plex.plextv_url, &crate::plextv::client_id());
+        crate::plextv::checked_account(&tv, &token)?;
     }
     Ok(())
 }

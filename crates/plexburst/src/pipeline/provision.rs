@@ -80,7 +80,11 @@ pub fn check(plan: &Plan) -> anyhow::Result<Vec<String>> {
         let types = match api.server_types(&zone) {
             Ok(t) => t,
             Err(e) if e.is_auth() || e.status() == Some(404) || e.status() == Some(400) => {
-                return Err(BadInput(format!("zone {zone}: {}", explain(&e))).into());
+                return Err(BadInput(format!(
+                    "target.zone {zone}: {}; use a zone Scaleway serves (fr-par-1, fr-par-2, nl-ams-1, pl-waw-1, ...)",
+                    explain(&e)
+                ))
+                .into());
             }
             Err(e) => return Err(e).context("cannot read Scaleway's server types"),
         };

@@ -13,16 +13,16 @@ use plexburst::plextv::{AccountToken, PlexTv, fresh_claim};
 use crate::harness::{Lab, LabOpts, TRACKS, command, emulator_bin, text};
 
 /// A distinctive account token: it must show up at plex.tv and nowhere else.
-const ACCOUNT: &str = "acct-tok-Zq81xPlanted";
+pub(crate) const ACCOUNT: &str = "acct-tok-Zq81xPlanted";
 
 /// `plex-emulator plextv` as a child process, stopped on drop.
-struct PlexTvEmu {
+pub(crate) struct PlexTvEmu {
     child: Child,
-    url: String,
+    pub(crate) url: String,
 }
 
 impl PlexTvEmu {
-    fn start(extra: &[&str]) -> PlexTvEmu {
+    pub(crate) fn start(extra: &[&str]) -> PlexTvEmu {
         let (child, url) = crate::harness::spawn_listening(
             command(emulator_bin())
                 .args([
@@ -38,7 +38,7 @@ impl PlexTvEmu {
         PlexTvEmu { child, url }
     }
 
-    fn stats(&self) -> serde_json::Value {
+    pub(crate) fn stats(&self) -> serde_json::Value {
         let body = ureq::get(&format!("{}/_emulator/stats", self.url))
             .call()
             .unwrap()
@@ -77,7 +77,7 @@ impl Drop for PlexTvEmu {
 }
 
 /// Every file under `dir` that contains `needle` (binary files included).
-fn files_containing(dir: &std::path::Path, needle: &str) -> Vec<String> {
+pub(crate) fn files_containing(dir: &std::path::Path, needle: &str) -> Vec<String> {
     let mut hits = Vec::new();
     let mut stack = vec![dir.to_path_buf()];
     while let Some(d) = stack.pop() {

@@ -11,10 +11,10 @@ use crate::harness::{LabOpts, command, emulator_bin, free_port, text};
 use crate::rclone::RcloneLab;
 
 /// A distinctive secret key, shaped as real ones are (a UUID: the official SDK checks).
-const SECRET: &str = "5ec2e7a1-b1a5-4e0d-9c1e-7e57c0ffee01";
-const PROJECT: &str = "11111111-2222-3333-4444-555555555555";
+pub(crate) const SECRET: &str = "5ec2e7a1-b1a5-4e0d-9c1e-7e57c0ffee01";
+pub(crate) const PROJECT: &str = "11111111-2222-3333-4444-555555555555";
 /// The emulator's default organization, owner of the projects it serves.
-const ORGANIZATION: &str = "5ca1e000-0000-4000-8000-000000000000";
+pub(crate) const ORGANIZATION: &str = "5ca1e000-0000-4000-8000-000000000000";
 
 fn workspace_bin(name: &str) -> PathBuf {
     emulator_bin().with_file_name(name)
@@ -200,7 +200,7 @@ fn target_line(lab: &crate::harness::Lab, line: &str) {
     std::fs::write(lab.config_path(), toml).unwrap();
 }
 
-fn scw_env(emu: &ScwEmu, c: &mut std::process::Command) {
+pub(crate) fn scw_env(emu: &ScwEmu, c: &mut std::process::Command) {
     c.env("SCW_SECRET_KEY", SECRET)
         .env("SCW_ACCESS_KEY", "SCWPLEXBURSTTEST000")
         .env("SCW_DEFAULT_PROJECT_ID", PROJECT)
