@@ -110,6 +110,14 @@ fn cases() -> Vec<(&'static str, String, &'static str)> {
             "sections[1].paths[0] \"/mnt/other/Movies\" is not under the storage root",
         ),
         (
+            "section path outside the rclone mount",
+            r(
+                "kind = \"path\"\npath = \"/srv/media\"",
+                "kind = \"rclone\"\nbucket = \"media\"\nmount_point = \"/mnt/media\"\nendpoint = \"http://127.0.0.1:9\"\naccess_key_id = \"AK\"",
+            ),
+            "sections[0].paths[0] \"/srv/media/Music\" is not under the storage root \"/mnt/media\"",
+        ),
+        (
             "section agent empty",
             r("name = \"Movies\"", "name = \"Movies\"\nagent = \"\""),
             "sections[1].agent is empty",
