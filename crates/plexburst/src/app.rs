@@ -254,7 +254,7 @@ fn preflight_of_plan(plan: &Plan, json: bool) -> anyhow::Result<()> {
         }
     };
     if pipeline::provision::scaleway(plan).is_some() {
-        for line in pipeline::provision::check(plan)? {
+        for line in pipeline::provision::check(plan, false)? {
             say(format!("scaleway: {line}"));
         }
         say("preflight: the section folders are checked on the instance, after provisioning and the mount (phase preflight)".into());
@@ -294,10 +294,11 @@ fn check_local(plan: &Plan) -> anyhow::Result<()> {
 }
 
 /// What `run` asks the outside world before it creates its state dir, so that a credential the
-/// user must fix stops it with nothing made: the Scaleway key, project, zones and types (the
-/// same read-only look as `plan`), and an account token plex.tv refuses.
+/// user must fix stops it with nothing made: the Scaleway key, project, zones, types and IAM
+/// rights (the same read-only look as `plan`, but for the stock, which power-on tests), and an
+/// account token plex.tv refuses.
 fn check_before_run(plan: &Plan) -> anyhow::Result<()> {
-    for line in pipeline::provision::check(plan)? {
+    for line in pipeline::provision::check(plan, true)? {
         tracing::debug!("scaleway: {line}");
     }
     if plan.needs_plex_pass()
