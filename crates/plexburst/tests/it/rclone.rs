@@ -821,11 +821,11 @@ const PLANTED_CLAIM: &str = "claim-Planted-Lc4Rt8Yq2";
 
 /// Looks at this machine, the local target, until finished: every command line, the listening
 /// sockets and the mode of the lab's pushed rclone config. Also returns the ports of the lab's
-/// Plex and rclone rc, from its plan.
-fn local_sampler(rl: &RcloneLab) -> (crate::audit::Sampler, [u16; 2]) {
-    let plan = rl.lab.plexburst(&["plan", "--offline", "--json"]);
-    assert!(plan.status.success(), "{}", text(&plan));
-    let plan: serde_json::Value = serde_json::from_slice(&plan.stdout).unwrap();
+/// Plex and rclone rc, and the plan output they come from.
+fn local_sampler(rl: &RcloneLab) -> (crate::audit::Sampler, [u16; 2], std::process::Output) {
+    let printed = rl.lab.plexburst(&["plan", "--offline", "--json"]);
+    assert!(printed.status.success(), "{}", text(&printed));
+    let plan: serde_json::Value = serde_json::from_slice(&printed.stdout).unwrap();
     let conf = plan["storage"]["conf_path"].as_str().unwrap().to_string();
     let rc = plan["storage"]["rc_port"].as_u64().unwrap() as u16;
     let probe = crate::audit::probe_script(&conf);
@@ -833,16 +833,17 @@ fn local_sampler(rl: &RcloneLab) -> (crate::audit::Sampler, [u16; 2]) {
         let o = crate::harness::run(command("sh").arg("-c").arg(&probe));
         Some(String::from_utf8_lossy(&o.stdout).into_owned())
     });
-    (sampler, [rl.lab.port, rc])
+    (sampler, [rl.lab.port, rc], printed)
 }
 
 /// The secrets audit and the exposure check of a completed local run: the S3 keys and the
-/// planted claim are in none of the run's output, the state dir (logs, state, plan, report,
+/// planted claim are in none of the plan's and the run's `outputs`, the state dir (logs, state, plan, report,
 /// journal), the bucket's archive and manifest, or a command line on the target (this machine);
-/// Plex and rclone's rc listened on loopback only; the pushed rclone config was 0600.
+/// Plex and rclone's rc listened on loopback only; the pushed rclone config and the state file
+/// were 0600.
 fn audit_local_run(
     rl: &RcloneLab,
-    run: &std::process::Output,
+    outputs: &[&std::process::Output],
     samples: &[String],
     ports: &[u16; 2],
 ) {
@@ -850,7 +851,14 @@ fn audit_local_run(
     let looks = samples.len();
     assert!(looks >= 3, "the sampler looked {looks} times");
     let texts = [
-        ("run output", text(run)),
+        (
+            "plan and run output",
+            outputs
+                .iter()
+                .map(|o| text(o))
+                .collect::<Vec<_>>()
+                .join("\n"),
+        ),
         ("the target's command lines", samples.join("\n")),
     ];
     let texts: Vec<(&str, &str)> = texts.iter().map(|(n, t)| (*n, t.as_str())).collect();
@@ -882,6 +890,11 @@ fn audit_local_run(
         ["600".to_string()].into(),
         "the pushed rclone config's mode"
     );
+    let state = rl.lab.state_dir().join("state.json");
+    let mode =
+        std::os::unix::fs::PermissionsExt::mode(&std::fs::metadata(&state).unwrap().permissions())
+            & 0o777;
+    assert_eq!(mode, 0o600, "{}", state.display());
     eprintln!(
         "secrets audit (local run): {} secrets, {} sinks + every file under the state dir, the export dir and the bucket, {looks} looks at the target: 0 found; Plex and rclone rc on loopback only",
         secrets.len(),
@@ -901,12 +914,12 @@ fn local_run_on_an_rclone_mount_scans_everything() {
     )
     .unwrap();
     // The secrets audit and the exposure check on the local target ride on this run.
-    let (sampler, ports) = local_sampler(&rl);
+    let (sampler, ports, plan) = local_sampler(&rl);
     let out = crate::harness::run(rl.lab.cmd(&["run"]).env("PLEX_CLAIM", PLANTED_CLAIM));
     let samples = sampler.finish();
     assert_counts_match(&rl, &out);
     assert_archive_in_bucket(&rl, true);
-    audit_local_run(&rl, &out, &samples, &ports);
+    audit_local_run(&rl, &[&plan, &out], &samples, &ports);
     // The music section's analysis ran with the prefetcher, which read what it could and left.
     let prefetch = rl.lab.phase("analyze")["prefetch"].clone();
     assert_eq!(prefetch["failed"], 0, "{prefetch:#}");
