@@ -77,6 +77,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Command::Run(args) => {
             let plan = plan_of(&cli.config, args)?;
+            check_before_run(&plan)?;
             pipeline::run(plan, &cli.config, &state_dir)
         }
         Command::Resume {
@@ -197,9 +198,16 @@ fn check_local_seed(plan: &Plan) -> anyhow::Result<()> {
     let db = match sp.kind {
         crate::seed::SeedKind::Db => path.clone(),
         crate::seed::SeedKind::Archive => {
-            let out = local.run(&crate::remote::Cmd::new(crate::seed::extract_db_script(
-                path, &dir,
-            )))?;
+            let out = local
+                .run(&crate::remote::Cmd::new(crate::seed::extract_db_script(
+                    path, &dir,
+                )))
+                .map_err(|e| {
+                    BadInput(format!(
+                        "--seed {path}: cannot take the library DB out of it ({}); give the archive `plexburst run` exported (a .tar.zst holding com.plexapp.plugins.library.db), or the DB itself",
+                        shell_reason(&format!("{e:#}"))
+                    ))
+                })?;
             out.stdout_str().trim().to_string()
         }
     };
@@ -252,6 +260,18 @@ struct Looked {
     _scratch: tempfile::TempDir,
 }
 
+/// What a failed local script said, without the script's own quoting and tar's closing line.
+fn shell_reason(text: &str) -> String {
+    let lines: Vec<&str> = text
+        .lines()
+        .map(|l| l.split_once("exited with status").map_or(l, |(_, r)| r))
+        .map(|l| l.trim_start_matches(|c: char| c.is_ascii_digit() || c == ':' || c == ' '))
+        .map(str::trim)
+        .filter(|l| !l.is_empty() && !l.contains("Exiting with failure status"))
+        .collect();
+    lines.join("; ")
+}
+
 /// `plan`'s read-only preflight: on a target that exists and storage that is already there, the
 /// same survey of the section folders as the run's preflight phase (a problem: exit 2). On rclone
 /// storage the folders exist only once mounted, so it says when they will be checked. Returns the
@@ -265,7 +285,7 @@ fn preflight_of_plan(plan: &Plan, json: bool) -> anyhow::Result<Option<Looked>> 
         }
     };
     if pipeline::provision::scaleway(plan).is_some() {
-        for line in pipeline::provision::check(plan)? {
+        for line in pipeline::provision::check(plan, false)? {
             say(format!("scaleway: {line}"));
         }
         say("preflight: the section folders are checked on the instance, after provisioning and the mount (phase preflight)".into());
@@ -484,6 +504,23 @@ fn check_local(plan: &Plan) -> anyhow::Result<()> {
             }
             .into());
         }
+    }
+    Ok(())
+}
+
+/// What `run` asks the outside world before it creates its state dir, so that a credential the
+/// user must fix stops it with nothing made: the Scaleway key, project, zones, types and IAM
+/// rights (the same read-only look as `plan`, but for the stock, which power-on tests), and an
+/// account token plex.tv refuses.
+fn check_before_run(plan: &Plan) -> anyhow::Result<()> {
+    for line in pipeline::provision::check(plan, true)? {
+        tracing::debug!("scaleway: {line}");
+    }
+    if plan.needs_plex_pass()
+        && let Some(token) = crate::plextv::account_token()?
+    {
+        let tv = crate::plextv::PlexTv::new(&plan.plex.plextv_url, &crate::plextv::client_id());
+        crate::plextv::checked_account(&tv, &token)?;
     }
     Ok(())
 }

@@ -154,6 +154,31 @@ pub fn store_token(token: &AccountToken) -> anyhow::Result<PathBuf> {
     Ok(path)
 }
 
+/// The account behind `token`, fit for Sonic analysis: a token plex.tv refuses, or an account
+/// without Plex Pass, is the user's to fix (exit 2); plex.tv unreachable is not.
+pub fn checked_account(tv: &PlexTv, token: &AccountToken) -> anyhow::Result<Account> {
+    use anyhow::Context;
+    let account = match tv.account(token) {
+        Ok(a) => a,
+        Err(e @ PlexTvError::Rejected) => {
+            return Err(crate::error::BadInput(format!(
+                "{e} (the token came from {})",
+                token.origin
+            ))
+            .into());
+        }
+        Err(e) => return Err(e).context("cannot check the Plex account with plex.tv"),
+    };
+    if !account.plex_pass {
+        return Err(crate::error::BadInput(format!(
+            "the Plex account {:?} has no active Plex Pass, which Sonic analysis needs; subscribe, or run with --skip-analysis",
+            account.username
+        ))
+        .into());
+    }
+    Ok(account)
+}
+
 /// A blocking plex.tv client. `base` is `https://plex.tv`, or an emulator's address in tests.
 pub struct PlexTv {
     base: String,

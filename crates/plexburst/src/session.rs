@@ -322,22 +322,7 @@ impl Ctx {
             )
         } else if let Some(token) = crate::plextv::account_token()? {
             let tv = self.plextv();
-            let account = match tv.account(&token) {
-                Ok(a) => a,
-                Err(e @ crate::plextv::PlexTvError::Rejected) => {
-                    return Err(
-                        BadInput(format!("{e} (the token came from {})", token.origin)).into(),
-                    );
-                }
-                Err(e) => return Err(e).context("cannot check the Plex account with plex.tv"),
-            };
-            if !account.plex_pass {
-                return Err(BadInput(format!(
-                    "the Plex account {:?} has no active Plex Pass, which Sonic analysis needs; subscribe, or run with --skip-analysis",
-                    account.username
-                ))
-                .into());
-            }
+            let account = crate::plextv::checked_account(&tv, &token)?;
             let said = format!(
                 "a claim token from {} for the account {:?} (Plex Pass active), fetched right before Plex starts (account token from {})",
                 tv.base(),

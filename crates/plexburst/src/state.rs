@@ -341,8 +341,14 @@ impl StateStore {
 
     /// Create the dir if needed and take its lock, failing at once if another run holds it.
     pub fn lock(dir: &Path) -> anyhow::Result<StateStore> {
-        std::fs::create_dir_all(dir)
-            .with_context(|| format!("cannot create state dir {}", dir.display()))?;
+        // A state dir that cannot be made or written is the user's to fix, before anything runs.
+        let unusable = |e: std::io::Error| {
+            crate::error::BadInput(format!(
+                "--state-dir {}: cannot write there ({e}); pass --state-dir a directory you can write, or fix its permissions",
+                dir.display()
+            ))
+        };
+        std::fs::create_dir_all(dir).map_err(unusable)?;
         let lock_path = dir.join("lock");
         let f = OpenOptions::new()
             .create(true)
@@ -350,7 +356,7 @@ impl StateStore {
             .write(true)
             .mode(0o600)
             .open(&lock_path)
-            .with_context(|| format!("cannot open {}", lock_path.display()))?;
+            .map_err(unusable)?;
         match f.try_lock() {
             Ok(()) => {}
             Err(std::fs::TryLockError::WouldBlock) => bail!(

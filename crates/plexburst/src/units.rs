@@ -35,7 +35,10 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
             "" => return Err(format!("{text:?} has no unit")),
             other => return Err(format!("{text:?} has an unknown unit {other:?}")),
         };
-        total += Duration::from_secs_f64(secs);
+        // A number too big for a Duration is an answer, not a panic.
+        let too_long = || format!("{text:?} is too long");
+        let part = Duration::try_from_secs_f64(secs).map_err(|_| too_long())?;
+        total = total.checked_add(part).ok_or_else(too_long)?;
         rest = rest[unit_len..].trim_start();
     }
     Ok(total)

@@ -407,18 +407,61 @@ impl Config {
     pub fn parse(text: &str) -> Result<Config, ConfigError> {
         let raw: RawConfig = toml::from_str(text).map_err(|e| {
             let msg = e.message().to_string();
-            let loc = e
-                .span()
-                .map(|s| {
-                    let line = text[..s.start.min(text.len())].matches('\n').count() + 1;
-                    format!(" (line {line})")
-                })
+            let start = e.span().map(|s| s.start.min(text.len()));
+            let loc = start
+                .map(|at| format!(" (line {})", text[..at].matches('\n').count() + 1))
+                .unwrap_or_default();
+            let field = start
+                .and_then(|at| field_at(text, at))
+                .map(|f| format!("{f}: "))
                 .unwrap_or_default();
             ConfigError::one(format!(
-                "{msg}{loc}; fix that key or value (`plexburst init` writes a commented example)"
+                "{field}{msg}{loc}; fix that key or value (`plexburst init` writes a commented example)"
             ))
         })?;
         validate::validate(raw)
+    }
+}
+
+/// The field path (`plex.data_dir`, `sections[1].name`) of the key on the line holding byte
+/// `at`, so a TOML error names the field as a validation error does.
+fn field_at(text: &str, at: usize) -> Option<String> {
+    let line_start = text[..at].rfind('\n').map_or(0, |i| i + 1);
+    let line = text[line_start..].lines().next().unwrap_or("").trim();
+    let key = line
+        .split_once('=')
+        .map(|(k, _)| k.trim().trim_matches('"').to_string())
+        .filter(|k| !k.is_empty() && !line.starts_with('['));
+    let headers: Vec<&str> = text[..line_start]
+        .lines()
+        .map(str::trim)
+        .filter(|l| l.starts_with('['))
+        .collect();
+    let table = headers.last().map(|h| {
+        if let Some(name) = h.strip_prefix("[[").and_then(|r| r.split_once("]]")) {
+            let name = name.0.trim();
+            let n = headers
+                .iter()
+                .filter(|o| {
+                    o.strip_prefix("[[")
+                        .and_then(|r| r.split_once("]]"))
+                        .is_some_and(|(x, _)| x.trim() == name)
+                })
+                .count();
+            format!("{name}[{}]", n - 1)
+        } else {
+            h.trim_start_matches('[')
+                .split(']')
+                .next()
+                .unwrap_or("")
+                .trim()
+                .to_string()
+        }
+    });
+    match (table, key) {
+        (Some(t), Some(k)) => Some(format!("{t}.{k}")),
+        (None, Some(k)) => Some(k),
+        _ => None,
     }
 }
 
@@ -610,6 +653,10 @@ mod tests {
         assert_eq!(parse_duration("200ms").unwrap(), Duration::from_millis(200));
         assert!(parse_duration("10").is_err());
         assert!(parse_duration("1 fortnight").is_err());
+        assert!(
+            parse_duration(&format!("1{}d", "0".repeat(30))).is_err(),
+            "no panic"
+        );
         assert_eq!(format_duration(Duration::from_secs(5400)), "90m");
     }
 }

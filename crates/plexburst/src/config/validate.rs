@@ -36,6 +36,15 @@ impl Problems {
                     );
                     default
                 }
+                Ok(d) if d > LONGEST => {
+                    self.push(
+                        field,
+                        format!(
+                            "{s:?} is more than a year, longer than any run; give a realistic duration like \"2h\" or \"3d\""
+                        ),
+                    );
+                    default
+                }
                 Ok(d) => d,
                 Err(e) => {
                     self.push(
@@ -48,6 +57,9 @@ impl Problems {
         }
     }
 }
+
+/// No duration in a config is longer than this: a longer one is a typo (a unit or digits too many).
+const LONGEST: Duration = Duration::from_secs(366 * 86400);
 
 /// The checked config, or every problem of every table.
 pub(super) fn validate(raw: RawConfig) -> Result<Config, ConfigError> {

@@ -127,6 +127,14 @@ pub fn resume(
     replan: bool,
     fresh: impl FnOnce(&crate::plan::RunOptions) -> Plan,
 ) -> anyhow::Result<()> {
+    // Nothing to resume is said before the lock, which would make the state dir.
+    if !state_dir.join("state.json").exists() {
+        return Err(BadInput(format!(
+            "no run to resume in {}; start one with `plexburst run` (or pass the run's --state-dir)",
+            state_dir.display()
+        ))
+        .into());
+    }
     let store = StateStore::lock(state_dir)?;
     let Some(state) = store.load()? else {
         return Err(BadInput(format!(

@@ -59,8 +59,9 @@ fn explain(e: &ApiError) -> String {
 
 /// `plan`'s read-only look at the cloud: credentials, project, and for each zone and type the
 /// price, stock and end of service, and the image. Nothing is created. Lines to print, or the
-/// user's problem (exit 2).
-pub fn check(plan: &Plan) -> anyhow::Result<Vec<String>> {
+/// user's problem (exit 2). `for_run`: what the stock says now does not stop the run (power-on
+/// is the real test, and provisioning falls back), but a type no zone offers does.
+pub fn check(plan: &Plan, for_run: bool) -> anyhow::Result<Vec<String>> {
     let Some(sc) = scaleway(plan) else {
         return Ok(Vec::new());
     };
@@ -75,12 +76,16 @@ pub fn check(plan: &Plan) -> anyhow::Result<Vec<String>> {
         )
         .into());
     }
-    let mut usable = 0;
+    let (mut usable, mut offered) = (0, 0);
     for zone in zones(sc, &creds) {
         let types = match api.server_types(&zone) {
             Ok(t) => t,
             Err(e) if e.is_auth() || e.status() == Some(404) || e.status() == Some(400) => {
-                return Err(BadInput(format!("zone {zone}: {}", explain(&e))).into());
+                return Err(BadInput(format!(
+                    "target.zone {zone}: {}; use a zone Scaleway serves (fr-par-1, fr-par-2, nl-ams-1, pl-waw-1, ...)",
+                    explain(&e)
+                ))
+                .into());
             }
             Err(e) => return Err(e).context("cannot read Scaleway's server types"),
         };
@@ -90,6 +95,7 @@ pub fn check(plan: &Plan) -> anyhow::Result<Vec<String>> {
                 lines.push(format!("{zone} {t}: not offered in this zone"));
                 continue;
             };
+            offered += 1;
             let avail = stock.get(t).map(String::as_str).unwrap_or("unknown");
             let image = api
                 .image_for(&zone, &sc.image_label, t, &sc.root_volume_type)
@@ -138,7 +144,7 @@ pub fn check(plan: &Plan) -> anyhow::Result<Vec<String>> {
             .into());
         }
     }
-    if usable == 0 {
+    if usable == 0 && !(for_run && offered > 0) {
         return Err(BadInput(format!(
             "no zone and type of the config can be rented now:\n  {}\nadd zones or fallback_types, or pick another type",
             lines.join("\n  ")

@@ -13,16 +13,16 @@ use plexburst::plextv::{AccountToken, PlexTv, fresh_claim};
 use crate::harness::{Lab, LabOpts, TRACKS, command, emulator_bin, text};
 
 /// A distinctive account token: it must show up at plex.tv and nowhere else.
-const ACCOUNT: &str = "acct-tok-Zq81xPlanted";
+pub(crate) const ACCOUNT: &str = "acct-tok-Zq81xPlanted";
 
 /// `plex-emulator plextv` as a child process, stopped on drop.
-struct PlexTvEmu {
+pub(crate) struct PlexTvEmu {
     child: Child,
-    url: String,
+    pub(crate) url: String,
 }
 
 impl PlexTvEmu {
-    fn start(extra: &[&str]) -> PlexTvEmu {
+    pub(crate) fn start(extra: &[&str]) -> PlexTvEmu {
         let (child, url) = crate::harness::spawn_listening(
             command(emulator_bin())
                 .args([
@@ -38,7 +38,7 @@ impl PlexTvEmu {
         PlexTvEmu { child, url }
     }
 
-    fn stats(&self) -> serde_json::Value {
+    pub(crate) fn stats(&self) -> serde_json::Value {
         let body = ureq::get(&format!("{}/_emulator/stats", self.url))
             .call()
             .unwrap()
@@ -77,7 +77,7 @@ impl Drop for PlexTvEmu {
 }
 
 /// Every file under `dir` that contains `needle` (binary files included).
-fn files_containing(dir: &std::path::Path, needle: &str) -> Vec<String> {
+pub(crate) fn files_containing(dir: &std::path::Path, needle: &str) -> Vec<String> {
     let mut hits = Vec::new();
     let mut stack = vec![dir.to_path_buf()];
     while let Some(d) = stack.pop() {
@@ -174,8 +174,15 @@ fn login_then_run_claims_the_server_with_a_fresh_token_and_the_account_token_sta
     assert_eq!(tv.stats()["pins_linked"], 1);
     assert!(!said.contains(account.trim()), "login printed the token");
 
-    // A run with the stored token and no PLEX_CLAIM: plexburst fetches the claim itself.
+    // A run with the stored token and no PLEX_CLAIM: plexburst fetches the claim itself. The
+    // secrets audit looks at every command line on the target (this machine) meanwhile.
+    let probe = crate::audit::probe_script("/nonexistent");
+    let sampler = crate::audit::Sampler::start(move || {
+        let o = crate::harness::run(command("sh").arg("-c").arg(&probe));
+        Some(String::from_utf8_lossy(&o.stdout).into_owned())
+    });
     let out = crate::harness::run(lab.cmd(&["run"]).env_remove("PLEX_CLAIM"));
+    let samples = sampler.finish();
     assert!(out.status.success(), "{}", text(&out));
     assert_eq!(
         lab.count(
@@ -214,6 +221,34 @@ fn login_then_run_claims_the_server_with_a_fresh_token_and_the_account_token_sta
     assert!(
         !String::from_utf8_lossy(&out.stderr).contains(account.trim()),
         "the account token was printed"
+    );
+    // Neither the account token nor the claim fetched with it is on a command line, and the
+    // claim is in no file the run wrote either.
+    let claim = stats["exchanges"][0]["claim"].as_str().unwrap().to_string();
+    let secrets = [
+        ("the account token", account.trim()),
+        ("the claim token", claim.as_str()),
+    ];
+    let texts = [
+        ("the target's command lines", samples.join("\n")),
+        ("run output", text(&out)),
+    ];
+    let texts: Vec<(&str, &str)> = texts.iter().map(|(n, t)| (*n, t.as_str())).collect();
+    let leaks = crate::audit::leaks(
+        &secrets,
+        &texts,
+        &[&lab.state_dir(), &lab.path("export")],
+        &[],
+    );
+    assert!(leaks.is_empty(), "secrets leaked: {leaks:#?}");
+    assert!(
+        samples.len() >= 3,
+        "the sampler looked {} times",
+        samples.len()
+    );
+    eprintln!(
+        "secrets audit (login and claim): 2 secrets, {} looks at the target's command lines and every file of the run: 0 found",
+        samples.len()
     );
     let state = lab.state();
     assert!(

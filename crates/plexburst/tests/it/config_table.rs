@@ -1,12 +1,13 @@
-//! Bad configs, run through the real binary's `plan`: each one exits 2, names the field in
-//! stderr, and starts nothing (no state dir is created).
+//! Bad configs, run through the real binary's `plan` and `run`: each one exits 2, names the
+//! field and a fix in stderr, and starts nothing (no state dir is created). Bad arguments,
+//! credentials and files are `bad_input`'s table, asserted the same way.
 
 use std::path::Path;
 use std::process::Output;
 
 use crate::harness::{plexburst_bin, run, text};
 
-const GOOD: &str = r#"
+pub const GOOD: &str = r#"
 [target]
 kind = "local"
 
@@ -109,6 +110,14 @@ fn cases() -> Vec<(&'static str, String, &'static str)> {
             "sections[1].paths[0] \"/mnt/other/Movies\" is not under the storage root",
         ),
         (
+            "section path outside the rclone mount",
+            r(
+                "kind = \"path\"\npath = \"/srv/media\"",
+                "kind = \"rclone\"\nbucket = \"media\"\nmount_point = \"/mnt/media\"\nendpoint = \"http://127.0.0.1:9\"\naccess_key_id = \"AK\"",
+            ),
+            "sections[0].paths[0] \"/srv/media/Music\" is not under the storage root \"/mnt/media\"",
+        ),
+        (
             "section agent empty",
             r("name = \"Movies\"", "name = \"Movies\"\nagent = \"\""),
             "sections[1].agent is empty",
@@ -177,7 +186,11 @@ fn cases() -> Vec<(&'static str, String, &'static str)> {
             r("path = \"/srv/media\"", "path = \"srv/media\""),
             "storage.path",
         ),
-        ("storage kind", r("kind = \"path\"", "kind = \"s4\""), "s4"),
+        (
+            "storage kind",
+            r("kind = \"path\"", "kind = \"s4\""),
+            "storage.kind: unknown variant `s4`",
+        ),
         (
             "plex missing",
             r(
@@ -315,7 +328,7 @@ fn cases() -> Vec<(&'static str, String, &'static str)> {
                 "destination = \"/var/backups/plexburst\"",
                 "destination = \"/var/backups/plexburst\"\nallow_deleted = \"yes\"",
             ),
-            "invalid type: string \"yes\", expected a boolean",
+            "export.allow_deleted: invalid type: string \"yes\", expected a boolean",
         ),
         (
             "unknown key",
@@ -323,13 +336,48 @@ fn cases() -> Vec<(&'static str, String, &'static str)> {
                 "data_dir = \"/var/lib/plexburst/plex\"",
                 "data_dir = \"/var/lib/plexburst/plex\"\nprot = 32400",
             ),
-            "prot",
+            "plex.prot: unknown field `prot`",
         ),
-        ("toml syntax", r("[timeouts]", "[timeouts"), "line"),
+        (
+            "toml syntax",
+            r("[timeouts]", "[timeouts"),
+            "unclosed table, expected `]` (line 14)",
+        ),
         (
             "wrong value type",
             r("data_dir = \"/var/lib/plexburst/plex\"", "data_dir = 7"),
-            "line",
+            "plex.data_dir: invalid type",
+        ),
+        (
+            "a section's paths not a list",
+            r(
+                "paths = [\"/srv/media/Movies\"]",
+                "paths = \"/srv/media/Movies\"",
+            ),
+            "sections[1].paths: invalid type",
+        ),
+        (
+            "absurd duration",
+            r("scan = \"1h\"", "scan = \"400d\""),
+            "timeouts.scan \"400d\" is more than a year",
+        ),
+        (
+            "duration too big for a number",
+            r(
+                "scan = \"1h\"",
+                "scan = \"1000000000000000000000000000000d\"",
+            ),
+            "timeouts.scan \"1000000000000000000000000000000d\" is too long",
+        ),
+        (
+            "negative duration",
+            r("stall_window = \"10m\"", "stall_window = \"-10m\""),
+            "monitor.stall_window \"-10m\" is not a duration",
+        ),
+        (
+            "absurd poll interval",
+            r("poll_interval = \"10s\"", "poll_interval = \"5000h\""),
+            "monitor.stall_window",
         ),
     ]
 }
@@ -350,26 +398,38 @@ fn bad_configs_exit_2_naming_the_field_and_start_nothing() {
     let dir = tempfile::tempdir().unwrap();
     let mut failures = Vec::new();
     let cases = cases();
-    assert!(cases.len() >= 20);
+    assert!(cases.len() >= 40);
     for (i, (name, toml, want)) in cases.iter().enumerate() {
-        let state = dir.path().join(format!("state{i}"));
-        let out = plan_of(
-            dir.path(),
-            &format!("case{i}.toml"),
-            toml,
-            &["--state-dir", state.to_str().unwrap()],
-        );
-        let stderr = String::from_utf8_lossy(&out.stderr);
-        if out.status.code() != Some(2) || !stderr.contains(want) || !stderr.contains("config: ") {
-            failures.push(format!(
-                "case {name:?}: want exit 2 and {want:?} in stderr, got {}",
-                text(&out)
+        for sub in ["plan", "run"] {
+            let state = dir.path().join(format!("state{i}-{sub}"));
+            let cfg = dir.path().join(format!("case{i}.toml"));
+            std::fs::write(&cfg, toml).unwrap();
+            let mut cmd = crate::harness::command(plexburst_bin());
+            cmd.arg(sub);
+            if sub == "plan" {
+                cmd.arg("--offline");
+            }
+            let out = run(cmd
+                .arg("--state-dir")
+                .arg(&state)
+                .arg("--config")
+                .arg(&cfg)
+                .env_remove("PLEX_CLAIM"));
+            // A config problem is `config: FIELD ...; FIX`.
+            let field = format!("config: {}", want.split(' ').next().unwrap_or(want));
+            let case = format!("{name} ({sub})");
+            failures.extend(crate::bad_input::rejected(
+                &case, &out, &field, "; ", &state,
             ));
-        }
-        if state.exists() {
-            failures.push(format!("case {name:?}: the state dir was created"));
+            if !String::from_utf8_lossy(&out.stderr).contains(want) {
+                failures.push(format!("case {case:?}: {want:?} not in {}", text(&out)));
+            }
         }
     }
+    eprintln!(
+        "bad input: {} config cases through plan and run, all exit 2 with the field and the fix, nothing created",
+        cases.len()
+    );
     assert!(failures.is_empty(), "{}", failures.join("\n\n"));
 }
 

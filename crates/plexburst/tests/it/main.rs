@@ -1,6 +1,8 @@
 //! Integration tests: one binary, one module per topic; `harness` holds the shared setup.
 
 mod apply;
+mod audit;
+mod bad_input;
 mod claim;
 mod cli;
 mod config_table;

@@ -691,6 +691,11 @@ impl RcloneLab {
         }
     }
 
+    /// The S3 access and secret key the lab's bucket answers to.
+    pub fn s3_keys(&self) -> (String, String) {
+        (self._s3.access_key.clone(), self._s3.secret_key.clone())
+    }
+
     /// Pids of `rclone mount` processes serving this lab's mount point.
     pub fn mount_pids(&self) -> Vec<i32> {
         pids_with_cmdline(&self.mount_point)
@@ -811,6 +816,92 @@ fn assert_archive_in_bucket(rl: &RcloneLab, staged: bool) {
     assert_eq!(m["entries"], x["files"], "{m}");
 }
 
+/// A distinctive claim token for the secrets audit (the emulator claims itself with any).
+const PLANTED_CLAIM: &str = "claim-Planted-Lc4Rt8Yq2";
+
+/// Looks at this machine, the local target, until finished: every command line, the listening
+/// sockets and the mode of the lab's pushed rclone config. Also returns the ports of the lab's
+/// Plex and rclone rc, and the plan output they come from.
+fn local_sampler(rl: &RcloneLab) -> (crate::audit::Sampler, [u16; 2], std::process::Output) {
+    let printed = rl.lab.plexburst(&["plan", "--offline", "--json"]);
+    assert!(printed.status.success(), "{}", text(&printed));
+    let plan: serde_json::Value = serde_json::from_slice(&printed.stdout).unwrap();
+    let conf = plan["storage"]["conf_path"].as_str().unwrap().to_string();
+    let rc = plan["storage"]["rc_port"].as_u64().unwrap() as u16;
+    let probe = crate::audit::probe_script(&conf);
+    let sampler = crate::audit::Sampler::start(move || {
+        let o = crate::harness::run(command("sh").arg("-c").arg(&probe));
+        Some(String::from_utf8_lossy(&o.stdout).into_owned())
+    });
+    (sampler, [rl.lab.port, rc], printed)
+}
+
+/// The secrets audit and the exposure check of a completed local run: the S3 keys and the
+/// planted claim are in none of the plan's and the run's `outputs`, the state dir (logs, state, plan, report,
+/// journal), the bucket's archive and manifest, or a command line on the target (this machine);
+/// Plex and rclone's rc listened on loopback only; the pushed rclone config and the state file
+/// were 0600.
+fn audit_local_run(
+    rl: &RcloneLab,
+    outputs: &[&std::process::Output],
+    samples: &[String],
+    ports: &[u16; 2],
+) {
+    let (access, secret) = rl.s3_keys();
+    let looks = samples.len();
+    assert!(looks >= 3, "the sampler looked {looks} times");
+    let texts = [
+        (
+            "plan and run output",
+            outputs
+                .iter()
+                .map(|o| text(o))
+                .collect::<Vec<_>>()
+                .join("\n"),
+        ),
+        ("the target's command lines", samples.join("\n")),
+    ];
+    let texts: Vec<(&str, &str)> = texts.iter().map(|(n, t)| (*n, t.as_str())).collect();
+    let secrets = [
+        ("the S3 access key", access.as_str()),
+        ("the S3 secret key", secret.as_str()),
+        ("the claim token", PLANTED_CLAIM),
+    ];
+    let leaks = crate::audit::leaks(
+        &secrets,
+        &texts,
+        &[
+            &rl.lab.state_dir(),
+            &rl.lab.path("exports"),
+            &rl.lab.path("export"),
+        ],
+        &[],
+    );
+    assert!(leaks.is_empty(), "secrets leaked: {leaks:#?}");
+    let needles: Vec<String> = ports.iter().map(|p| format!(":{p} ")).collect();
+    let (open, seen) = crate::audit::exposed(samples, &needles);
+    assert!(open.is_empty(), "listening beyond loopback: {open:#?}");
+    assert!(
+        seen.iter().all(|n| *n > 0),
+        "Plex and rclone's rc were seen listening on {ports:?}: {seen:?}"
+    );
+    assert_eq!(
+        crate::audit::modes(samples),
+        ["600".to_string()].into(),
+        "the pushed rclone config's mode"
+    );
+    let state = rl.lab.state_dir().join("state.json");
+    let mode =
+        std::os::unix::fs::PermissionsExt::mode(&std::fs::metadata(&state).unwrap().permissions())
+            & 0o777;
+    assert_eq!(mode, 0o600, "{}", state.display());
+    eprintln!(
+        "secrets audit (local run): {} secrets, {} sinks + every file under the state dir, the export dir and the bucket, {looks} looks at the target: 0 found; Plex and rclone rc on loopback only",
+        secrets.len(),
+        texts.len()
+    );
+}
+
 #[test]
 fn local_run_on_an_rclone_mount_scans_everything() {
     let rl = RcloneLab::new(LabOpts::default(), "export_path = \"exports/plexburst\"");
@@ -822,9 +913,13 @@ fn local_run_on_an_rclone_mount_scans_everything() {
         cfg.replace("[export]\n", "[export]\nstaged = true\n"),
     )
     .unwrap();
-    let out = rl.lab.plexburst(&["run"]);
+    // The secrets audit and the exposure check on the local target ride on this run.
+    let (sampler, ports, plan) = local_sampler(&rl);
+    let out = crate::harness::run(rl.lab.cmd(&["run"]).env("PLEX_CLAIM", PLANTED_CLAIM));
+    let samples = sampler.finish();
     assert_counts_match(&rl, &out);
     assert_archive_in_bucket(&rl, true);
+    audit_local_run(&rl, &[&plan, &out], &samples, &ports);
     // The music section's analysis ran with the prefetcher, which read what it could and left.
     let prefetch = rl.lab.phase("analyze")["prefetch"].clone();
     assert_eq!(prefetch["failed"], 0, "{prefetch:#}");

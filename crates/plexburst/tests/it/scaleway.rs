@@ -11,10 +11,10 @@ use crate::harness::{LabOpts, command, emulator_bin, free_port, text};
 use crate::rclone::RcloneLab;
 
 /// A distinctive secret key, shaped as real ones are (a UUID: the official SDK checks).
-const SECRET: &str = "5ec2e7a1-b1a5-4e0d-9c1e-7e57c0ffee01";
-const PROJECT: &str = "11111111-2222-3333-4444-555555555555";
+pub(crate) const SECRET: &str = "5ec2e7a1-b1a5-4e0d-9c1e-7e57c0ffee01";
+pub(crate) const PROJECT: &str = "11111111-2222-3333-4444-555555555555";
 /// The emulator's default organization, owner of the projects it serves.
-const ORGANIZATION: &str = "5ca1e000-0000-4000-8000-000000000000";
+pub(crate) const ORGANIZATION: &str = "5ca1e000-0000-4000-8000-000000000000";
 
 fn workspace_bin(name: &str) -> PathBuf {
     emulator_bin().with_file_name(name)
@@ -122,20 +122,155 @@ impl ScwEmu {
     }
 }
 
+/// The servers the emulator at `url` ever booted (from its hook log).
+fn booted_at(url: &str) -> Vec<String> {
+    let hooks = ureq::get(&format!("{url}/_emulator/hooks"))
+        .call()
+        .map(|mut r| r.body_mut().read_to_string().unwrap_or_default())
+        .unwrap_or_default();
+    let v: serde_json::Value = serde_json::from_str(&hooks).unwrap_or_default();
+    let mut ids: Vec<String> = v["calls"]
+        .as_array()
+        .map(|a| {
+            a.iter()
+                .filter_map(|c| c["server_id"].as_str().map(String::from))
+                .collect()
+        })
+        .unwrap_or_default();
+    ids.dedup();
+    ids
+}
+
+/// A distinctive claim token for the secrets audit (the emulator claims itself with any).
+const PLANTED_CLAIM: &str = "claim-Planted-Qx7Zk3Vw9";
+
+/// Looks into every instance of `emu` until finished: each server's user data (while the API
+/// has it), and in its container every command line, the listening sockets and the mode of the
+/// pushed rclone config `conf`.
+fn instance_sampler(emu: &ScwEmu, conf: &str) -> crate::audit::Sampler {
+    let url = emu.url.clone();
+    let probe = crate::audit::probe_script(conf);
+    crate::audit::Sampler::start(move || {
+        let mut out = String::new();
+        for id in booted_at(&url) {
+            let ud = format!("{url}/instance/v1/zones/fr-par-1/servers/{id}/user_data/cloud-init");
+            if let Ok(mut r) = ureq::get(&ud).header("X-Auth-Token", SECRET).call() {
+                out.push_str("===USERDATA\n");
+                out.push_str(&r.body_mut().read_to_string().unwrap_or_default());
+            }
+            for c in instance_standin::containers(Some(&id)).unwrap_or_default() {
+                let o =
+                    crate::harness::run(command("docker").args(["exec", &c, "sh", "-c", &probe]));
+                out.push_str(&String::from_utf8_lossy(&o.stdout));
+            }
+        }
+        (!out.is_empty()).then_some(out)
+    })
+}
+
+/// The secrets audit and the exposure check of a completed run on an instance: the Scaleway key,
+/// the S3 keys, the planted claim and the run's SSH private key are in none of the plan's and
+/// the run's output, the state dir (logs, state, plan, report, journal, the target's logs), the
+/// bucket (manifest and the archive's bytes), the user data or a command line seen in the
+/// instance; there, Plex and rclone's rc listened on loopback only and the pushed rclone config
+/// was 0600; here, the state file and the run key are 0600.
+fn audit_instance_run(
+    rl: &RcloneLab,
+    plan: &std::process::Output,
+    run: &std::process::Output,
+    samples: &[String],
+) {
+    let lab = &rl.lab;
+    let (access, secret) = rl.s3_keys();
+    let run_dir = lab.journal().parent().unwrap().to_path_buf();
+    let key = run_dir.join("ssh/id_ed25519");
+    let private = std::fs::read_to_string(&key).unwrap();
+    // The third base64 line holds private bytes (the first ones are a header shared by all keys).
+    let body = private.lines().nth(3).unwrap().to_string();
+    let user_data: Vec<&String> = samples
+        .iter()
+        .filter(|s| s.contains("===USERDATA"))
+        .collect();
+    assert!(!user_data.is_empty(), "the sampler saw the user data");
+    let cmdlines = samples.iter().filter(|s| s.contains("===SS")).count();
+    assert!(
+        cmdlines >= 3,
+        "the sampler looked into the instance {cmdlines} times"
+    );
+    let state = lab.state();
+    let archive = state["export"]["archive"].as_str().unwrap();
+    let object = lab
+        .path("exports/plexburst")
+        .join(archive.rsplit('/').next().unwrap());
+    let unpacked = crate::harness::run(command("zstd").arg("-dc").arg(&object));
+    assert!(unpacked.status.success(), "{}", text(&unpacked));
+    let texts = [
+        ("plan output", text(plan)),
+        ("run output", text(run)),
+        (
+            "the instance (user data, command lines)",
+            samples.join("\n"),
+        ),
+        (
+            "the archive's bytes",
+            String::from_utf8_lossy(&unpacked.stdout).into_owned(),
+        ),
+    ];
+    let texts: Vec<(&str, &str)> = texts.iter().map(|(n, t)| (*n, t.as_str())).collect();
+    let secrets = [
+        ("the Scaleway secret key", SECRET),
+        ("the S3 access key", access.as_str()),
+        ("the S3 secret key", secret.as_str()),
+        ("the claim token", PLANTED_CLAIM),
+        ("the run's SSH private key", body.as_str()),
+    ];
+    let leaks = crate::audit::leaks(
+        &secrets,
+        &texts,
+        &[&lab.state_dir(), &lab.path("exports")],
+        &[&key],
+    );
+    assert!(leaks.is_empty(), "secrets leaked: {leaks:#?}");
+    assert!(
+        run_dir.join("target-logs").is_dir(),
+        "the target's logs were audited too"
+    );
+
+    // The search finds what is there: the run key in its own file, the S3 secret in the
+    // user's rclone.conf.
+    assert!(!crate::audit::leaks(&secrets[4..], &[], &[&lab.state_dir()], &[]).is_empty());
+    let user_conf = std::fs::read_to_string(lab.path("user-rclone.conf")).unwrap();
+    assert!(!crate::audit::leaks(&secrets[2..3], &[("conf", &user_conf)], &[], &[]).is_empty());
+
+    let needles = [
+        "((\"plex-emulator\"".to_string(),
+        "((\"rclone\"".to_string(),
+    ];
+    let (open, seen) = crate::audit::exposed(samples, &needles);
+    assert!(open.is_empty(), "listening beyond loopback: {open:#?}");
+    assert!(
+        seen.iter().all(|n| *n > 0),
+        "Plex and rclone's rc were seen listening: {seen:?}"
+    );
+    assert_eq!(
+        crate::audit::modes(samples),
+        ["600".to_string()].into(),
+        "the pushed rclone config's mode"
+    );
+    for f in [lab.state_dir().join("state.json"), key] {
+        let mode = std::fs::metadata(&f).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600, "{}", f.display());
+    }
+    eprintln!(
+        "secrets audit (instance run): {} secrets, {} sinks + every file under the state dir and the bucket, {cmdlines} looks into the instance: 0 found; Plex and rclone rc on loopback only",
+        secrets.len(),
+        texts.len()
+    );
+}
+
 impl ScwEmu {
-    /// The servers this emulator ever booted (from its hook log).
     fn booted(&self) -> Vec<String> {
-        let v: serde_json::Value = serde_json::from_str(&self.hooks()).unwrap_or_default();
-        let mut ids: Vec<String> = v["calls"]
-            .as_array()
-            .map(|a| {
-                a.iter()
-                    .filter_map(|c| c["server_id"].as_str().map(String::from))
-                    .collect()
-            })
-            .unwrap_or_default();
-        ids.dedup();
-        ids
+        booted_at(&self.url)
     }
 
     /// The stand-in containers of this emulator's servers (other tests' are not ours).
@@ -200,7 +335,7 @@ fn target_line(lab: &crate::harness::Lab, line: &str) {
     std::fs::write(lab.config_path(), toml).unwrap();
 }
 
-fn scw_env(emu: &ScwEmu, c: &mut std::process::Command) {
+pub(crate) fn scw_env(emu: &ScwEmu, c: &mut std::process::Command) {
     c.env("SCW_SECRET_KEY", SECRET)
         .env("SCW_ACCESS_KEY", "SCWPLEXBURSTTEST000")
         .env("SCW_DEFAULT_PROJECT_ID", PROJECT)
@@ -224,9 +359,19 @@ fn a_run_on_a_rented_instance_completes_and_leaves_nothing_billed() {
         "plan shows the type, zone and price: {shown}"
     );
 
-    let mut run = lab.cmd(&["run"]);
+    // The secrets audit and the exposure check ride on this run: a distinctive claim token, the
+    // target's keep-logs copied home too, and a sampler looking into the instance throughout.
+    let conf_path = shown
+        .split_once("pushed to ")
+        .and_then(|(_, r)| r.split_once(" (0600"))
+        .map(|(p, _)| p.to_string())
+        .expect("the plan names the pushed rclone config");
+    let sampler = instance_sampler(&emu, &conf_path);
+    let mut run = lab.cmd(&["run", "--keep-logs"]);
     scw_env(&emu, &mut run);
+    run.env("PLEX_CLAIM", PLANTED_CLAIM);
     let out = crate::harness::run(&mut run);
+    let samples = sampler.finish();
     assert!(
         out.status.success(),
         "{}\nhooks: {}",
@@ -235,6 +380,7 @@ fn a_run_on_a_rented_instance_completes_and_leaves_nothing_billed() {
     );
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("created server"), "{stderr}");
+    audit_instance_run(&rl, &plan, &out, &samples);
 
     // The archive is in the bucket, and the instance with all it had is gone.
     let state = lab.state();
