@@ -522,7 +522,16 @@ pub fn watch(
             rate,
             cpu_cores,
             bucket_bytes: bucket_bytes.take(),
-            prefetch_bytes: None,
+            // The prefetcher runs beside a music section's analysis on a mount.
+            prefetch_bytes: if sonic {
+                ctx.storage
+                    .as_rclone()
+                    .filter(|rc| rc.settings().prefetch_readers > 0)
+                    .and_then(|rc| rc.prefetch_status(ctx.remote.as_ref()))
+                    .map(|st| st.ahead_bytes)
+            } else {
+                None
+            },
             cost_eur: ctx.cost_now(),
             events: std::mem::take(&mut events),
         };

@@ -936,6 +936,19 @@ fn local_run_on_an_rclone_mount_scans_everything() {
     assert!(
         read.iter().any(|b| *b > 0),
         "no bucket bytes on the timeline: {read:?}"
+    ); // And, while Sonic ran, the prefetcher's bytes ahead of the analyser (its series in the picture).
+    let tl = timeline(&rl.lab);
+    assert!(
+        tl.iter()
+            .filter(|s| s["phase"] == "analyze" && s["unit"] == "tracks")
+            .any(|s| s["prefetch_bytes"].is_u64()),
+        "no prefetch window on the analysis timeline"
+    );
+    assert!(
+        tl.iter()
+            .filter(|s| s["phase"] != "analyze")
+            .all(|s| s["prefetch_bytes"].is_null()),
+        "a prefetch window outside the analysis"
     );
 }
 
@@ -1305,6 +1318,7 @@ fn the_prefetcher_reads_whole_files_ahead_of_the_analyser_within_its_window() {
     let first = status();
     assert_eq!(first.files, 2, "only the window's head: {first:?}");
     assert_eq!(first.window_bytes, 2 * 70_000, "{first:?}");
+    assert_eq!(first.ahead_bytes, 2 * 70_000, "read, not analysed yet: {first:?}");
     assert!(
         cached_bytes(&m, "Pastel Blues/01 Track.flac") >= 70_000,
         "read whole into the cache"

@@ -40,6 +40,9 @@ pub struct PrefetchStatus {
     /// It stopped because the queue was empty.
     #[serde(default)]
     pub finished: bool,
+    /// Bytes read and not analysed yet: what the analyser will find in the cache.
+    #[serde(default)]
+    pub ahead_bytes: u64,
 }
 
 /// What the prefetcher needs to know.
@@ -88,7 +91,9 @@ files=0; bytes=0; read_ns=0; read_bytes=0; consume=0; last_left=; last_t=; windo
 status() {{
   failed=$(wc -l < "$dir/failed")
   rbps=0; [ "$read_ns" -gt 0 ] && rbps=$(( read_bytes * 1000000000 / read_ns ))
-  printf '%s %s %s %s %s %s %s\n' "$window" "$files" "$bytes" "$failed" "$rbps" "$consume" "$1" > "$dir/status.tmp"
+  # Read and not analysed yet: the bytes the analyser will find in the cache.
+  ahead=$(awk -F"$tab" 'NR == FNR {{ d[$0] = 1; next }} ($1 in d) {{ s += $2 }} END {{ print s + 0 }}' "$dir/done" "$dir/queue" 2>/dev/null)
+  printf '%s %s %s %s %s %s %s %s\n' "$window" "$files" "$bytes" "$failed" "$rbps" "$consume" "$1" "${{ahead:-0}}" > "$dir/status.tmp"
   mv -f "$dir/status.tmp" "$dir/status"
 }}
 while [ ! -e "$dir/stop" ] && [ "$(date +%s)" -lt "$deadline" ]; do
@@ -152,6 +157,7 @@ pub fn parse_status(text: &str) -> Option<PrefetchStatus> {
         consume_bps: n(5)?,
         failed_paths: Vec::new(),
         finished: f.get(6) == Some(&"finished"),
+        ahead_bytes: n(7).unwrap_or(0),
     })
 }
 
@@ -225,7 +231,8 @@ mod tests {
 
     #[test]
     fn status_lines_parse() {
-        let s = parse_status("1000 3 900 1 50 40 finished\n").unwrap();
+        let s = parse_status("1000 3 900 1 50 40 finished 700\n").unwrap();
+        assert_eq!(s.ahead_bytes, 700);
         assert_eq!(
             (s.window_bytes, s.files, s.bytes, s.failed),
             (1000, 3, 900, 1)
