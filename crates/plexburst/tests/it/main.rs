@@ -9,6 +9,7 @@ mod export_gate;
 mod harness;
 mod layers;
 mod leftovers;
+mod matrix;
 
 mod plex_api;
 mod preflight;

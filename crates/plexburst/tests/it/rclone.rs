@@ -86,6 +86,23 @@ impl S3Server {
     pub fn bucket_dir(&self, bucket: &str) -> PathBuf {
         self.root.join(bucket)
     }
+
+    /// Kill the server: the bucket is unreachable (connections refused) until `restart`.
+    pub fn stop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// Serve again on the same port with the same keys, as a bucket that comes back.
+    pub fn restart(&mut self) {
+        self.child = spawn_serve(&self.root, self.port, &self.access_key, &self.secret_key);
+        let port = self.port;
+        wait_for(
+            "rclone serve s3 to listen again",
+            Duration::from_secs(30),
+            || TcpStream::connect(("127.0.0.1", port)).is_ok(),
+        );
+    }
 }
 
 impl Drop for S3Server {
@@ -627,7 +644,7 @@ const DELETED: &str = "SELECT count(*) FROM metadata_items WHERE deleted_at IS N
 pub struct RcloneLab {
     pub mount_point: String,
     /// Serves the lab's directory for the lab's lifetime.
-    _s3: S3Server,
+    pub s3: S3Server,
     pub lab: Lab,
 }
 
@@ -686,7 +703,7 @@ impl RcloneLab {
         std::fs::write(lab.config_path(), toml).unwrap();
         RcloneLab {
             mount_point,
-            _s3: s3,
+            s3,
             lab,
         }
     }
