@@ -37,15 +37,26 @@ out=docs/reliability.md
     cat <<'EOF'
 - **The per-phase signals on a rented instance** (`provision` included) are the Scaleway tests
   `scaleway::sigint_in_every_phase_…`, `sigterm_in_every_phase_…`, `sigkill_in_every_phase_then_destroy_…`
-  (each boots ten instance containers); their tables, when those tests ran on the machine that made
-  this doc, follow below.
+  (each boots ten instance containers); each writes its table to `target/reliability/`, and the
+  tables found there when this doc was made follow at its end.
 - **SIGKILL then `resume` on a rented instance** per phase: not run (an instance boot per phase
   doubles the Scaleway matrices' time); `scaleway::resume_after_sigterm_rents_a_new_instance_and_completes`
   covers a resume after a stop mid-scan.
 - **The Docker runtime** under each fault: not in the matrix (the image takes no rate flags, so its
   phases cannot be slowed to be caught); `rclone::docker_container_reads_the_remount_after_rclone_is_killed_mid_scan`
   covers the mount killed under a running container.
+
+## Known divergence
+
+- **Bucket unreachable for a minute**: the storage guard sees the bucket gone, cancels the scan and
+  remounts once the bucket is back. In the matrix (1 file a second) the re-requested scan then
+  completes. In one development run with a scan of 4 s per file, the re-requested scan made no
+  progress after the remount (emulator idle, 10 of 22 items) and the run stopped as `scan stalled`:
+  a clean stop, nothing left, nothing lost, but a message that points at the server rather than
+  at the outage; whether the emulator's scanner or plexburst's re-request is at fault is not yet
+  known. The row therefore accepts a clean stop as well as a completion.
 EOF
+    found=0
     for sig in int term kill; do
         f="$figures/scaleway-sig$sig.md"
         if [ -f "$f" ]; then
@@ -53,7 +64,12 @@ EOF
             echo "### Scaleway, SIG${sig^^} in every phase ($(date -u -r "$f" '+%Y-%m-%d'))"
             echo
             cat "$f"
+            found=1
         fi
     done
+    if [ "$found" = 0 ]; then
+        echo
+        echo "(No Scaleway per-phase signal table was in \`target/reliability/\` when this doc was made.)"
+    fi
 } >"$out"
 echo "wrote $out" >&2

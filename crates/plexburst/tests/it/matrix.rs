@@ -345,12 +345,23 @@ fn observed(row: &Row, outcome: &str, message: &str, left: Vec<String>, lost: i6
             Expect::Stopped => "stopped cleanly with a clear message (or completed)".into(),
         },
         observed: outcome.to_string(),
-        message: message.chars().take(300).collect(),
+        message: shorten(message),
         pass: ok && left.is_empty() && lost == 0,
         resources_left: left,
         items_lost: lost,
         secs: 0.0,
     }
+}
+
+/// A message for the table: its start (what failed) and its end (the cause), at most ~320 chars.
+fn shorten(message: &str) -> String {
+    let chars: Vec<char> = message.chars().collect();
+    if chars.len() <= 320 {
+        return message.to_string();
+    }
+    let head: String = chars[..160].iter().collect();
+    let tail: String = chars[chars.len() - 160..].iter().collect();
+    format!("{head} … {tail}")
 }
 
 /// The world a row runs in: a local lab, one over the sshd harness, one on an rclone mount, or a
