@@ -46,15 +46,15 @@ out=docs/reliability.md
   phases cannot be slowed to be caught); `rclone::docker_container_reads_the_remount_after_rclone_is_killed_mid_scan`
   covers the mount killed under a running container.
 
-## Known divergence
+## Notes
 
-- **Bucket unreachable for a minute**: the storage guard sees the bucket gone, cancels the scan and
-  remounts once the bucket is back. In the matrix (1 file a second) the re-requested scan then
-  completes. In one development run with a scan of 4 s per file, the re-requested scan made no
-  progress after the remount (emulator idle, 10 of 22 items) and the run stopped as `scan stalled`:
-  a clean stop, nothing left, nothing lost, but a message that points at the server rather than
-  at the outage; whether the emulator's scanner or plexburst's re-request is at fault is not yet
-  known. The row therefore accepts a clean stop as well as a completion.
+- **Bucket unreachable for a minute**: the storage guard sees the bucket gone (its direct bucket
+  read fails), cancels the scan, and remounts once the bucket is back; the re-requested scan
+  completes. The emulator paces a scan by sleeping after each section's batch, so a rate below
+  one file a second looks like "no progress and no CPU" to the stall detector: at 4 s per file it
+  sleeps 48 s after the 12 music files, and a development run at that rate stopped as
+  `scan stalled` after the remount (12 of 22 items, activity at 100 %, no CPU). The row runs at
+  1 file a second (12 s of sleep) with a 30 s stall window.
 EOF
     found=0
     for sig in int term kill; do
