@@ -85,7 +85,10 @@ fn mv_partial(remote: &dyn Remote, partial: &str, archive: &str) -> anyhow::Resu
 fn check_unchanged(remote: &dyn Remote, before: &str, after: &str) -> anyhow::Result<()> {
     let changed = remote
         .run(&Cmd::new(format!(
-            "tr '\\0' '\\n' < {b} | grep -v -e '-shm$' > {b}.txt; tr '\\0' '\\n' < {rl} | grep -v -e '-shm$' > {rl}.txt; diff {b}.txt {rl}.txt | head -n 10; rm -f {b}.txt {rl}.txt",
+            // A copy that cannot be written (a full destination) fails the comparison with
+            // grep's own words instead of reading as a folder whose files all went (grep's 1
+            // is "no line kept", not an error).
+            "for f in {b} {rl}; do tr '\\0' '\\n' < \"$f\" | grep -v -e '-shm$' > \"$f.txt\" || [ $? -eq 1 ] || {{ rm -f {b}.txt {rl}.txt; exit 2; }}; done; diff {b}.txt {rl}.txt | head -n 10; rm -f {b}.txt {rl}.txt",
             b = quote(before),
             rl = quote(after)
         )))

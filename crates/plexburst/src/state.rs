@@ -449,8 +449,12 @@ fn read_versioned<T: serde::de::DeserializeOwned>(
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
         Err(e) => return Err(e).with_context(|| format!("cannot read {}", path.display())),
     };
-    let v: serde_json::Value = serde_json::from_slice(&bytes)
-        .with_context(|| format!("{} is not valid JSON", path.display()))?;
+    let v: serde_json::Value = serde_json::from_slice(&bytes).with_context(|| {
+        format!(
+            "{} is not valid JSON (damaged); move it aside, then `plexburst run` starts a new run",
+            path.display()
+        )
+    })?;
     let version = v.get("version").and_then(|v| v.as_u64()).unwrap_or(0);
     if version != want {
         bail!(

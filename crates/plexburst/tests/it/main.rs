@@ -11,6 +11,7 @@ mod export_gate;
 mod harness;
 mod layers;
 mod leftovers;
+mod matrix;
 mod picture;
 
 mod plex_api;

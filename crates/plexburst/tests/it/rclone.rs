@@ -86,6 +86,23 @@ impl S3Server {
     pub fn bucket_dir(&self, bucket: &str) -> PathBuf {
         self.root.join(bucket)
     }
+
+    /// Kill the server: the bucket is unreachable (connections refused) until `restart`.
+    pub fn stop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// Serve again on the same port with the same keys, as a bucket that comes back.
+    pub fn restart(&mut self) {
+        self.child = spawn_serve(&self.root, self.port, &self.access_key, &self.secret_key);
+        let port = self.port;
+        wait_for(
+            "rclone serve s3 to listen again",
+            Duration::from_secs(30),
+            || TcpStream::connect(("127.0.0.1", port)).is_ok(),
+        );
+    }
 }
 
 impl Drop for S3Server {
@@ -627,7 +644,7 @@ const DELETED: &str = "SELECT count(*) FROM metadata_items WHERE deleted_at IS N
 pub struct RcloneLab {
     pub mount_point: String,
     /// Serves the lab's directory for the lab's lifetime.
-    _s3: S3Server,
+    pub s3: S3Server,
     pub lab: Lab,
 }
 
@@ -686,14 +703,14 @@ impl RcloneLab {
         std::fs::write(lab.config_path(), toml).unwrap();
         RcloneLab {
             mount_point,
-            _s3: s3,
+            s3,
             lab,
         }
     }
 
     /// The S3 access and secret key the lab's bucket answers to.
     pub fn s3_keys(&self) -> (String, String) {
-        (self._s3.access_key.clone(), self._s3.secret_key.clone())
+        (self.s3.access_key.clone(), self.s3.secret_key.clone())
     }
 
     /// Pids of `rclone mount` processes serving this lab's mount point.
@@ -1318,7 +1335,11 @@ fn the_prefetcher_reads_whole_files_ahead_of_the_analyser_within_its_window() {
     let first = status();
     assert_eq!(first.files, 2, "only the window's head: {first:?}");
     assert_eq!(first.window_bytes, 2 * 70_000, "{first:?}");
-    assert_eq!(first.ahead_bytes, 2 * 70_000, "read, not analysed yet: {first:?}");
+    assert_eq!(
+        first.ahead_bytes,
+        2 * 70_000,
+        "read, not analysed yet: {first:?}"
+    );
     assert!(
         cached_bytes(&m, "Pastel Blues/01 Track.flac") >= 70_000,
         "read whole into the cache"

@@ -295,7 +295,7 @@ impl Drop for ScwEmu {
 
 /// A lab whose target is a Scaleway instance from `emu`, storage in `rclone serve s3`, the
 /// archive streamed to the bucket, Plex the emulator bound into the instance.
-fn scaleway_lab(emu: &ScwEmu, opts: LabOpts) -> RcloneLab {
+pub fn scaleway_lab(emu: &ScwEmu, opts: LabOpts) -> RcloneLab {
     let rl = RcloneLab::new(
         LabOpts {
             target_toml: Some(format!(
@@ -335,7 +335,7 @@ fn target_line(lab: &crate::harness::Lab, line: &str) {
     std::fs::write(lab.config_path(), toml).unwrap();
 }
 
-pub(crate) fn scw_env(emu: &ScwEmu, c: &mut std::process::Command) {
+pub fn scw_env(emu: &ScwEmu, c: &mut std::process::Command) {
     c.env("SCW_SECRET_KEY", SECRET)
         .env("SCW_ACCESS_KEY", "SCWPLEXBURSTTEST000")
         .env("SCW_DEFAULT_PROJECT_ID", PROJECT)
@@ -478,29 +478,6 @@ fn a_run_on_a_rented_instance_completes_and_leaves_nothing_billed() {
         only_ours.is_empty(),
         "requests plexburst sends that the SDK never does: {only_ours:#?}\nthe SDK's: {theirs:#?}"
     );
-}
-
-#[test]
-fn out_of_stock_at_power_on_falls_back_and_deletes_the_first_server() {
-    let emu = ScwEmu::start(&["out-of-stock:DEV1-S"]);
-    let rl = scaleway_lab(&emu, LabOpts::default());
-    let lab = &rl.lab;
-    let toml = std::fs::read_to_string(lab.config_path()).unwrap().replace(
-        "profile = \"lite\"\n",
-        "profile = \"lite\"\nfallback_types = [\"DEV1-M\"]\n",
-    );
-    std::fs::write(lab.config_path(), toml).unwrap();
-    let mut run = lab.cmd(&["run", "--skip-analysis"]);
-    scw_env(&emu, &mut run);
-    let out = crate::harness::run(&mut run);
-    assert!(out.status.success(), "{}", text(&out));
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(
-        stderr.contains("DEV1-S in fr-par-1 is out of stock at power-on"),
-        "{stderr}"
-    );
-    assert!(stderr.contains("DEV1-M in fr-par-1"), "{stderr}");
-    assert_eq!(emu.left(), 0, "left at Scaleway: {:#}", emu.resources());
 }
 
 #[test]
@@ -673,47 +650,6 @@ fn the_user_data_script_is_clean_under_shellcheck() {
             text(&out)
         );
     }
-}
-
-#[test]
-fn api_errors_on_about_a_fifth_of_the_calls_are_retried_and_the_run_completes() {
-    let emu = ScwEmu::start(&["rate-limit:0.1", "server-error:0.1"]);
-    let rl = scaleway_lab(&emu, LabOpts::default());
-    let lab = &rl.lab;
-    let mut run = lab.cmd(&["run", "--skip-analysis"]);
-    scw_env(&emu, &mut run);
-    let out = crate::harness::run(&mut run);
-    assert!(out.status.success(), "{}", text(&out));
-    let requests: serde_json::Value = serde_json::from_str(
-        &ureq::get(&format!("{}/_emulator/requests", emu.url))
-            .call()
-            .unwrap()
-            .body_mut()
-            .read_to_string()
-            .unwrap(),
-    )
-    .unwrap();
-    let failed = requests["requests"]
-        .as_array()
-        .map(|a| {
-            a.iter()
-                .filter(|r| r["status"].as_u64().is_some_and(|s| s == 429 || s >= 500))
-                .count()
-        })
-        .unwrap_or(0);
-    assert!(failed > 0, "the faults fired: {requests:#}");
-    let creates = requests["requests"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .filter(|r| {
-            r["method"] == "POST"
-                && r["path"].as_str().is_some_and(|p| p.ends_with("/servers"))
-                && r["status"] == 201
-        })
-        .count();
-    assert_eq!(creates, 1, "exactly one server was made");
-    assert_eq!(emu.left(), 0, "left at Scaleway: {:#}", emu.resources());
 }
 
 #[test]
@@ -922,6 +858,7 @@ fn matrix(signal: &str) {
         );
     }
     println!("{table}");
+    crate::matrix::write_figures(&format!("scaleway-sig{}.md", signal.to_lowercase()), &table);
 }
 
 #[test]

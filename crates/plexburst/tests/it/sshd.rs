@@ -187,6 +187,28 @@ impl Sshd {
 }
 
 impl Sshd {
+    /// Restart the server as an administrator would: the listener and every session go, a new
+    /// sshd with the same config and host key listens again on the same port.
+    pub fn restart(&mut self) {
+        self.cut_connections();
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let d = self.dir.path();
+        let log = std::fs::OpenOptions::new()
+            .append(true)
+            .open(d.join("sshd.log"))
+            .unwrap();
+        self.child = command("/usr/sbin/sshd")
+            .args(["-D", "-e", "-f"])
+            .arg(d.join("sshd_config"))
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .spawn()
+            .expect("restart /usr/sbin/sshd");
+        self.wait_ready();
+    }
+
     /// Drop every open connection from the server side, as a network cut or a server restart
     /// would: the per-connection sshd processes are killed, the listener stays. Clients see their
     /// connection (and ssh ControlMaster) die; commands running in those sessions are orphaned.
