@@ -264,8 +264,10 @@ fn a_seed_whose_paths_are_missing_stops_before_plex_and_leaves_the_data_dir_empt
         "cd {}/Music && find . -type f | sort | tail -n +2 | xargs -d '\\n' rm -f",
         lab.path("media").display()
     ));
-    let out = lab.plexburst(&["run", "--seed", db.to_str().unwrap()]);
+    // A seed already on the target (`target:`): used where it is, never copied.
+    let out = lab.plexburst(&["run", "--seed", &format!("target:{}", db.display())]);
     assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    assert!(db.exists(), "the user's own file stays");
     let t = text(&out);
     assert!(
         t.contains("sampled paths missing")

@@ -8,9 +8,10 @@
 //! - reads the analyser's queue from the DB (`sqlite3 -readonly`): the section's tracks without
 //!   the Sonic marker, in metadata id order, the order the emulator takes them in (Plex's own
 //!   order is not documented: in another order the files still arrive, only less far ahead);
-//! - keeps a window of bytes ahead of the analyser: `lead` seconds of the measured consumption
-//!   (bytes analysed per second), at least two files per reader, at most half the VFS cache and
-//!   half the free disk, so what is about to be read is never what the cache evicts;
+//! - keeps a window of bytes ahead of the analyser: the measured consumption (bytes analysed per
+//!   second) times `lead` seconds plus the time its readers take to read their share of the
+//!   window at the measured read rate; at least two files per reader, at most half the VFS cache
+//!   and half the free disk, so what is about to be read is never what the cache evicts;
 //! - reads the window's files it has not read yet with `readers` parallel `cat`s, in queue order;
 //! - writes one status line per round (window, files and bytes read, failures, read and consumption
 //!   rates) and the paths it could not read;
@@ -110,7 +111,13 @@ while [ ! -e "$dir/stop" ] && [ "$(date +%s)" -lt "$deadline" ]; do
     if [ "$consume" -eq 0 ]; then consume=$c; else consume=$(( (consume * 3 + c) / 4 )); fi
   fi
   if [ -z "$last_t" ] || [ "$now" -gt "$last_t" ]; then last_left=$left; last_t=$now; fi
-  window=$(( consume * lead ))
+  # Lead time, plus what reading a reader's share of the window takes at the measured rate:
+  # a slow bucket needs the prefetcher to start further ahead.
+  extra=0
+  if [ "$read_ns" -gt 0 ] && [ "$read_bytes" -gt 0 ]; then
+    extra=$(( avg * readers * 2 * (read_ns / 1000000) / read_bytes / 1000 / readers ))
+  fi
+  window=$(( consume * (lead + extra) ))
   wmin=$(( avg * readers * 2 ))
   [ "$window" -lt "$wmin" ] && window=$wmin
   [ "$window" -gt "$wmax" ] && window=$wmax
