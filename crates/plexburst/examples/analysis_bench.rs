@@ -20,7 +20,7 @@ use plexburst::config::StorageConfig;
 use plexburst::remote::local::Local;
 use plexburst::storage::Storage;
 use plexburst::storage::rclone::PrefetchJob;
-use support::{capped_proxy, free_port, q, serve_s3, sh, user_conf};
+use support::{capped_proxy, free_port, q, serve_s3_at, sh, user_conf};
 
 struct Args {
     tracks: usize,
@@ -262,7 +262,8 @@ fn main() {
     let music = root.join("media/Music");
     let bytes = library(&music, &a);
     let port = free_port();
-    let server = serve_s3(&root, port);
+    // The S3 server stands for the object store, another machine: lowest priority here.
+    let server = serve_s3_at(&root, port, 19);
     let proxied = capped_proxy(port, Duration::from_millis(a.delay_ms), Some(a.bw));
     let conf = user_conf(tmp.path(), proxied);
     let r = Local::new();

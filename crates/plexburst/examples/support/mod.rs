@@ -152,8 +152,14 @@ impl Bucket {
 }
 
 pub fn serve_s3(root: &Path, port: u16) -> u32 {
+    serve_s3_at(root, port, 0)
+}
+
+/// As `serve_s3`, at this `nice` level: a server that stands for another machine (the object
+/// store) runs at 19, so the CPU it takes on this box is not taken from the instance's work.
+pub fn serve_s3_at(root: &Path, port: u16, nice: i32) -> u32 {
     let out = sh(&format!(
-        "RCLONE_AUTH_KEY='\"bak,bsk\"' setsid nohup rclone serve s3 --config /dev/null --addr 127.0.0.1:{port} {} </dev/null >/dev/null 2>&1 & echo $!",
+        "RCLONE_AUTH_KEY='\"bak,bsk\"' setsid nohup nice -n {nice} rclone serve s3 --config /dev/null --addr 127.0.0.1:{port} {} </dev/null >/dev/null 2>&1 & echo $!",
         q(&root.display().to_string())
     ));
     let deadline = Instant::now() + Duration::from_secs(30);
