@@ -21,6 +21,7 @@
 #                                checked against python-plexapi, the reference plex.tv client;
 #                                `pip install scaleway`: the scaleway-emulator is checked against
 #                                the official Scaleway Python SDK
+#   cargo-fuzz (crates.io)       scripts/fuzz.sh: the fuzz targets, a short run in the test suite
 set -euo pipefail
 
 # plexburst's mount line uses --vfs-read-chunk-streams (rclone 1.68+); storage::rclone::MIN_RCLONE agrees.
@@ -160,4 +161,14 @@ for component in fmt clippy; do
     fi
 done
 echo "install-deps: $(cargo --version)" >&2
+
+# cargo-fuzz: scripts/fuzz.sh (run by scripts/test.sh) builds and runs the fuzz targets in fuzz/.
+# Built from crates.io only when this version is not there yet: about 4.5 min cold on 2 busy cores.
+CARGO_FUZZ_VERSION=0.13.2
+if [ "$(cargo fuzz --version 2>/dev/null)" = "cargo-fuzz $CARGO_FUZZ_VERSION" ]; then
+    echo "install-deps: cargo-fuzz $CARGO_FUZZ_VERSION already installed" >&2
+else
+    echo "install-deps: installing cargo-fuzz $CARGO_FUZZ_VERSION with cargo install" >&2
+    cargo install cargo-fuzz --version "$CARGO_FUZZ_VERSION" --locked
+fi
 echo "install-deps: done" >&2

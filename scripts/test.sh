@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # THE test command (README, .ci/run): installs dependencies, starts dockerd, checks formatting and
-# lints, builds the plex-emulator and instance stand-in images, then runs every test of the workspace.
+# lints, builds the plex-emulator and instance stand-in images, runs every test of the workspace,
+# then each fuzz target for a short while (scripts/fuzz.sh).
 # Run as root on Debian 12 (a fresh machine is fine): `bash scripts/test.sh`.
 # Extra arguments go to `cargo test` (e.g. `bash scripts/test.sh -- image`).
 set -euo pipefail
@@ -41,3 +42,7 @@ bash scripts/instance/build-image.sh >/dev/null
 
 step "cargo test"
 cargo test --workspace --locked "$@"
+
+# A short run of every fuzz target (docs/fuzzing.md); FUZZ_SECONDS per target, 20 by default.
+step "fuzz"
+bash scripts/fuzz.sh "${FUZZ_SECONDS:-20}"

@@ -535,7 +535,9 @@ pub fn parse_remap(out: &str) -> BTreeMap<String, i64> {
         if let Some((k, v)) = l.split_once('|').or_else(|| l.split_once('\t'))
             && let Ok(n) = v.trim().parse::<i64>()
         {
-            *m.entry(k.trim().to_string()).or_insert(0) += n;
+            // Saturating: a garbled line must not overflow the sum (found by fuzzing).
+            let sum = m.entry(k.trim().to_string()).or_insert(0i64);
+            *sum = sum.saturating_add(n);
         }
     }
     m
@@ -745,10 +747,10 @@ pub fn parse_delta(out: &str, seeded: &[SeedSection]) -> Vec<SectionDelta> {
             seeded_items: s.items,
             items: *items,
             added: *added,
-            removed: (trashed - s.deleted).max(0),
+            removed: trashed.saturating_sub(s.deleted).max(0),
             seeded_sonic: s.sonic,
             sonic: *sonic,
-            newly_analysed: (sonic_all - s.sonic_all).max(0),
+            newly_analysed: sonic_all.saturating_sub(s.sonic_all).max(0),
         });
     }
     v
@@ -853,5 +855,20 @@ mod tests {
             parse_remap("media_parts.file|3\nsection_locations.root_path|1\nmedia_parts.file|2\n");
         assert_eq!(m["media_parts.file"], 5);
         assert_eq!(m["section_locations.root_path"], 1);
+    }
+
+    /// Found with the `seed_status` fuzz target (on an input written to test it, not in a run):
+    /// huge counts in garbled output overflowed the sums and differences (a panic in a debug
+    /// build, a wrong number in a release one).
+    #[test]
+    fn garbled_counts_do_not_overflow() {
+        let m = parse_remap("media_parts.file|9223372036854775807\nmedia_parts.file|1\n");
+        assert_eq!(m["media_parts.file"], i64::MAX);
+        let seeded = parse_counts(
+            "1\tMusic\t8\t/m\t5\t0\t0\t-9223372036854775808\t10\t-9223372036854775808\n",
+        )
+        .unwrap();
+        let d = parse_delta("1\t2\t3\t4\t5\t6\n", &seeded);
+        assert_eq!((d[0].removed, d[0].newly_analysed), (i64::MAX, i64::MAX));
     }
 }

@@ -163,55 +163,22 @@ impl Client {
     }
 
     pub fn identity(&self) -> Result<Identity, ApiError> {
-        let path = "/identity";
-        let v = self.json(Method::Get, path, &[])?;
-        let mc = container(&v, path)?;
-        Ok(Identity {
-            machine_identifier: str_field(mc, "machineIdentifier"),
-            version: str_field(mc, "version"),
-            claimed: bool_field(mc, "claimed"),
-        })
+        identity_from(&self.call(Method::Get, "/identity", &[])?)
     }
 
     /// `GET /`: `Err(ApiError::Starting)` while the server reports a `startState`.
     pub fn ready(&self) -> Result<(), ApiError> {
-        let path = "/";
-        let v = self.json(Method::Get, path, &[])?;
-        let mc = container(&v, path)?;
-        match mc.get("startState") {
-            Some(Value::Null) | None => Ok(()),
-            Some(_) => Err(ApiError::Starting {
+        if started_from(&self.call(Method::Get, "/", &[])?)? {
+            Ok(())
+        } else {
+            Err(ApiError::Starting {
                 url: self.base.clone(),
-            }),
+            })
         }
     }
 
     pub fn sections(&self) -> Result<Vec<Section>, ApiError> {
-        let path = "/library/sections";
-        let v = self.json(Method::Get, path, &[])?;
-        let mc = container(&v, path)?;
-        let mut out = Vec::new();
-        for d in array_field(mc, "Directory") {
-            let id = int_field(d, "key").ok_or_else(|| ApiError::Parse {
-                path: path.to_string(),
-                detail: format!("a Directory has no numeric `key`: {d}"),
-            })?;
-            out.push(Section {
-                id,
-                title: str_field(d, "title"),
-                kind: str_field(d, "type"),
-                agent: str_field(d, "agent"),
-                scanner: str_field(d, "scanner"),
-                language: str_field(d, "language"),
-                refreshing: bool_field(d, "refreshing"),
-                locations: array_field(d, "Location")
-                    .iter()
-                    .map(|l| str_field(l, "path"))
-                    .filter(|p| !p.is_empty())
-                    .collect(),
-            });
-        }
-        Ok(out)
+        sections_from(&self.call(Method::Get, "/library/sections", &[])?)
     }
 
     pub fn create_section(&self, s: &NewSection) -> Result<(), ApiError> {
@@ -267,53 +234,15 @@ impl Client {
         if sonic_only {
             q.push(("musicAnalysisVersion", "1"));
         }
-        let v = self.json(Method::Get, &path, &q)?;
-        let mc = container(&v, &path)?;
-        int_field(mc, "totalSize").ok_or_else(|| ApiError::Parse {
-            path: path.clone(),
-            detail: format!("no numeric `totalSize` in {mc}"),
-        })
+        total_size_from(&path, &self.call(Method::Get, &path, &q)?)
     }
 
     pub fn activities(&self) -> Result<Vec<Activity>, ApiError> {
-        let path = "/activities";
-        let v = self.json(Method::Get, path, &[])?;
-        let mc = container(&v, path)?;
-        Ok(array_field(mc, "Activity")
-            .iter()
-            .map(|a| Activity {
-                uuid: str_field(a, "uuid"),
-                kind: str_field(a, "type"),
-                title: str_field(a, "title"),
-                progress: int_field(a, "progress").unwrap_or(-1),
-                section_id: a
-                    .get("Context")
-                    .and_then(|c| int_field(c, "librarySectionID")),
-            })
-            .collect())
+        activities_from(&self.call(Method::Get, "/activities", &[])?)
     }
 
     pub fn prefs(&self) -> Result<Vec<Pref>, ApiError> {
-        let path = "/:/prefs";
-        let v = self.json(Method::Get, path, &[])?;
-        let mc = container(&v, path)?;
-        let mut out = Vec::new();
-        for s in array_field(mc, "Setting") {
-            let id = str_field(s, "id");
-            if id.is_empty() {
-                return Err(ApiError::Parse {
-                    path: path.to_string(),
-                    detail: format!("a Setting has no `id`: {s}"),
-                });
-            }
-            out.push(Pref {
-                id,
-                kind: str_field(s, "type"),
-                value: render_value(s.get("value")),
-                default: render_value(s.get("default")),
-            });
-        }
-        Ok(out)
+        prefs_from(&self.call(Method::Get, "/:/prefs", &[])?)
     }
 
     /// One `PUT /:/prefs?k=v&...`; Plex rejects the whole request when one id is unknown.
@@ -335,29 +264,7 @@ impl Client {
     }
 
     pub fn account(&self) -> Result<Account, ApiError> {
-        let path = "/myplex/account";
-        let v = self.json(Method::Get, path, &[])?;
-        // Real Plex's root element here is `MyPlex`, not `MediaContainer`; accept both.
-        let root = v
-            .get("MyPlex")
-            .or_else(|| v.get("MediaContainer"))
-            .ok_or_else(|| ApiError::Parse {
-                path: path.to_string(),
-                detail: "no `MyPlex` or `MediaContainer` object".to_string(),
-            })?;
-        Ok(Account {
-            username: str_field(root, "username"),
-            subscription_active: bool_field(root, "subscriptionActive"),
-        })
-    }
-
-    /// Send a request and parse the body as JSON.
-    fn json(&self, method: Method, path: &str, query: &[(&str, &str)]) -> Result<Value, ApiError> {
-        let body = self.call(method, path, query)?;
-        serde_json::from_str(&body).map_err(|e| ApiError::Parse {
-            path: path.to_string(),
-            detail: format!("{e}; body starts with {:?}", truncate(&body, 200)),
-        })
+        account_from(&self.call(Method::Get, "/myplex/account", &[])?)
     }
 
     /// Send a request; return the body of a 2xx answer, classify everything else.
@@ -425,6 +332,137 @@ impl Client {
             detail,
         }
     }
+}
+
+// The answers read, one function per endpoint: a 2xx body in, typed data or `ApiError::Parse`
+// out. Public so the fuzz targets (fuzz/) reach them without a server.
+
+/// `GET /identity`.
+pub fn identity_from(body: &str) -> Result<Identity, ApiError> {
+    let path = "/identity";
+    let v = json(path, body)?;
+    let mc = container(&v, path)?;
+    Ok(Identity {
+        machine_identifier: str_field(mc, "machineIdentifier"),
+        version: str_field(mc, "version"),
+        claimed: bool_field(mc, "claimed"),
+    })
+}
+
+/// `GET /`: `false` while the server reports a `startState`.
+pub fn started_from(body: &str) -> Result<bool, ApiError> {
+    let path = "/";
+    let v = json(path, body)?;
+    let mc = container(&v, path)?;
+    Ok(matches!(mc.get("startState"), Some(Value::Null) | None))
+}
+
+/// `GET /library/sections`.
+pub fn sections_from(body: &str) -> Result<Vec<Section>, ApiError> {
+    let path = "/library/sections";
+    let v = json(path, body)?;
+    let mc = container(&v, path)?;
+    let mut out = Vec::new();
+    for d in array_field(mc, "Directory") {
+        let id = int_field(d, "key").ok_or_else(|| ApiError::Parse {
+            path: path.to_string(),
+            detail: format!("a Directory has no numeric `key`: {d}"),
+        })?;
+        out.push(Section {
+            id,
+            title: str_field(d, "title"),
+            kind: str_field(d, "type"),
+            agent: str_field(d, "agent"),
+            scanner: str_field(d, "scanner"),
+            language: str_field(d, "language"),
+            refreshing: bool_field(d, "refreshing"),
+            locations: array_field(d, "Location")
+                .iter()
+                .map(|l| str_field(l, "path"))
+                .filter(|p| !p.is_empty())
+                .collect(),
+        });
+    }
+    Ok(out)
+}
+
+/// `totalSize` of a listing at `path` (`count_items`).
+pub fn total_size_from(path: &str, body: &str) -> Result<i64, ApiError> {
+    let v = json(path, body)?;
+    let mc = container(&v, path)?;
+    int_field(mc, "totalSize").ok_or_else(|| ApiError::Parse {
+        path: path.to_string(),
+        detail: format!("no numeric `totalSize` in {mc}"),
+    })
+}
+
+/// `GET /activities`.
+pub fn activities_from(body: &str) -> Result<Vec<Activity>, ApiError> {
+    let path = "/activities";
+    let v = json(path, body)?;
+    let mc = container(&v, path)?;
+    Ok(array_field(mc, "Activity")
+        .iter()
+        .map(|a| Activity {
+            uuid: str_field(a, "uuid"),
+            kind: str_field(a, "type"),
+            title: str_field(a, "title"),
+            progress: int_field(a, "progress").unwrap_or(-1),
+            section_id: a
+                .get("Context")
+                .and_then(|c| int_field(c, "librarySectionID")),
+        })
+        .collect())
+}
+
+/// `GET /:/prefs`.
+pub fn prefs_from(body: &str) -> Result<Vec<Pref>, ApiError> {
+    let path = "/:/prefs";
+    let v = json(path, body)?;
+    let mc = container(&v, path)?;
+    let mut out = Vec::new();
+    for s in array_field(mc, "Setting") {
+        let id = str_field(s, "id");
+        if id.is_empty() {
+            return Err(ApiError::Parse {
+                path: path.to_string(),
+                detail: format!("a Setting has no `id`: {s}"),
+            });
+        }
+        out.push(Pref {
+            id,
+            kind: str_field(s, "type"),
+            value: render_value(s.get("value")),
+            default: render_value(s.get("default")),
+        });
+    }
+    Ok(out)
+}
+
+/// `GET /myplex/account`.
+pub fn account_from(body: &str) -> Result<Account, ApiError> {
+    let path = "/myplex/account";
+    let v = json(path, body)?;
+    // Real Plex's root element here is `MyPlex`, not `MediaContainer`; accept both.
+    let root = v
+        .get("MyPlex")
+        .or_else(|| v.get("MediaContainer"))
+        .ok_or_else(|| ApiError::Parse {
+            path: path.to_string(),
+            detail: "no `MyPlex` or `MediaContainer` object".to_string(),
+        })?;
+    Ok(Account {
+        username: str_field(root, "username"),
+        subscription_active: bool_field(root, "subscriptionActive"),
+    })
+}
+
+/// A body parsed as JSON.
+fn json(path: &str, body: &str) -> Result<Value, ApiError> {
+    serde_json::from_str(body).map_err(|e| ApiError::Parse {
+        path: path.to_string(),
+        detail: format!("{e}; body starts with {:?}", truncate(body, 200)),
+    })
 }
 
 fn container<'a>(v: &'a Value, path: &str) -> Result<&'a Value, ApiError> {

@@ -545,6 +545,13 @@ pub fn section_files(
     Ok(rows.into_iter().filter_map(|f| f.file).collect())
 }
 
+/// The counts of a full sample from the full query's output (what [`sample`] parses); public so
+/// the fuzz targets (fuzz/) reach it without a database.
+pub fn full_sample_from(stdout: &str) -> Result<DbSample, DbError> {
+    let a: Answer = parse_one(stdout)?;
+    Ok(baseline_from_full(&a).sample)
+}
+
 /// The shell line that runs `sql` read-only on the target in output `mode` (`-json`, `-list`),
 /// distinguishing "no sqlite3" (127) and "no database" (66) from a failing query.
 pub fn sqlite_script(db_path: &str, sql: &str, mode: &str) -> String {
@@ -619,8 +626,12 @@ fn query_one<T: serde::de::DeserializeOwned>(
     sql: &str,
     timeout: Duration,
 ) -> Result<T, DbError> {
-    let stdout = run_sqlite(remote, db_path, sql, "-list", timeout)?;
-    serde_json::from_str(stdout.trim()).map_err(|e| parse_error(e, &stdout))
+    parse_one(&run_sqlite(remote, db_path, sql, "-list", timeout)?)
+}
+
+/// The one JSON text a `-list` query printed.
+fn parse_one<T: serde::de::DeserializeOwned>(stdout: &str) -> Result<T, DbError> {
+    serde_json::from_str(stdout.trim()).map_err(|e| parse_error(e, stdout))
 }
 
 /// Run one query and parse sqlite3's `-json` output (nothing at all for zero rows).
@@ -630,11 +641,15 @@ fn query_rows<T: serde::de::DeserializeOwned>(
     sql: &str,
     timeout: Duration,
 ) -> Result<Vec<T>, DbError> {
-    let stdout = run_sqlite(remote, db_path, sql, "-json", timeout)?;
+    parse_rows(&run_sqlite(remote, db_path, sql, "-json", timeout)?)
+}
+
+/// sqlite3's `-json` output: an array of row objects, or nothing at all for zero rows.
+pub fn parse_rows<T: serde::de::DeserializeOwned>(stdout: &str) -> Result<Vec<T>, DbError> {
     if stdout.trim().is_empty() {
         return Ok(Vec::new());
     }
-    serde_json::from_str(&stdout).map_err(|e| parse_error(e, &stdout))
+    serde_json::from_str(stdout).map_err(|e| parse_error(e, stdout))
 }
 
 #[cfg(test)]

@@ -112,6 +112,8 @@ struct Span {
     name: String,
     lead: usize,
     value: std::ops::Range<usize>,
+    /// The next attribute follows the closing quote with no white space in between.
+    joined: bool,
 }
 
 /// `xml` with the root element's attributes changed as `edits` say (`Some(v)`: set to `v`,
@@ -120,15 +122,9 @@ struct Span {
 /// and spacing. Nothing else is rewritten, so Plex reads back exactly what it wrote, plus these.
 pub fn set_attrs(xml: &str, edits: &[(String, Option<String>)]) -> anyhow::Result<String> {
     let (tag, _) = root(xml)?;
-    let spans = attr_spans(xml, tag.clone())?;
+    let (name_end, spans) = attr_spans(xml, tag)?;
     // After the last attribute, or after the element name when there is none.
-    let append_at = spans.last().map(|s| s.value.end + 1).unwrap_or_else(|| {
-        tag.start
-            + 1
-            + xml[tag.start + 1..tag.end]
-                .find(|c: char| c.is_whitespace() || c == '/' || c == '>')
-                .unwrap_or(0)
-    });
+    let append_at = spans.last().map(|s| s.value.end + 1).unwrap_or(name_end);
     let mut patches: Vec<(std::ops::Range<usize>, String)> = Vec::new();
     let mut appended = String::new();
     for (name, value) in edits {
@@ -143,7 +139,11 @@ pub fn set_attrs(xml: &str, edits: &[(String, Option<String>)]) -> anyhow::Resul
         let escaped = value.as_deref().map(quick_xml::escape::escape);
         match (spans.iter().find(|s| &s.name == name), escaped) {
             (Some(s), Some(v)) => patches.push((s.value.clone(), v.into_owned())),
-            (Some(s), None) => patches.push((s.lead..s.value.end + 1, String::new())),
+            // The parser takes attributes with no space between them: keep the next one apart.
+            (Some(s), None) => {
+                let gap = if s.joined { " " } else { "" };
+                patches.push((s.lead..s.value.end + 1, gap.to_string()))
+            }
             (None, Some(v)) => appended.push_str(&format!(" {name}=\"{v}\"")),
             (None, None) => {}
         }
@@ -160,29 +160,46 @@ pub fn set_attrs(xml: &str, edits: &[(String, Option<String>)]) -> anyhow::Resul
     Ok(out)
 }
 
-/// The attributes of the root start tag at `tag` (already checked well-formed by the parser),
-/// with the byte ranges `set_attrs` edits.
-fn attr_spans(xml: &str, tag: std::ops::Range<usize>) -> anyhow::Result<Vec<Span>> {
+/// XML's white space, as the parser counts it (no form feed, unlike `is_ascii_whitespace`).
+fn xml_space(b: u8) -> bool {
+    matches!(b, b' ' | b'\t' | b'\r' | b'\n')
+}
+
+/// Where the element name of the root start tag at `tag` (already checked well-formed by the
+/// parser) ends, and its attributes with the byte ranges `set_attrs` edits. Names are cut where
+/// the parser cuts them: an element name at white space only, so a `/` or `=` inside a
+/// (malformed) one is part of the name; an attribute name after its first byte, at `=` or white
+/// space.
+fn attr_spans(xml: &str, tag: std::ops::Range<usize>) -> anyhow::Result<(usize, Vec<Span>)> {
     let b = xml.as_bytes();
+    // The tag's inside: after `<`, before `>` or the `/>` of an empty element.
+    let end = if xml[..tag.end].ends_with("/>") {
+        tag.end - 2
+    } else {
+        tag.end - 1
+    };
     let mut i = tag.start + 1;
-    while i < tag.end && !(b[i].is_ascii_whitespace() || b[i] == b'/' || b[i] == b'>') {
+    while i < end && !xml_space(b[i]) {
         i += 1;
     }
+    let name_end = i;
     let mut spans = Vec::new();
     loop {
         let lead = i;
-        while i < tag.end && b[i].is_ascii_whitespace() {
+        while i < end && xml_space(b[i]) {
             i += 1;
         }
-        if i >= tag.end || b[i] == b'/' || b[i] == b'>' {
-            return Ok(spans);
+        if i >= end {
+            return Ok((name_end, spans));
         }
+        // The parser takes the first byte as part of the name whatever it is (even `=`).
         let name_start = i;
-        while i < tag.end && !(b[i].is_ascii_whitespace() || b[i] == b'=') {
+        i += 1;
+        while i < end && !(xml_space(b[i]) || b[i] == b'=') {
             i += 1;
         }
         let name = xml[name_start..i].to_string();
-        while i < tag.end && (b[i].is_ascii_whitespace() || b[i] == b'=') {
+        while i < end && (xml_space(b[i]) || b[i] == b'=') {
             i += 1;
         }
         let quote = *b
@@ -190,7 +207,7 @@ fn attr_spans(xml: &str, tag: std::ops::Range<usize>) -> anyhow::Result<Vec<Span
             .filter(|q| **q == b'"' || **q == b'\'')
             .with_context(|| format!("Preferences.xml: attribute {name} is not quoted"))?;
         let value_start = i + 1;
-        let len = xml[value_start..tag.end]
+        let len = xml[value_start..end]
             .bytes()
             .position(|c| c == quote)
             .with_context(|| format!("Preferences.xml: attribute {name} is not closed"))?;
@@ -199,6 +216,7 @@ fn attr_spans(xml: &str, tag: std::ops::Range<usize>) -> anyhow::Result<Vec<Span
             name,
             lead,
             value: value_start..value_start + len,
+            joined: i < end && !xml_space(b[i]),
         });
     }
 }
@@ -322,5 +340,36 @@ mod tests {
         ] {
             assert!(online_token(bad).is_err(), "accepted {bad:?}");
         }
+    }
+
+    /// Found by the `plex_xml` fuzz target: the editor cut names where the parser does not (an
+    /// element name at `/` or a form feed, an attribute name starting with `=`), so an edit
+    /// landed inside a name and the file it wrote no longer parsed, or no edit was possible.
+    #[test]
+    fn set_attrs_cuts_the_element_name_where_the_parser_does() {
+        for xml in [
+            r#"<PrefereanDirectory="/transcode"/>"#,
+            "<Preferences\x0cA=\"1\"/>",
+            r#"<?xml version="1.0"?><P/a="x"></P/a="x">"#,
+        ] {
+            assert!(attrs(xml).unwrap().is_empty(), "{xml:?} has attributes");
+            let out = set_attrs(xml, &[("A".into(), Some("2".into()))]).unwrap();
+            let got = attrs(&out).unwrap_or_else(|e| panic!("{xml:?} -> {out:?}: {e:#}"));
+            assert_eq!(
+                got,
+                Attrs::from([("A".to_string(), "2".to_string())]),
+                "{out:?}"
+            );
+        }
+        // An attribute name may start with `=` as far as the parser is concerned.
+        let xml = r#"<Preferences =Y="1"/>"#;
+        assert_eq!(attrs(xml).unwrap()["=Y"], "1");
+        assert_eq!(set_attrs(xml, &[]).unwrap(), xml);
+        let out = set_attrs(xml, &[("A".into(), Some("2".into()))]).unwrap();
+        assert_eq!(out, r#"<Preferences =Y="1" A="2"/>"#);
+        // Attributes with no space between them: removing one keeps the next apart from the name.
+        let xml = r#"<Preferences A="1"B="2"/>"#;
+        let out = set_attrs(xml, &[("A".into(), None)]).unwrap();
+        assert_eq!(out, r#"<Preferences B="2"/>"#);
     }
 }

@@ -102,7 +102,8 @@ pub struct Server {
 }
 
 impl Server {
-    fn from_json(v: &Value) -> Server {
+    /// A `server` object of the Instance API; absent fields read as empty.
+    pub fn from_json(v: &Value) -> Server {
         let s = |k: &str| v[k].as_str().unwrap_or_default().to_string();
         let ipv4 = v["public_ips"]
             .as_array()
@@ -260,32 +261,12 @@ impl Api {
             .and_then(|v| v.parse().ok());
         let text = resp.body_mut().read_to_string().unwrap_or_default();
         if (200..300).contains(&status) {
-            let body = if text.trim().is_empty() {
-                Value::Null
-            } else {
-                serde_json::from_str(&text).unwrap_or(Value::String(text))
-            };
-            return Ok(Reply { body, total });
+            return Ok(Reply {
+                body: body_from(text),
+                total,
+            });
         }
-        let v: Value = serde_json::from_str(&text).unwrap_or(Value::Null);
-        let kind = v["type"].as_str().unwrap_or("http").to_string();
-        let mut message = v["message"]
-            .as_str()
-            .map(String::from)
-            .unwrap_or_else(|| text.chars().take(200).collect());
-        // The structured details say what the generic message does not.
-        if let Some(d) = v["details"].as_array().filter(|d| !d.is_empty()) {
-            message.push_str(&format!(" {}", Value::Array(d.clone())));
-        }
-        if let Some(r) = v["resource"].as_str() {
-            message.push_str(&format!(" (resource {r})"));
-        }
-        Err(ApiError::Http {
-            what,
-            status,
-            kind,
-            message,
-        })
+        Err(error_from(what, status, &text))
     }
 
     /// One call, retried while the error says it may pass (429, 409 transient, 5xx, network).
@@ -321,25 +302,12 @@ impl Api {
                 &Self::instance(zone, &format!("/products/servers?page={page}&per_page=100")),
                 Body::None,
             )?;
-            let Some(m) = r.body["servers"].as_object() else {
+            let Some(m) = server_types_from(&r.body) else {
                 break;
             };
-            for (name, t) in m {
-                out.insert(
-                    name.clone(),
-                    ServerType {
-                        ncpus: t["ncpus"].as_u64().unwrap_or(0) as u32,
-                        ram_bytes: t["ram"].as_u64().unwrap_or(0),
-                        hourly_price: t["hourly_price"].as_f64().unwrap_or(0.0),
-                        end_of_service: t["end_of_service"].as_bool().unwrap_or(false),
-                        local_max_bytes: t["volumes_constraint"]["max_size"].as_u64().unwrap_or(0),
-                        internet_bandwidth_bps: t["network"]["sum_internet_bandwidth"]
-                            .as_u64()
-                            .unwrap_or(0),
-                    },
-                );
-            }
-            if m.is_empty() || r.total.is_none_or(|t| out.len() as u64 >= t) {
+            let empty = m.is_empty();
+            out.extend(m);
+            if empty || r.total.is_none_or(|t| out.len() as u64 >= t) {
                 break;
             }
         }
@@ -358,16 +326,12 @@ impl Api {
                 ),
                 Body::None,
             )?;
-            let Some(m) = r.body["servers"].as_object() else {
+            let Some(m) = availability_from(&r.body) else {
                 break;
             };
-            for (name, a) in m {
-                out.insert(
-                    name.clone(),
-                    a["availability"].as_str().unwrap_or("unknown").to_string(),
-                );
-            }
-            if m.is_empty() || r.total.is_none_or(|t| out.len() as u64 >= t) {
+            let empty = m.is_empty();
+            out.extend(m);
+            if empty || r.total.is_none_or(|t| out.len() as u64 >= t) {
                 break;
             }
         }
@@ -396,16 +360,7 @@ impl Api {
             ),
             Body::None,
         )?;
-        let wanted = commercial_type.to_ascii_uppercase();
-        Ok(r.body["local_images"].as_array().and_then(|a| {
-            a.iter()
-                .find(|i| {
-                    i["compatible_commercial_types"]
-                        .as_array()
-                        .is_some_and(|t| t.iter().any(|x| x.as_str() == Some(wanted.as_str())))
-                })
-                .and_then(|i| i["id"].as_str().map(String::from))
-        }))
+        Ok(image_from(&r.body, commercial_type))
     }
 
     /// Create a stopped server. Never retried: a lost answer is resolved by `servers_tagged`.
@@ -441,9 +396,9 @@ impl Api {
                 ),
                 Body::None,
             )?;
-            let list = r.body["servers"].as_array().cloned().unwrap_or_default();
+            let list = servers_from(&r.body);
             let n = list.len();
-            out.extend(list.iter().map(Server::from_json));
+            out.extend(list);
             if n == 0 || r.total.is_none_or(|t| out.len() as u64 >= t) {
                 break;
             }
@@ -531,19 +486,7 @@ impl Api {
             &Self::instance(zone, &format!("/ips?tags={tag}&per_page=100")),
             Body::None,
         )?;
-        Ok(r.body["ips"]
-            .as_array()
-            .map(|a| {
-                a.iter()
-                    .filter_map(|ip| {
-                        Some((
-                            ip["id"].as_str()?.to_string(),
-                            ip["address"].as_str().unwrap_or_default().to_string(),
-                        ))
-                    })
-                    .collect()
-            })
-            .unwrap_or_default())
+        Ok(ips_from(&r.body))
     }
 
     pub fn delete_ip(&self, zone: &str, id: &str) -> Result<(), ApiError> {
@@ -661,17 +604,8 @@ impl Api {
                 Err(e) if e.status() == Some(403) => continue,
                 Err(e) => return Err(e),
             };
-            for o in r.body[key].as_array().cloned().unwrap_or_default() {
-                let tagged = o["tags"]
-                    .as_array()
-                    .is_some_and(|t| t.iter().any(|x| x.as_str() == Some(tag)));
-                if tagged {
-                    out.push((
-                        kind.to_string(),
-                        o["id"].as_str().unwrap_or_default().to_string(),
-                        o["name"].as_str().unwrap_or_default().to_string(),
-                    ));
-                }
+            for (id, name) in tagged_from(&r.body, key, tag) {
+                out.push((kind.to_string(), id, name));
             }
         }
         Ok(out)
@@ -685,6 +619,138 @@ impl Api {
             Err(e) => Err(e),
         }
     }
+}
+
+// The answers read: a body in, what the calls above need out. Public so the fuzz targets (fuzz/)
+// reach them without a server.
+
+/// A 2xx body: JSON, `Null` when empty, the text itself when it is not JSON.
+pub fn body_from(text: String) -> Value {
+    if text.trim().is_empty() {
+        Value::Null
+    } else {
+        serde_json::from_str(&text).unwrap_or(Value::String(text))
+    }
+}
+
+/// The error of a non-2xx answer to `what`: the body's `type` and `message` (scaleway.md §3),
+/// its details and resource, or the start of the text when it is not JSON.
+pub fn error_from(what: String, status: u16, text: &str) -> ApiError {
+    let v: Value = serde_json::from_str(text).unwrap_or(Value::Null);
+    let kind = v["type"].as_str().unwrap_or("http").to_string();
+    let mut message = v["message"]
+        .as_str()
+        .map(String::from)
+        .unwrap_or_else(|| text.chars().take(200).collect());
+    // The structured details say what the generic message does not.
+    if let Some(d) = v["details"].as_array().filter(|d| !d.is_empty()) {
+        message.push_str(&format!(" {}", Value::Array(d.clone())));
+    }
+    if let Some(r) = v["resource"].as_str() {
+        message.push_str(&format!(" (resource {r})"));
+    }
+    ApiError::Http {
+        what,
+        status,
+        kind,
+        message,
+    }
+}
+
+/// One page of `products/servers`; `None` when it has no `servers` object.
+pub fn server_types_from(body: &Value) -> Option<BTreeMap<String, ServerType>> {
+    let m = body["servers"].as_object()?;
+    Some(
+        m.iter()
+            .map(|(name, t)| {
+                let t = ServerType {
+                    ncpus: t["ncpus"].as_u64().unwrap_or(0) as u32,
+                    ram_bytes: t["ram"].as_u64().unwrap_or(0),
+                    hourly_price: t["hourly_price"].as_f64().unwrap_or(0.0),
+                    end_of_service: t["end_of_service"].as_bool().unwrap_or(false),
+                    local_max_bytes: t["volumes_constraint"]["max_size"].as_u64().unwrap_or(0),
+                    internet_bandwidth_bps: t["network"]["sum_internet_bandwidth"]
+                        .as_u64()
+                        .unwrap_or(0),
+                };
+                (name.clone(), t)
+            })
+            .collect(),
+    )
+}
+
+/// One page of `products/servers/availability`; `None` when it has no `servers` object.
+pub fn availability_from(body: &Value) -> Option<BTreeMap<String, String>> {
+    let m = body["servers"].as_object()?;
+    Some(
+        m.iter()
+            .map(|(name, a)| {
+                let a = a["availability"].as_str().unwrap_or("unknown").to_string();
+                (name.clone(), a)
+            })
+            .collect(),
+    )
+}
+
+/// The first local image whose compatible types hold `commercial_type` (§2.8).
+pub fn image_from(body: &Value, commercial_type: &str) -> Option<String> {
+    let wanted = commercial_type.to_ascii_uppercase();
+    body["local_images"].as_array().and_then(|a| {
+        a.iter()
+            .find(|i| {
+                i["compatible_commercial_types"]
+                    .as_array()
+                    .is_some_and(|t| t.iter().any(|x| x.as_str() == Some(wanted.as_str())))
+            })
+            .and_then(|i| i["id"].as_str().map(String::from))
+    })
+}
+
+/// One page of `GET /servers`.
+pub fn servers_from(body: &Value) -> Vec<Server> {
+    body["servers"]
+        .as_array()
+        .map(|a| a.iter().map(Server::from_json).collect())
+        .unwrap_or_default()
+}
+
+/// `GET /ips`: (id, address) of each IP that has an id.
+pub fn ips_from(body: &Value) -> Vec<(String, String)> {
+    body["ips"]
+        .as_array()
+        .map(|a| {
+            a.iter()
+                .filter_map(|ip| {
+                    Some((
+                        ip["id"].as_str()?.to_string(),
+                        ip["address"].as_str().unwrap_or_default().to_string(),
+                    ))
+                })
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// (id, name) of the objects in list `key` (IAM `policies`, `applications`) that carry `tag`.
+pub fn tagged_from(body: &Value, key: &str, tag: &str) -> Vec<(String, String)> {
+    body[key]
+        .as_array()
+        .map(|a| {
+            a.iter()
+                .filter(|o| {
+                    o["tags"]
+                        .as_array()
+                        .is_some_and(|t| t.iter().any(|x| x.as_str() == Some(tag)))
+                })
+                .map(|o| {
+                    (
+                        o["id"].as_str().unwrap_or_default().to_string(),
+                        o["name"].as_str().unwrap_or_default().to_string(),
+                    )
+                })
+                .collect()
+        })
+        .unwrap_or_default()
 }
 
 /// A DELETE whose target is already gone has done its job.

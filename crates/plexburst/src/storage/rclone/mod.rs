@@ -35,7 +35,7 @@ use std::sync::{Mutex, OnceLock};
 use anyhow::bail;
 
 pub use mount::{MIN_RCLONE, parse_rclone_version};
-pub use prefetch::{PrefetchJob, PrefetchStatus};
+pub use prefetch::{PrefetchJob, PrefetchStatus, parse_status, parse_stopped};
 pub use spec::{
     CACHE_SIZE_AT_MOUNT, ConfSource, GENERATED_REMOTE, RcloneSpec, SECRET_ENVS, Settings,
     extract_remotes, local_problems,

@@ -168,6 +168,17 @@ pub fn parse_status(text: &str) -> Option<PrefetchStatus> {
     })
 }
 
+/// What `prefetch_stop` printed: the status line, then the paths it could not read.
+pub fn parse_stopped(text: &str) -> PrefetchStatus {
+    let mut lines = text.lines();
+    let mut st = lines.next().and_then(parse_status).unwrap_or_default();
+    st.failed_paths = lines
+        .filter(|l| !l.trim().is_empty())
+        .map(String::from)
+        .collect();
+    st
+}
+
 impl Rclone {
     /// Start the prefetcher for one section, detached (a previous one is stopped first).
     pub fn prefetch_start(&self, r: &dyn Remote, job: &PrefetchJob) -> anyhow::Result<()> {
@@ -216,14 +227,7 @@ impl Rclone {
             pid = quote(&pid),
             status = quote(&status),
         )))?;
-        let text = out.stdout_str();
-        let mut lines = text.lines();
-        let mut st = lines.next().and_then(parse_status).unwrap_or_default();
-        st.failed_paths = lines
-            .filter(|l| !l.trim().is_empty())
-            .map(String::from)
-            .collect();
-        Ok(st)
+        Ok(parse_stopped(&out.stdout_str()))
     }
 
     /// The prefetcher's files (script, lists, status), once it is stopped.
