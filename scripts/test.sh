@@ -43,6 +43,6 @@ bash scripts/instance/build-image.sh >/dev/null
 step "cargo test"
 cargo test --workspace --locked "$@"
 
-# A short run of every fuzz target (docs/fuzzing.md); FUZZ_SECONDS per target, 20 by default.
+# A short run of every fuzz target (docs/fuzzing.md); FUZZ_SECONDS per target, 10 by default.
 step "fuzz"
-bash scripts/fuzz.sh "${FUZZ_SECONDS:-20}"
+bash scripts/fuzz.sh "${FUZZ_SECONDS:-10}"
