@@ -55,14 +55,15 @@ fuzz_target!(|data: &[u8]| {
     if let Some(st) = parse_status(out) {
         // As the prefetcher's status line prints it.
         let line = format!(
-            "{} {} {} {} {} {} {}\n",
+            "{} {} {} {} {} {} {} {}\n",
             st.window_bytes,
             st.files,
             st.bytes,
             st.failed,
             st.read_bps,
             st.consume_bps,
-            if st.finished { "finished" } else { "running" }
+            if st.finished { "finished" } else { "running" },
+            st.ahead_bytes
         );
         assert_eq!(parse_status(&line), Some(st.clone()));
         let paths = ["/mnt/media/Music/a b.flac", "/mnt/media/Music/ü.mp3"];

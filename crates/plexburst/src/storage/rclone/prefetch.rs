@@ -152,8 +152,9 @@ status stopped
     )
 }
 
+/// The status file's one line (anything after it is not the status).
 pub fn parse_status(text: &str) -> Option<PrefetchStatus> {
-    let f: Vec<&str> = text.split_whitespace().collect();
+    let f: Vec<&str> = text.lines().next()?.split_whitespace().collect();
     let n = |i: usize| f.get(i).and_then(|v| v.parse::<u64>().ok());
     Some(PrefetchStatus {
         window_bytes: n(0)?,
@@ -252,5 +253,8 @@ mod tests {
         assert!(s.finished);
         assert!(!parse_status("1 2 3 4 5 6 running").unwrap().finished);
         assert!(parse_status("").is_none());
+        // Found by the seed_status fuzz target: a second line is not the status's tail.
+        let two = parse_status("1 0 0 5 0 0\n5 2 1 11 9 9\n").unwrap();
+        assert_eq!((two.finished, two.ahead_bytes), (false, 0));
     }
 }
