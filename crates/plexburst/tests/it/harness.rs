@@ -331,7 +331,14 @@ paths = ["{m}/Photos"]
     /// stored, and every storage, runtime and export command in it is in the run's command
     /// journal exactly as printed (the journal is what went through the remote, secrets masked).
     pub fn assert_plan_is_what_ran(&self) {
-        let printed = self.plexburst(&["plan", "--json"]);
+        self.assert_plan_is_what_ran_with(&[]);
+    }
+
+    /// As `assert_plan_is_what_ran`, for a run given these `run` flags (`plan` takes the same).
+    pub fn assert_plan_is_what_ran_with(&self, run_flags: &[&str]) {
+        let mut args = vec!["plan", "--json"];
+        args.extend_from_slice(run_flags);
+        let printed = self.plexburst(&args);
         assert!(printed.status.success(), "{}", text(&printed));
         let plan: serde_json::Value = serde_json::from_slice(&printed.stdout).unwrap();
         let stored: serde_json::Value =

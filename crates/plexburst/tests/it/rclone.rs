@@ -1396,6 +1396,8 @@ fn a_seed_in_the_bucket_is_copied_with_the_runs_rclone() {
     assert_eq!(rl.lab.count(TRACKS), rl.lab.counts.tracks);
     assert_eq!(rl.lab.count(DELETED), 0, "nothing was marked deleted");
     assert!(rl.mount_pids().is_empty(), "the run unmounted rclone");
+    rl.lab
+        .assert_plan_is_what_ran_with(&["--skip-analysis", "--seed", &seed]);
     let rec = rl.lab.state()["seed"].clone();
     assert!(
         rec["source"].as_str().unwrap().contains("in the bucket"),

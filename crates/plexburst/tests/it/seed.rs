@@ -39,6 +39,17 @@ fn config_on(lab: &Lab, media: &str) -> String {
         .replace(&format!("\"{old}\""), &format!("\"{new}\""))
 }
 
+/// The "home server": a first run (no analysis) whose DB is copied to `name` in the lab, its data
+/// dir then removed so the next run starts empty.
+fn home_db(lab: &Lab, name: &str) -> PathBuf {
+    let first = lab.plexburst(&["run", "--skip-analysis"]);
+    assert!(first.status.success(), "{}", text(&first));
+    let db = lab.path(name);
+    std::fs::copy(lab.db_path(), &db).unwrap();
+    std::fs::remove_dir_all(lab.data_dir()).unwrap();
+    db
+}
+
 fn stdout(o: &std::process::Output) -> String {
     String::from_utf8_lossy(&o.stdout).into_owned()
 }
@@ -166,6 +177,8 @@ fn a_seeded_run_remaps_scans_incrementally_and_a_deep_scan_finds_moved_folders()
 
     let out = lab.plexburst(&["run", "--seed", archive.to_str().unwrap()]);
     assert!(out.status.success(), "{}", text(&out));
+    // Plan = run for a seeded run too: `plan --seed` prints the plan the run stored and executed.
+    lab.assert_plan_is_what_ran_with(&["--seed", archive.to_str().unwrap()]);
     let seed = seed_record(&lab);
     // Seeded counts are the home server's, remapped: every location and part moved root.
     let music_seed = seeded_section(&seed, "Music");
@@ -254,11 +267,7 @@ fn a_seeded_run_remaps_scans_incrementally_and_a_deep_scan_finds_moved_folders()
 #[test]
 fn a_seed_whose_paths_are_missing_stops_before_plex_and_leaves_the_data_dir_empty() {
     let lab = Lab::new(LabOpts::default());
-    let first = lab.plexburst(&["run", "--skip-analysis"]);
-    assert!(first.status.success(), "{}", text(&first));
-    let db = lab.path("home.db");
-    std::fs::copy(lab.db_path(), &db).unwrap();
-    std::fs::remove_dir_all(lab.data_dir()).unwrap();
+    let db = home_db(&lab, "home.db");
     // All music but one file gone (the section stays valid for the preflight).
     sh(&format!(
         "cd {}/Music && find . -type f | sort | tail -n +2 | xargs -d '\\n' rm -f",
@@ -287,11 +296,7 @@ fn a_seed_whose_paths_are_missing_stops_before_plex_and_leaves_the_data_dir_empt
 #[test]
 fn a_seed_with_other_folders_and_no_remap_names_the_remap_line() {
     let lab = Lab::new(LabOpts::default());
-    let first = lab.plexburst(&["run", "--skip-analysis"]);
-    assert!(first.status.success(), "{}", text(&first));
-    let db = lab.path("home.db");
-    std::fs::copy(lab.db_path(), &db).unwrap();
-    std::fs::remove_dir_all(lab.data_dir()).unwrap();
+    let db = home_db(&lab, "home.db");
     std::fs::rename(lab.path("media"), lab.path("media2")).unwrap();
     reseed_config_only(&lab, "media2");
     let out = lab.plexburst(&["run", "--seed", db.to_str().unwrap()]);
@@ -327,11 +332,7 @@ fn root_page(db: &Path, name: &str) -> u64 {
 #[test]
 fn damaged_seeds_are_repaired_and_an_unrecoverable_one_stops_before_plex() {
     let lab = Lab::new(LabOpts::default());
-    let first = lab.plexburst(&["run", "--skip-analysis"]);
-    assert!(first.status.success(), "{}", text(&first));
-    let good = lab.path("home.db");
-    std::fs::copy(lab.db_path(), &good).unwrap();
-    std::fs::remove_dir_all(lab.data_dir()).unwrap();
+    let good = home_db(&lab, "home.db");
     let tracks = lab.counts.tracks;
 
     // A corrupted index: garbage over the root page of the index on media_parts.file.
@@ -526,11 +527,7 @@ fn a_docker_seeded_run_remaps_through_the_images_plex_sqlite() {
     });
     // The container runs the server as uid 1000: it must reach the media and its data dir.
     run(command("chmod").args(["755", lab.dir.path().to_str().unwrap()]));
-    let first = lab.plexburst(&["run", "--skip-analysis"]);
-    assert!(first.status.success(), "{}", text(&first));
-    let db = lab.path("home.db");
-    std::fs::copy(lab.db_path(), &db).unwrap();
-    std::fs::remove_dir_all(lab.data_dir()).unwrap();
+    let db = home_db(&lab, "home.db");
     std::fs::rename(lab.path("media"), lab.path("media2")).unwrap();
     std::fs::write(
         lab.config_path(),
